@@ -1,0 +1,3 @@
+using PeftSharp.Bench;
+
+return BenchCatalog.Run(args);

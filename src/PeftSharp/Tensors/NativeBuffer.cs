@@ -1,0 +1,64 @@
+using System.Runtime.InteropServices;
+
+namespace PeftSharp.Tensors;
+
+/// <summary>
+/// A block of native memory aligned to 64 bytes (one cache line, one Vector512), with a 64-bit
+/// element count. Parameters, gradients, activations and optimizer state live in these blocks;
+/// the GC never moves them, so kernels take raw pointers.
+/// </summary>
+public sealed unsafe class NativeBuffer<T> : IDisposable where T : unmanaged
+{
+    public const int Alignment = 64;
+    private T* _pointer;
+
+    public NativeBuffer(long length, bool clear = true)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        Length = length;
+        nuint bytes = (nuint)Math.Max(1, length) * (nuint)sizeof(T);
+        _pointer = (T*)NativeMemory.AlignedAlloc(bytes, Alignment);
+        if (clear) NativeMemory.Clear(_pointer, bytes);
+        GC.AddMemoryPressure((long)bytes);
+    }
+
+    public long Length { get; }
+    public long ByteLength => Length * sizeof(T);
+
+    public T* Pointer
+    {
+        get
+        {
+            ObjectDisposedException.ThrowIf(_pointer == null, this);
+            return _pointer;
+        }
+    }
+
+    /// <summary>The whole buffer as a span; throws when it holds more than int.MaxValue elements.</summary>
+    public Span<T> Span => Length <= int.MaxValue
+        ? new Span<T>(Pointer, (int)Length)
+        : throw new InvalidOperationException($"Buffer of {Length} elements is too large for one Span; use Slice.");
+
+    public Span<T> Slice(long start, int length)
+    {
+        if ((ulong)start > (ulong)Length || (ulong)length > (ulong)(Length - start))
+            throw new ArgumentOutOfRangeException(nameof(start), $"Slice [{start}, {start + length}) is outside a buffer of {Length} elements.");
+        return new Span<T>(Pointer + start, length);
+    }
+
+    public void Clear() => NativeMemory.Clear(Pointer, (nuint)ByteLength);
+
+    public void Dispose()
+    {
+        if (_pointer == null) return;
+        NativeMemory.AlignedFree(_pointer);
+        GC.RemoveMemoryPressure((long)Math.Max(1, Length) * sizeof(T));
+        _pointer = null;
+        GC.SuppressFinalize(this);
+    }
+
+    ~NativeBuffer()
+    {
+        if (_pointer != null) NativeMemory.AlignedFree(_pointer);
+    }
+}
