@@ -1,0 +1,56 @@
+using System.Text.Json.Nodes;
+using PeftSharp.Config;
+
+namespace PeftSharp.Training;
+
+/// <summary>The `data` section: files, format and TRL's SFTConfig data options (max_length, packing, ...).</summary>
+public sealed class DataArguments
+{
+    public static readonly string[] Formats = ["auto", "text", "prompt_completion", "conversational"];
+
+    public string? TrainFile { get; set; }
+    public string? EvalFile { get; set; }
+    public string Format { get; set; } = "auto";
+    public string DatasetTextField { get; set; } = "text";
+    public int MaxLength { get; set; } = 1024;
+    public bool Packing { get; set; }
+    /// <summary>null: on for prompt-completion data, as TRL does.</summary>
+    public bool? CompletionOnlyLoss { get; set; }
+    public bool AssistantOnlyLoss { get; set; }
+    public double? TestSize { get; set; }
+    public bool Shuffle { get; set; } = true;
+    public bool SkipMalformed { get; set; }
+    public string? ChatTemplate { get; set; }
+
+    public static IEnumerable<KeySpec> Keys =>
+    [
+        new("train_file", ValueKind.String, "training data: .jsonl, .json, .csv or .txt"),
+        new("eval_file", ValueKind.String, "evaluation data (else test_size splits train_file)"),
+        new("format", ValueKind.Enum, "data format; auto detects it as TRL does", Allowed: Formats),
+        new("dataset_text_field", ValueKind.String, "the text column for language-modelling data"),
+        new("max_length", ValueKind.Int, "truncate tokenized examples to this many tokens", Min: 1),
+        new("packing", ValueKind.Bool, "pack several examples per sequence (no attention across them)"),
+        new("completion_only_loss", ValueKind.Bool, "loss on the completion only (prompt-completion data)"),
+        new("assistant_only_loss", ValueKind.Bool, "loss on assistant turns only (conversational data)"),
+        new("test_size", ValueKind.Number, "held-out fraction (< 1) or count (>= 1) of train_file for evaluation", Min: 0, MinExclusive: true),
+        new("shuffle", ValueKind.Bool, "shuffle the training data every epoch (with the seed)"),
+        new("skip_malformed", ValueKind.Bool, "skip malformed lines (and say how many) instead of stopping"),
+        new("chat_template", ValueKind.String, "a built-in template name (chatml, llama3, llama2, zephyr) or a Jinja template"),
+    ];
+
+    public static DataArguments FromJson(JsonObject o) => new()
+    {
+        TrainFile = o.Str("train_file"),
+        EvalFile = o.Str("eval_file"),
+        Format = o.Str("format", "auto")!,
+        DatasetTextField = o.Str("dataset_text_field", "text")!,
+        MaxLength = o.Int("max_length", 1024),
+        Packing = o.Bool("packing", false),
+        CompletionOnlyLoss = o.BoolOrNull("completion_only_loss"),
+        AssistantOnlyLoss = o.Bool("assistant_only_loss", false),
+        TestSize = o.NumOrNull("test_size"),
+        Shuffle = o.Bool("shuffle", true),
+        SkipMalformed = o.Bool("skip_malformed", false),
+        ChatTemplate = o.Str("chat_template"),
+    };
+}

@@ -1,0 +1,166 @@
+using System.Text.Json.Nodes;
+using PeftSharp.Config;
+
+namespace PeftSharp.Training;
+
+/// <summary>"no" | "steps" | "epoch", as transformers' IntervalStrategy.</summary>
+public enum IntervalStrategy { No, Steps, Epoch }
+
+/// <summary>
+/// transformers' TrainingArguments / TRL's SFTConfig: the same names and defaults (SFTConfig's where
+/// they differ: learning_rate 2e-5, logging_steps 10). Read from the `training` section of a config file.
+/// </summary>
+public sealed class TrainingArguments
+{
+    public static readonly string[] Schedulers = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"];
+    public static readonly string[] Optimizers = ["adamw_torch", "adamw_torch_fused", "adamw_hf", "adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd"];
+    public static readonly string[] Strategies = ["no", "steps", "epoch"];
+
+    public string OutputDir { get; set; } = "output";
+    public double LearningRate { get; set; } = 2e-5;
+    public double NumTrainEpochs { get; set; } = 3;
+    public int MaxSteps { get; set; } = -1;
+    public int PerDeviceTrainBatchSize { get; set; } = 8;
+    public int PerDeviceEvalBatchSize { get; set; } = 8;
+    public int GradientAccumulationSteps { get; set; } = 1;
+    public double WeightDecay { get; set; }
+    public double AdamBeta1 { get; set; } = 0.9;
+    public double AdamBeta2 { get; set; } = 0.999;
+    public double AdamEpsilon { get; set; } = 1e-8;
+    public double MaxGradNorm { get; set; } = 1.0;
+    public string LrSchedulerType { get; set; } = "linear";
+    public JsonObject LrSchedulerKwargs { get; set; } = [];
+    /// <summary>warmup_steps: a whole number of steps, or a fraction of the total below 1.</summary>
+    public double WarmupSteps { get; set; }
+    public double WarmupRatio { get; set; }
+    public string Optim { get; set; } = "adamw_torch";
+    public IntervalStrategy LoggingStrategy { get; set; } = IntervalStrategy.Steps;
+    public int LoggingSteps { get; set; } = 10;
+    public bool LoggingFirstStep { get; set; }
+    public IntervalStrategy EvalStrategy { get; set; } = IntervalStrategy.No;
+    public int? EvalSteps { get; set; }
+    public IntervalStrategy SaveStrategy { get; set; } = IntervalStrategy.Steps;
+    public int SaveSteps { get; set; } = 500;
+    public int? SaveTotalLimit { get; set; }
+    public bool LoadBestModelAtEnd { get; set; }
+    public string? MetricForBestModel { get; set; }
+    public bool? GreaterIsBetter { get; set; }
+    public int? EarlyStoppingPatience { get; set; }
+    public double EarlyStoppingThreshold { get; set; }
+    public int Seed { get; set; } = 42;
+    public int? DataSeed { get; set; }
+    public bool GradientCheckpointing { get; set; }
+    /// <summary>A checkpoint folder, or "true" for the latest checkpoint in output_dir.</summary>
+    public string? ResumeFromCheckpoint { get; set; }
+
+    /// <summary>The number of warmup steps for a run of <paramref name="totalSteps"/> optimizer steps.</summary>
+    public int WarmupStepsFor(int totalSteps) =>
+        WarmupSteps >= 1 ? (int)WarmupSteps :
+        WarmupSteps > 0 ? (int)Math.Ceiling(WarmupSteps * totalSteps) :
+        (int)Math.Ceiling(WarmupRatio * totalSteps);
+
+    public static IEnumerable<KeySpec> Keys =>
+    [
+        new("output_dir", ValueKind.String, "where checkpoints, the adapter, logs and the report go", Nullable: false),
+        new("learning_rate", ValueKind.Number, "peak learning rate (LoRA: 1e-4 to 3e-4 is typical)", Min: 0, MinExclusive: true),
+        new("num_train_epochs", ValueKind.Number, "passes over the training data", Min: 0, MinExclusive: true),
+        new("max_steps", ValueKind.Int, "optimizer steps; overrides num_train_epochs when > 0", Min: -1),
+        new("per_device_train_batch_size", ValueKind.Int, "examples per micro-batch", Min: 1),
+        new("per_device_eval_batch_size", ValueKind.Int, "examples per evaluation batch", Min: 1),
+        new("gradient_accumulation_steps", ValueKind.Int, "micro-batches per optimizer step", Min: 1),
+        new("weight_decay", ValueKind.Number, "decoupled AdamW weight decay (not on biases and norms)", Min: 0),
+        new("adam_beta1", ValueKind.Number, "AdamW beta1", Min: 0, Max: 1, MaxExclusive: true),
+        new("adam_beta2", ValueKind.Number, "AdamW beta2", Min: 0, Max: 1, MaxExclusive: true),
+        new("adam_epsilon", ValueKind.Number, "AdamW epsilon", Min: 0, MinExclusive: true),
+        new("max_grad_norm", ValueKind.Number, "global gradient-norm clipping (0 disables)", Min: 0),
+        new("lr_scheduler_type", ValueKind.Enum, "learning-rate schedule", Allowed: Schedulers),
+        new("lr_scheduler_kwargs", ValueKind.Dict, "num_cycles (cosine_with_restarts), power and lr_end (polynomial)"),
+        new("warmup_steps", ValueKind.IntOrFraction, "warmup: steps, or a fraction of the total below 1"),
+        new("warmup_ratio", ValueKind.Number, "warmup as a fraction of the total (deprecated: use warmup_steps < 1)", Min: 0, Max: 1),
+        new("optim", ValueKind.Enum, "optimizer", Allowed: Optimizers),
+        new("logging_strategy", ValueKind.Enum, "when to log", Allowed: Strategies),
+        new("logging_steps", ValueKind.Int, "log every N steps", Min: 1),
+        new("logging_first_step", ValueKind.Bool, "log the first step too"),
+        new("eval_strategy", ValueKind.Enum, "when to evaluate", Allowed: Strategies),
+        new("eval_steps", ValueKind.Int, "evaluate every N steps (default: logging_steps)", Min: 1),
+        new("save_strategy", ValueKind.Enum, "when to save a checkpoint", Allowed: Strategies),
+        new("save_steps", ValueKind.Int, "save every N steps", Min: 1),
+        new("save_total_limit", ValueKind.Int, "keep at most N checkpoints (the best is kept too)", Min: 1),
+        new("load_best_model_at_end", ValueKind.Bool, "restore the best checkpoint at the end"),
+        new("metric_for_best_model", ValueKind.String, "metric that picks the best checkpoint (default eval loss)"),
+        new("greater_is_better", ValueKind.Bool, "whether a larger metric is better"),
+        new("early_stopping_patience", ValueKind.Int, "stop after N evaluations without improvement", Min: 1),
+        new("early_stopping_threshold", ValueKind.Number, "minimum improvement that counts", Min: 0),
+        new("seed", ValueKind.Int, "random seed (initialisation, dropout, shuffling)", Min: 0),
+        new("data_seed", ValueKind.Int, "seed for data shuffling only", Min: 0),
+        new("gradient_checkpointing", ValueKind.Bool, "recompute activations in backward to save memory"),
+        new("resume_from_checkpoint", ValueKind.String, "a checkpoint folder, or \"true\" for the latest"),
+    ];
+
+    public static TrainingArguments FromJson(JsonObject o)
+    {
+        var t = new TrainingArguments();
+        t.OutputDir = o.Str("output_dir", t.OutputDir)!;
+        t.LearningRate = o.Num("learning_rate", t.LearningRate);
+        t.NumTrainEpochs = o.Num("num_train_epochs", t.NumTrainEpochs);
+        t.MaxSteps = o.Int("max_steps", t.MaxSteps);
+        t.PerDeviceTrainBatchSize = o.Int("per_device_train_batch_size", t.PerDeviceTrainBatchSize);
+        t.PerDeviceEvalBatchSize = o.Int("per_device_eval_batch_size", t.PerDeviceEvalBatchSize);
+        t.GradientAccumulationSteps = o.Int("gradient_accumulation_steps", t.GradientAccumulationSteps);
+        t.WeightDecay = o.Num("weight_decay", t.WeightDecay);
+        t.AdamBeta1 = o.Num("adam_beta1", t.AdamBeta1);
+        t.AdamBeta2 = o.Num("adam_beta2", t.AdamBeta2);
+        t.AdamEpsilon = o.Num("adam_epsilon", t.AdamEpsilon);
+        t.MaxGradNorm = o.Num("max_grad_norm", t.MaxGradNorm);
+        t.LrSchedulerType = o.Str("lr_scheduler_type", t.LrSchedulerType)!;
+        t.LrSchedulerKwargs = o["lr_scheduler_kwargs"] as JsonObject is { } kw ? (JsonObject)kw.DeepClone() : [];
+        t.WarmupSteps = o.Num("warmup_steps", t.WarmupSteps);
+        t.WarmupRatio = o.Num("warmup_ratio", t.WarmupRatio);
+        t.Optim = o.Str("optim", t.Optim)!;
+        t.LoggingStrategy = Strategy(o, "logging_strategy", t.LoggingStrategy);
+        t.LoggingSteps = o.Int("logging_steps", t.LoggingSteps);
+        t.LoggingFirstStep = o.Bool("logging_first_step", t.LoggingFirstStep);
+        t.EvalStrategy = Strategy(o, "eval_strategy", t.EvalStrategy);
+        t.EvalSteps = o.IntOrNull("eval_steps");
+        t.SaveStrategy = Strategy(o, "save_strategy", t.SaveStrategy);
+        t.SaveSteps = o.Int("save_steps", t.SaveSteps);
+        t.SaveTotalLimit = o.IntOrNull("save_total_limit");
+        t.LoadBestModelAtEnd = o.Bool("load_best_model_at_end", t.LoadBestModelAtEnd);
+        t.MetricForBestModel = o.Str("metric_for_best_model");
+        t.GreaterIsBetter = o.BoolOrNull("greater_is_better");
+        t.EarlyStoppingPatience = o.IntOrNull("early_stopping_patience");
+        t.EarlyStoppingThreshold = o.Num("early_stopping_threshold", t.EarlyStoppingThreshold);
+        t.Seed = o.Int("seed", t.Seed);
+        t.DataSeed = o.IntOrNull("data_seed");
+        t.GradientCheckpointing = o.Bool("gradient_checkpointing", t.GradientCheckpointing);
+        t.ResumeFromCheckpoint = o.Str("resume_from_checkpoint");
+        t.Validate();
+        return t;
+    }
+
+    /// <summary>Cross-key rules, as transformers checks them.</summary>
+    public void Validate()
+    {
+        if (LoadBestModelAtEnd)
+        {
+            if (EvalStrategy == IntervalStrategy.No)
+                throw new PeftSharpException("training: load_best_model_at_end needs eval_strategy \"steps\" or \"epoch\".");
+            if (EvalStrategy != SaveStrategy)
+                throw new PeftSharpException($"training: load_best_model_at_end needs save_strategy to equal eval_strategy (\"{Name(EvalStrategy)}\"), got \"{Name(SaveStrategy)}\".");
+            if (EvalStrategy == IntervalStrategy.Steps && SaveSteps % (EvalSteps ?? LoggingSteps) != 0)
+                throw new PeftSharpException($"training: load_best_model_at_end needs save_steps ({SaveSteps}) to be a multiple of eval_steps ({EvalSteps ?? LoggingSteps}).");
+        }
+        if (EarlyStoppingPatience != null && EvalStrategy == IntervalStrategy.No)
+            throw new PeftSharpException("training: early_stopping_patience needs eval_strategy \"steps\" or \"epoch\".");
+    }
+
+    public static string Name(IntervalStrategy s) => s switch { IntervalStrategy.No => "no", IntervalStrategy.Steps => "steps", _ => "epoch" };
+
+    private static IntervalStrategy Strategy(JsonObject o, string key, IntervalStrategy fallback) => o.Str(key) switch
+    {
+        "no" => IntervalStrategy.No,
+        "steps" => IntervalStrategy.Steps,
+        "epoch" => IntervalStrategy.Epoch,
+        _ => fallback,
+    };
+}
