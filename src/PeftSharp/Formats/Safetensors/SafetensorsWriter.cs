@@ -102,3 +102,67 @@ public static class SafetensorsWriter
         return Encoding.UTF8.GetBytes(sb.ToString());
     }
 }
+
+/// <summary>Sharded checkpoints as transformers' save_pretrained writes them.</summary>
+public static class SafetensorsShardWriter
+{
+    /// <summary>transformers' default max_shard_size ("5GB", decimal).</summary>
+    public const long DefaultMaxShardBytes = 5_000_000_000;
+
+    /// <summary>
+    /// Writes <paramref name="tensors"/> into <paramref name="folder"/> as "{stem}.safetensors" when they
+    /// fit in one shard, else as "{stem}-00001-of-0000N.safetensors" files plus "{stem}.safetensors.index.json"
+    /// (metadata.total_size and a sorted weight_map). Shards fill in the given order, a new one starting when
+    /// the next tensor would pass <paramref name="maxShardBytes"/>; a tensor larger than the limit gets a shard
+    /// of its own (as huggingface_hub splits state dicts). Returns the files written.
+    /// </summary>
+    public static IReadOnlyList<string> Write(string folder, IEnumerable<SafetensorsEntry> tensors, long maxShardBytes = DefaultMaxShardBytes,
+        string stem = "model", IReadOnlyDictionary<string, string>? metadata = null)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxShardBytes);
+        var shards = new List<List<SafetensorsEntry>>();
+        var current = new List<SafetensorsEntry>();
+        long currentBytes = 0, totalBytes = 0;
+        foreach (var t in tensors)
+        {
+            totalBytes += t.ByteLength;
+            if (t.ByteLength > maxShardBytes) { shards.Add([t]); continue; }
+            if (currentBytes + t.ByteLength > maxShardBytes && current.Count > 0)
+            {
+                shards.Add(current);
+                current = [];
+                currentBytes = 0;
+            }
+            current.Add(t);
+            currentBytes += t.ByteLength;
+        }
+        if (current.Count > 0 || shards.Count == 0) shards.Add(current);
+
+        Directory.CreateDirectory(folder);
+        if (shards.Count == 1)
+        {
+            string single = Path.Combine(folder, stem + ".safetensors");
+            SafetensorsWriter.Write(single, shards[0], metadata);
+            return [single];
+        }
+        var written = new List<string>();
+        var weightMap = new System.Text.Json.Nodes.JsonObject();
+        for (int i = 0; i < shards.Count; i++)
+        {
+            string name = $"{stem}-{i + 1:00000}-of-{shards.Count:00000}.safetensors";
+            string path = Path.Combine(folder, name);
+            SafetensorsWriter.Write(path, shards[i], metadata);
+            written.Add(path);
+            foreach (var t in shards[i]) weightMap[t.Name] = name;
+        }
+        var index = new System.Text.Json.Nodes.JsonObject
+        {
+            ["metadata"] = new System.Text.Json.Nodes.JsonObject { ["total_size"] = totalBytes },
+            ["weight_map"] = weightMap,
+        };
+        string indexPath = Path.Combine(folder, stem + ".safetensors.index.json");
+        HfConfig.PythonJson.WriteFile(indexPath, index);
+        written.Add(indexPath);
+        return written;
+    }
+}
