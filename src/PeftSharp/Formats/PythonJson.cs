@@ -98,6 +98,12 @@ public static class PythonJson
         throw new ArgumentException($"Cannot write a JSON value of type {element.GetType().Name}.");
     }
 
+    /// <summary>Writes <paramref name="node"/> as transformers' save_pretrained writes config.json: json.dumps(indent=2, sort_keys=True) and a newline.</summary>
+    public static void WriteFile(string path, JsonNode node) => AtomicFile.WriteAllText(path, Serialize(node) + "\n");
+
+    /// <summary>A number node whose JSON text is Python's repr of the float (1e-05, 10000.0), so it stays a float when written.</summary>
+    public static JsonNode Float(double value) => JsonNode.Parse(FormatFloat(value))!;
+
     /// <summary>Python's <c>repr(float)</c>: shortest round-trip digits, exponent form below 1e-4 or from 1e16.</summary>
     public static string FormatFloat(double value)
     {

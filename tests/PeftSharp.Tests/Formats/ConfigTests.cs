@@ -203,7 +203,7 @@ public sealed class ConfigTests : IDisposable
     [InlineData(0.0001, "0.0001")]
     [InlineData(-2.5, "-2.5")]
     [InlineData(123.456, "123.456")]
-    public void FormatsFloatsAsPythonRepr(double value, string expected) => Assert.Equal(expected, PythonJson.FloatText(value));
+    public void FormatsFloatsAsPythonRepr(double value, string expected) => Assert.Equal(expected, PeftSharp.Formats.PythonJson.FormatFloat(value));
 
     [Fact]
     public void EosMayBeAList()

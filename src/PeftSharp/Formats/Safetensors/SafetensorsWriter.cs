@@ -161,7 +161,7 @@ public static class SafetensorsShardWriter
             ["weight_map"] = weightMap,
         };
         string indexPath = Path.Combine(folder, stem + ".safetensors.index.json");
-        HfConfig.PythonJson.WriteFile(indexPath, index);
+        PythonJson.WriteFile(indexPath, index);
         written.Add(indexPath);
         return written;
     }
