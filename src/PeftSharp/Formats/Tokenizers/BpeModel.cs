@@ -24,6 +24,10 @@ internal sealed class BpeModel
     private readonly ConcurrentDictionary<string, int[]> _cache = new(StringComparer.Ordinal);
     private readonly ConcurrentDictionary<string, int[]>.AlternateLookup<ReadOnlySpan<char>> _cacheLookup;
     private int _cacheCount;
+    // SentencePiece-style vocabularies where no token holds '▁' after another character: a word can be
+    // cut before each '▁' that follows a non-'▁' character without changing the result, since no merge
+    // can produce a token across that point. This turns a whole unsplit text into cacheable words.
+    private readonly bool _metaspaceBarrier;
 
     [ThreadStatic] private static Scratch? t_scratch;
 
@@ -51,6 +55,8 @@ internal sealed class BpeModel
         _suffix = string.IsNullOrEmpty(endOfWordSuffix) ? null : endOfWordSuffix;
         for (int b = 0; b < 256; b++) _byteIds[b] = vocab.TryGetValue($"<0x{b:X2}>", out int id) ? id : -1;
 
+        _metaspaceBarrier = _prefix == null && _suffix == null && MetaspaceIsBarrier(vocab.Keys);
+
         _merges = new Dictionary<long, (int, int)>(merges.Count);
         int prefixLength = _prefix?.Length ?? 0;
         for (int rank = 0; rank < merges.Count; rank++)
@@ -73,8 +79,39 @@ internal sealed class BpeModel
 
     private static long Pair(int a, int b) => ((long)a << 32) | (uint)b;
 
+    private static bool MetaspaceIsBarrier(IEnumerable<string> tokens)
+    {
+        bool any = false;
+        foreach (var t in tokens)
+        {
+            for (int j = 1; j < t.Length; j++)
+                if (t[j] == Metaspace && t[j - 1] != Metaspace) return false;
+            any |= t.Length > 1 && t[0] == Metaspace;
+        }
+        return any;
+    }
+
+    private const char Metaspace = '\u2581';
+
     /// <summary>Appends the ids of one pre-tokenized word.</summary>
     public void Tokenize(ReadOnlySpan<char> word, List<int> output)
+    {
+        if (!_metaspaceBarrier || word.Length < 2)
+        {
+            TokenizeWord(word, output);
+            return;
+        }
+        int start = 0;
+        for (int i = 1; i < word.Length; i++)
+        {
+            if (word[i] != Metaspace || word[i - 1] == Metaspace) continue;
+            TokenizeWord(word[start..i], output);
+            start = i;
+        }
+        TokenizeWord(word[start..], output);
+    }
+
+    private void TokenizeWord(ReadOnlySpan<char> word, List<int> output)
     {
         if (word.IsEmpty) return;
         if (_ignoreMerges && _vocabLookup.TryGetValue(word, out int whole))

@@ -62,11 +62,7 @@ internal sealed record SpecialTokens(string? Bos, string? Eos, string? Pad, stri
         return byId.Values.ToList();
     }
 
-    private static JsonDocument Parse(string path)
-    {
-        try { return JsonDocument.Parse(File.ReadAllBytes(path)); }
-        catch (JsonException e) { throw new PeftSharpException($"{path}: not valid JSON ({e.Message}).", e); }
-    }
+    private static JsonDocument Parse(string path) => Json.ParseFile(path);
 
     private static string? Get(JsonElement root, string key) => root.TryGetProperty(key, out var v) ? Content(v) : null;
 

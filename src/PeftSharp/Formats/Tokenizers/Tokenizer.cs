@@ -88,10 +88,19 @@ public sealed class Tokenizer
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"Tokenizer file not found: {path}", path);
         string file = Path.GetFileName(path);
-        JsonDocument doc;
-        try { doc = JsonDocument.Parse(File.ReadAllBytes(path)); }
-        catch (JsonException e) { throw new PeftSharpException($"{path}: not valid JSON ({e.Message}).", e); }
-        using (doc)
+        try
+        {
+            return Read(path, file);
+        }
+        catch (Exception e) when (e is InvalidOperationException or KeyNotFoundException or FormatException)
+        {
+            throw new PeftSharpException($"{path}: unexpected tokenizer.json structure ({e.Message}).", e);
+        }
+    }
+
+    private static Tokenizer Read(string path, string file)
+    {
+        using (var doc = Json.ParseFile(path))
         {
             var root = doc.RootElement;
             if (!root.TryGetProperty("model", out var m) || m.ValueKind != JsonValueKind.Object)
@@ -128,14 +137,17 @@ public sealed class Tokenizer
     /// <summary>A GPT-2 style byte-level BPE from vocab.json + merges.txt (added tokens from tokenizer_config.json / added_tokens.json beside them).</summary>
     public static Tokenizer FromLegacyFiles(string vocabPath, string mergesPath)
     {
-        Dictionary<string, int> vocab;
-        try
+        if (!File.Exists(vocabPath)) throw new FileNotFoundException($"Tokenizer vocabulary not found: {vocabPath}", vocabPath);
+        if (!File.Exists(mergesPath)) throw new FileNotFoundException($"Tokenizer merges not found: {mergesPath}", mergesPath);
+        var vocab = new Dictionary<string, int>(StringComparer.Ordinal);
+        using (var doc = Json.ParseFile(vocabPath))
         {
-            vocab = JsonSerializer.Deserialize<Dictionary<string, int>>(File.ReadAllBytes(vocabPath))
-                ?? throw new PeftSharpException($"{vocabPath}: expected a JSON object of token → id.");
+            if (doc.RootElement.ValueKind != JsonValueKind.Object)
+                throw new PeftSharpException($"{vocabPath}: expected a JSON object of token → id.");
+            foreach (var kv in doc.RootElement.EnumerateObject())
+                vocab[kv.Name] = kv.Value.ValueKind == JsonValueKind.Number ? kv.Value.GetInt32()
+                    : throw new PeftSharpException($"{vocabPath}: the id of token '{kv.Name}' is not a number.");
         }
-        catch (JsonException e) { throw new PeftSharpException($"{vocabPath}: expected a JSON object of token → id ({e.Message}).", e); }
-        vocab = new Dictionary<string, int>(vocab, StringComparer.Ordinal);
         var merges = new List<(string, string)>();
         int lineNumber = 0;
         foreach (var line in File.ReadLines(mergesPath))
