@@ -162,6 +162,8 @@ internal abstract class PreTokenizer
 
 internal sealed class SequencePreTokenizer(PreTokenizer[] children) : PreTokenizer
 {
+    public PreTokenizer[] Children => children;
+
     protected override void Split(in Segment segment, List<Segment> output) => throw new InvalidOperationException();
 
     public override void PreTokenize(List<Segment> segments)
@@ -172,6 +174,9 @@ internal sealed class SequencePreTokenizer(PreTokenizer[] children) : PreTokeniz
 
 internal sealed class SplitPreTokenizer(SplitRegex regex, SplitBehavior behavior, bool invert) : PreTokenizer
 {
+    /// <summary>The regex when this split keeps matches and gaps alike as words (Isolated, not inverted).</summary>
+    public SplitRegex? IsolatingRegex => behavior == SplitBehavior.Isolated && !invert ? regex : null;
+
     protected override void Split(in Segment segment, List<Segment> output)
     {
         var spans = new List<(int Start, int End, bool IsMatch)>();
@@ -223,6 +228,10 @@ internal sealed class ByteLevelPreTokenizer(bool addPrefixSpace, bool useRegex) 
 {
     public const string Gpt2Pattern = @"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+";
     private static readonly SplitRegex Gpt2Regex = new(Gpt2Pattern, false);
+
+    public bool AddPrefixSpace => addPrefixSpace;
+    public bool UseRegex => useRegex;
+    public static SplitRegex Gpt2SplitRegex => Gpt2Regex;
 
     protected override void Split(in Segment segment, List<Segment> output)
     {

@@ -20,6 +20,9 @@ public sealed class Tokenizer
     private readonly Dictionary<string, AddedToken> _addedByContent = new(StringComparer.Ordinal);
     private readonly AddedTokenMatcher _rawMatcher, _normalizedMatcher;
     private readonly int[] _prefix, _suffix;
+    // Set when pre-tokenization is "split at this regex (isolated), then byte-level map" (GPT-2, Llama 3,
+    // Qwen2): words are then mapped into a scratch buffer and looked up without allocating strings.
+    private readonly SplitRegex? _byteLevelWords;
 
     private Tokenizer(BpeModel model, Normalizer? normalizer, PreTokenizer? preTokenizer, PostProcessor? postProcessor,
         Decoder? decoder, IReadOnlyList<AddedToken> addedTokens, SpecialTokens specials)
@@ -41,6 +44,7 @@ public sealed class Tokenizer
         var prefix = new List<int>();
         var suffix = new List<int>();
         postProcessor?.SingleAffixes(prefix, suffix);
+        _byteLevelWords = ByteLevelWordsRegex(preTokenizer);
         _prefix = prefix.ToArray();
         _suffix = suffix.ToArray();
         BosToken = specials.Bos;
@@ -244,9 +248,21 @@ public sealed class Tokenizer
         }
     }
 
+    private static SplitRegex? ByteLevelWordsRegex(PreTokenizer? pre) => pre switch
+    {
+        ByteLevelPreTokenizer { AddPrefixSpace: false, UseRegex: true } => ByteLevelPreTokenizer.Gpt2SplitRegex,
+        SequencePreTokenizer { Children: [SplitPreTokenizer { IsolatingRegex: { } regex }, ByteLevelPreTokenizer { AddPrefixSpace: false, UseRegex: false }] } => regex,
+        _ => null,
+    };
+
     private void Model(string normalized, bool atStart, List<Segment> segments, List<int> ids)
     {
         if (normalized.Length == 0) return;
+        if (_byteLevelWords != null)
+        {
+            ByteLevelWords(normalized, ids);
+            return;
+        }
         if (_preTokenizer == null)
         {
             _model.Tokenize(normalized, ids);
@@ -256,6 +272,34 @@ public sealed class Tokenizer
         segments.Add(new Segment(normalized, atStart));
         _preTokenizer.PreTokenize(segments);
         foreach (var s in segments) _model.Tokenize(s.Text, ids);
+    }
+
+    private void ByteLevelWords(string text, List<int> ids)
+    {
+        var matches = new List<(int Start, int End)>();
+        _byteLevelWords!.Matches(text, matches);
+        int previous = 0;
+        foreach (var (start, end) in matches)
+        {
+            if (start > previous) ByteLevelWord(text.AsSpan(previous, start - previous), ids);
+            if (end > start) ByteLevelWord(text.AsSpan(start, end - start), ids);
+            previous = end;
+        }
+        if (text.Length > previous) ByteLevelWord(text.AsSpan(previous), ids);
+    }
+
+    private void ByteLevelWord(ReadOnlySpan<char> word, List<int> ids)
+    {
+        int byteCount = System.Text.Encoding.UTF8.GetByteCount(word);
+        byte[]? rentedBytes = null;
+        char[]? rentedChars = null;
+        Span<byte> bytes = byteCount <= 512 ? stackalloc byte[byteCount] : (rentedBytes = System.Buffers.ArrayPool<byte>.Shared.Rent(byteCount)).AsSpan(0, byteCount);
+        Span<char> chars = byteCount <= 512 ? stackalloc char[byteCount] : (rentedChars = System.Buffers.ArrayPool<char>.Shared.Rent(byteCount)).AsSpan(0, byteCount);
+        System.Text.Encoding.UTF8.GetBytes(word, bytes);
+        for (int i = 0; i < bytes.Length; i++) chars[i] = ByteLevel.ByteToChar(bytes[i]);
+        _model.Tokenize(chars, ids);
+        if (rentedBytes != null) System.Buffers.ArrayPool<byte>.Shared.Return(rentedBytes);
+        if (rentedChars != null) System.Buffers.ArrayPool<char>.Shared.Return(rentedChars);
     }
 
     /// <summary>The text of <paramref name="ids"/> through the decoder (ids unknown to the tokenizer are skipped).</summary>
