@@ -49,7 +49,10 @@ public sealed class ChatTemplate
     public bool HasGenerationBlocks { get; }
 
     /// <summary>The time <c>strftime_now</c> formats; null means the current local time.</summary>
-    public DateTime? Now { get; init; }
+    public DateTime? Now { get; private init; }
+
+    /// <summary>The same template with <c>strftime_now</c> fixed to <paramref name="now"/> (for reproducible renders).</summary>
+    public ChatTemplate WithNow(DateTime now) => new(Source, _ast, Variables) { Now = now };
 
     /// <summary>Parses (or takes from the cache) a template. Syntax errors throw <see cref="ChatTemplateException"/> naming the line.</summary>
     public static ChatTemplate Parse(string source, IReadOnlyDictionary<string, object?>? variables = null)

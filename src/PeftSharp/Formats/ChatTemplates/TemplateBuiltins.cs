@@ -36,9 +36,17 @@ internal static class TemplateBuiltins
 
     private static readonly Dictionary<string, Filter> Filters = new(StringComparer.Ordinal)
     {
-        ["abs"] = (v, _, _) => v switch { long l => Math.Abs(l), double d => Math.Abs(d), bool b => b ? 1L : 0L, _ => throw Py.TypeError($"bad operand type for abs(): '{Py.TypeName(v)}'") },
+        ["abs"] = (v, _, _) => v switch { long l => (object)Math.Abs(l), double d => Math.Abs(d), bool b => b ? 1L : 0L, _ => throw Py.TypeError($"bad operand type for abs(): '{Py.TypeName(v)}'") },
         ["attr"] = (v, a, k) => GetAttr(v, Soft(Arg(a, k, 0, "name"))),
         ["capitalize"] = (v, _, _) => Capitalize(Soft(v)),
+        ["center"] = (v, a, k) =>
+        {
+            string s = Soft(v);
+            int width = (int)(long)(Arg(a, k, 0, "width", 80L) ?? 80L), pad = width - s.Length;
+            if (pad <= 0) return s;
+            int left = pad / 2 + (pad & width & 1);
+            return new string(' ', left) + s + new string(' ', pad - left);
+        },
         ["count"] = (v, _, _) => Py.Length(v),
         ["default"] = Default,
         ["d"] = Default,
