@@ -182,5 +182,12 @@ public sealed unsafe class Quantized4BitTensor : IDisposable
             DequantizeRange((rowStart + i) * columns + colStart, colCount, destination + i * leadingDimension, roundToBFloat16);
     }
 
+    /// <summary>The tensors bitsandbytes saves for this weight (see <see cref="BnbSerialization"/>).</summary>
+    public IReadOnlyList<NamedTensorBytes> ToNamedTensors(string weightName, DType storage = DType.U8) =>
+        BnbSerialization.ToNamedTensors(this, weightName, storage);
+
+    public static Quantized4BitTensor FromNamedTensors(string weightName, IReadOnlyDictionary<string, NamedTensorBytes> tensors) =>
+        BnbSerialization.FromNamedTensors(weightName, tensors);
+
     public void Dispose() => Packed.Dispose();
 }
