@@ -9,6 +9,7 @@ public static class BenchCatalog
     private static readonly Dictionary<string, Func<string[], int>> Benches = new(StringComparer.Ordinal)
     {
         ["tokenizer"] = TokenizerBench.Run,
+        ["quant"] = QuantBench.Run,
     };
 
     public static int Run(string[] args)
