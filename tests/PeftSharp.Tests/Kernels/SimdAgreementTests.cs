@@ -5,6 +5,7 @@ using static PeftSharp.Tests.Kernels.GradCheck;
 namespace PeftSharp.Tests.Kernels;
 
 /// <summary>Every vector path (forced) against the double oracles, on lengths that exercise the tails.</summary>
+[Collection(SimdForcingCollection.Name)]
 public unsafe class SimdAgreementTests
 {
     public static TheoryData<SimdPath, int> Cases()
