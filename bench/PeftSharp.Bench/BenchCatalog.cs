@@ -10,6 +10,7 @@ public static class BenchCatalog
     {
         ["tokenizer"] = TokenizerBench.Run,
         ["quant"] = QuantBench.Run,
+        ["ops"] = OpsBench.Run,
     };
 
     public static int Run(string[] args)

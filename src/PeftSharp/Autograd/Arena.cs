@@ -1,0 +1,66 @@
+using PeftSharp.Tensors;
+
+namespace PeftSharp.Autograd;
+
+/// <summary>
+/// A bump allocator over large 64-byte-aligned f32 blocks, reset once per step. When a step needs
+/// more than the current block it chains another; the next <see cref="Reset"/> replaces the chain
+/// with one block of the high-water size, so from the second step on nothing is allocated.
+/// </summary>
+public sealed unsafe class Arena : IDisposable
+{
+    private const long AlignFloats = NativeBuffer<float>.Alignment / sizeof(float);
+    private readonly List<NativeBuffer<float>> _blocks = [];
+    private long _offset;
+    private long _usedInEarlierBlocks;
+
+    public Arena(long initialFloats)
+    {
+        _blocks.Add(new NativeBuffer<float>(Math.Max(AlignFloats, initialFloats), clear: false));
+    }
+
+    /// <summary>Floats handed out since the last reset.</summary>
+    public long Used => _usedInEarlierBlocks + _offset;
+
+    /// <summary>The most floats any step has used.</summary>
+    public long HighWater { get; private set; }
+
+    public long Capacity => _blocks.Sum(b => b.Length);
+
+    public float* Allocate(long count, bool clear)
+    {
+        long rounded = (count + AlignFloats - 1) / AlignFloats * AlignFloats;
+        var block = _blocks[^1];
+        if (_offset + rounded > block.Length)
+        {
+            _usedInEarlierBlocks += _offset;
+            block = new NativeBuffer<float>(Math.Max(rounded, block.Length), clear: false);
+            _blocks.Add(block);
+            _offset = 0;
+        }
+        float* p = block.Pointer + _offset;
+        _offset += rounded;
+        HighWater = Math.Max(HighWater, Used);
+        if (clear) new Span<float>(p, checked((int)count)).Clear();
+        return p;
+    }
+
+    /// <summary>Forgets every allocation (all pointers handed out become invalid).</summary>
+    public void Reset()
+    {
+        if (_blocks.Count > 1)
+        {
+            foreach (var b in _blocks) b.Dispose();
+            _blocks.Clear();
+            _blocks.Add(new NativeBuffer<float>(HighWater, clear: false));
+        }
+        _offset = 0;
+        _usedInEarlierBlocks = 0;
+    }
+
+    public void Dispose()
+    {
+        foreach (var b in _blocks) b.Dispose();
+        _blocks.Clear();
+    }
+}

@@ -1,0 +1,285 @@
+using PeftSharp.Kernels;
+using PeftSharp.Tensors;
+
+namespace PeftSharp.Autograd;
+
+/// <summary>
+/// The coarse differentiable ops, bound to one <see cref="Tape"/>. Each runs its kernel's forward
+/// now and records the kernel's backward when an input requires a gradient. Shapes: the last
+/// dimension is the feature dimension; leading dimensions are flattened into rows.
+/// </summary>
+public sealed unsafe class Ops(Tape tape)
+{
+    public Tape Tape { get; } = tape;
+
+    /// <summary>table[ids[i]] → (ids.Length, C). Also the positional embedding (ids = positions).</summary>
+    public Tensor Embedding(int[] ids, Tensor table)
+    {
+        int c = table.Columns, n = ids.Length;
+        var y = Tape.NewTensor([n, c], table.RequiresGrad);
+        fixed (int* p = ids) Kernels.Embedding.Forward(p, table.Data, y.Data, n, c, table.Rows, accumulate: false);
+        if (y.RequiresGrad)
+            Tape.Record(() =>
+            {
+                if (y.Grad == null) return;
+                fixed (int* p = ids) Kernels.Embedding.Backward(p, y.Grad, Tape.GradOf(table), n, c);
+            });
+        return y;
+    }
+
+    public Tensor LayerNorm(Tensor x, Tensor weight, Tensor? bias, float eps)
+    {
+        CheckColumns(x, weight, "LayerNorm weight");
+        int rows = x.Rows, c = x.Columns;
+        var y = Tape.NewTensor(x.Shape, Tape.AnyRequiresGrad(x, weight, bias));
+        float* mean = Tape.Scratch(rows), rstd = Tape.Scratch(rows);
+        Norms.LayerNormForward(x.Data, weight.Data, bias == null ? null : bias.Data, mean, rstd, y.Data, rows, c, eps);
+        if (y.RequiresGrad)
+            Tape.Record(() =>
+            {
+                if (y.Grad == null) return;
+                Norms.LayerNormBackward(x.Data, weight.Data, mean, rstd, y.Grad,
+                    Tape.GradOf(x), Tape.GradOf(weight), bias == null ? null : Tape.GradOf(bias), rows, c);
+            });
+        return y;
+    }
+
+    public Tensor RmsNorm(Tensor x, Tensor weight, float eps)
+    {
+        CheckColumns(x, weight, "RMSNorm weight");
+        int rows = x.Rows, c = x.Columns;
+        var y = Tape.NewTensor(x.Shape, Tape.AnyRequiresGrad(x, weight));
+        float* rstd = Tape.Scratch(rows);
+        Norms.RmsNormForward(x.Data, weight.Data, rstd, y.Data, rows, c, eps);
+        if (y.RequiresGrad)
+            Tape.Record(() =>
+            {
+                if (y.Grad == null) return;
+                Norms.RmsNormBackward(x.Data, weight.Data, rstd, y.Grad, Tape.GradOf(x), Tape.GradOf(weight), rows, c);
+            });
+        return y;
+    }
+
+    /// <summary>
+    /// y = x·Wᵀ + b with W (out, in) as nn.Linear stores it. Backward runs the input GEMM only when
+    /// x needs a gradient and the weight GEMM only when W is trainable.
+    /// </summary>
+    public Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
+    {
+        if (weight.Shape.Length != 2 || weight.Shape[1] != x.Columns)
+            throw new ArgumentException($"Linear: input {x.ShapeText} does not match weight {weight.ShapeText} (expected (out, {x.Columns})).");
+        if (bias != null && bias.Length != weight.Shape[0])
+            throw new ArgumentException($"Linear: bias {bias.ShapeText} does not match weight {weight.ShapeText}.");
+        int m = x.Rows, n = weight.Shape[0], k = x.Columns;
+        var shape = (int[])x.Shape.Clone();
+        shape[^1] = n;
+        var y = Tape.NewTensor(shape, Tape.AnyRequiresGrad(x, weight, bias));
+        Gemm.LinearForward(x.Data, weight.Data, bias == null ? null : bias.Data, y.Data, m, n, k);
+        if (y.RequiresGrad)
+            Tape.Record(() =>
+            {
+                float* dy = y.Grad;
+                if (dy == null) return;
+                if (x.RequiresGrad) Gemm.LinearBackwardInput(dy, weight.Data, Tape.GradOf(x), m, n, k, accumulate: true);
+                if (weight.RequiresGrad) Gemm.LinearBackwardWeight(dy, x.Data, Tape.GradOf(weight), m, n, k, accumulate: true);
+                if (bias != null && bias.RequiresGrad)
+                {
+                    float* db = Tape.GradOf(bias);
+                    for (int i = 0; i < m; i++) Elementwise.Axpy(n, 1f, dy + (long)i * n, db);
+                }
+            });
+        return y;
+    }
+
+    public Tensor Gelu(Tensor x)
+    {
+        var y = Tape.NewTensor(x.Shape, Tape.AnyRequiresGrad(x));
+        Activations.GeluForward(x.Data, y.Data, x.Length);
+        if (y.RequiresGrad)
+            Tape.Record(() => { if (y.Grad != null) Activations.GeluBackward(x.Data, y.Grad, Tape.GradOf(x), x.Length); });
+        return y;
+    }
+
+    public Tensor Silu(Tensor x)
+    {
+        var y = Tape.NewTensor(x.Shape, Tape.AnyRequiresGrad(x));
+        Activations.SiluForward(x.Data, y.Data, x.Length);
+        if (y.RequiresGrad)
+            Tape.Record(() => { if (y.Grad != null) Activations.SiluBackward(x.Data, y.Grad, Tape.GradOf(x), x.Length); });
+        return y;
+    }
+
+    /// <summary>silu(gate)·up (Llama's MLP), fused.</summary>
+    public Tensor SwiGlu(Tensor gate, Tensor up)
+    {
+        CheckSameShape(gate, up, "SwiGlu");
+        var y = Tape.NewTensor(gate.Shape, Tape.AnyRequiresGrad(gate, up));
+        Activations.SwiGluForward(gate.Data, up.Data, y.Data, gate.Length);
+        if (y.RequiresGrad)
+            Tape.Record(() =>
+            {
+                if (y.Grad != null) Activations.SwiGluBackward(gate.Data, up.Data, y.Grad, Tape.GradOf(gate), Tape.GradOf(up), gate.Length);
+            });
+        return y;
+    }
+
+    /// <summary>RoPE on x (..., T?, H, D) flattened to (N, H, D) with one position per token (N = positions.Length).</summary>
+    public Tensor Rope(Tensor x, int[] positions, RopeCache cache)
+    {
+        int d = x.Columns, heads = x.Shape[^2], tokens = positions.Length;
+        if (d != cache.HeadDim || (long)tokens * heads * d != x.Length)
+            throw new ArgumentException($"Rope: input {x.ShapeText} does not match {tokens} positions × heads × head dim {cache.HeadDim}.");
+        var y = Tape.NewTensor(x.Shape, Tape.AnyRequiresGrad(x));
+        fixed (int* p = positions) Kernels.Rope.Forward(x.Data, p, cache.Cos, cache.Sin, y.Data, tokens, heads, d, cache.MaxPositions);
+        if (y.RequiresGrad)
+            Tape.Record(() =>
+            {
+                if (y.Grad == null) return;
+                fixed (int* p = positions) Kernels.Rope.Backward(y.Grad, p, cache.Cos, cache.Sin, Tape.GradOf(x), tokens, heads, d);
+            });
+        return y;
+    }
+
+    /// <summary>
+    /// Causal attention: q (B, T, H, D), k and v (B, T, Hkv, D) → (B, T, H, D). attentionMask (B·T,
+    /// 1 = token, 0 = padding) and segmentIds (B·T, packed example index) are optional.
+    /// </summary>
+    public Tensor Attention(Tensor q, Tensor k, Tensor v, int[]? attentionMask = null, int[]? segmentIds = null)
+    {
+        if (q.Shape.Length != 4 || k.Shape.Length != 4) throw new ArgumentException($"Attention needs 4-d q (B, T, H, D) and k/v (B, T, Hkv, D); got {q.ShapeText} and {k.ShapeText}.");
+        CheckSameShape(k, v, "Attention k/v");
+        int b = q.Shape[0], t = q.Shape[1], h = q.Shape[2], d = q.Shape[3], hkv = k.Shape[2];
+        if (k.Shape[0] != b || k.Shape[1] != t || k.Shape[3] != d)
+            throw new ArgumentException($"Attention: k {k.ShapeText} does not match q {q.ShapeText}.");
+        if ((attentionMask != null && attentionMask.Length != b * t) || (segmentIds != null && segmentIds.Length != b * t))
+            throw new ArgumentException($"Attention: masks must have B·T = {b * t} entries.");
+        var y = Tape.NewTensor(q.Shape, Tape.AnyRequiresGrad(q, k, v));
+        float* lse = Tape.Scratch((long)b * h * t);
+        fixed (int* pm = attentionMask, ps = segmentIds)
+            Kernels.Attention.Forward(q.Data, k.Data, v.Data, pm, ps, y.Data, lse, b, t, h, hkv, d);
+        if (y.RequiresGrad)
+            Tape.Record(() =>
+            {
+                if (y.Grad == null) return;
+                fixed (int* pm = attentionMask, ps = segmentIds)
+                    Kernels.Attention.Backward(q.Data, k.Data, v.Data, pm, ps, y.Data, lse, y.Grad,
+                        Tape.GradOf(q), Tape.GradOf(k), Tape.GradOf(v), b, t, h, hkv, d);
+            });
+        return y;
+    }
+
+    /// <summary>Inverted dropout with a mask drawn from <paramref name="rng"/>; the identity when not training or p = 0.</summary>
+    public Tensor Dropout(Tensor x, float p, Rng rng)
+    {
+        if (!Tape.Training || p == 0f) return x;
+        var y = Tape.NewTensor(x.Shape, Tape.AnyRequiresGrad(x));
+        float* mask = Tape.Scratch(x.Length);
+        Activations.DropoutMask(rng, p, mask, x.Length);
+        Activations.ApplyMask(x.Data, mask, y.Data, x.Length, accumulate: false);
+        if (y.RequiresGrad)
+            Tape.Record(() => { if (y.Grad != null) Activations.ApplyMask(y.Grad, mask, Tape.GradOf(x), x.Length, accumulate: true); });
+        return y;
+    }
+
+    /// <summary>a + b (same shape), e.g. a residual.</summary>
+    public Tensor Add(Tensor a, Tensor b)
+    {
+        CheckSameShape(a, b, "Add");
+        var y = Tape.NewTensor(a.Shape, Tape.AnyRequiresGrad(a, b));
+        Elementwise.Add(a.Length, a.Data, b.Data, y.Data);
+        if (y.RequiresGrad)
+            Tape.Record(() =>
+            {
+                if (y.Grad == null) return;
+                if (a.RequiresGrad) Elementwise.Axpy(a.Length, 1f, y.Grad, Tape.GradOf(a));
+                if (b.RequiresGrad) Elementwise.Axpy(a.Length, 1f, y.Grad, Tape.GradOf(b));
+            });
+        return y;
+    }
+
+    /// <summary>alpha·x (e.g. LoRA's scaling).</summary>
+    public Tensor Scale(Tensor x, float alpha)
+    {
+        var y = Tape.NewTensor(x.Shape, Tape.AnyRequiresGrad(x));
+        Elementwise.Scale(x.Length, alpha, x.Data, y.Data);
+        if (y.RequiresGrad)
+            Tape.Record(() => { if (y.Grad != null) Elementwise.Axpy(x.Length, alpha, y.Grad, Tape.GradOf(x)); });
+        return y;
+    }
+
+    /// <summary>Row-wise softmax over the last dimension.</summary>
+    public Tensor Softmax(Tensor x)
+    {
+        var y = Tape.NewTensor(x.Shape, Tape.AnyRequiresGrad(x));
+        Kernels.Softmax.Forward(x.Data, y.Data, x.Rows, x.Columns);
+        if (y.RequiresGrad)
+            Tape.Record(() => { if (y.Grad != null) Kernels.Softmax.Backward(y.Data, y.Grad, Tape.GradOf(x), x.Rows, x.Columns); });
+        return y;
+    }
+
+    /// <summary>
+    /// Mean cross-entropy of logits (N, V) against targets (N; -100 = ignored) → a scalar tensor.
+    /// Backward recomputes softmax from the logits and the saved logsumexp.
+    /// </summary>
+    public Tensor CrossEntropy(Tensor logits, int[] targets)
+    {
+        int rows = logits.Rows, vocab = logits.Columns;
+        if (targets.Length != rows) throw new ArgumentException($"CrossEntropy: {targets.Length} targets for {rows} logit rows.");
+        var loss = Tape.NewTensor([1], Tape.AnyRequiresGrad(logits));
+        float* losses = Tape.Scratch(rows), lse = Tape.Scratch(rows);
+        fixed (int* t = targets) *loss.Data = Kernels.CrossEntropy.Forward(logits.Data, t, losses, lse, rows, vocab);
+        if (loss.RequiresGrad)
+            Tape.Record(() =>
+            {
+                if (loss.Grad == null) return;
+                fixed (int* t = targets)
+                    Kernels.CrossEntropy.Backward(logits.Data, t, lse, *loss.Grad, Tape.GradOf(logits), rows, vocab, accumulate: true);
+            });
+        return loss;
+    }
+
+    /// <summary>A view with another shape over the same data and gradient (no copy, no node).</summary>
+    public static Tensor Reshape(Tensor x, params int[] shape)
+    {
+        var view = new Tensor(shape, x.Data, x.RequiresGrad, x);
+        if (view.Length != x.Length) throw new ArgumentException($"Cannot reshape {x.ShapeText} ({x.Length} elements) to [{string.Join(", ", shape)}].");
+        return view;
+    }
+
+    /// <summary>Splits the last dimension into contiguous copies of the given widths (e.g. GPT-2's fused qkv).</summary>
+    public Tensor[] Split(Tensor x, params int[] widths)
+    {
+        if (widths.Sum() != x.Columns) throw new ArgumentException($"Split widths [{string.Join(", ", widths)}] do not sum to the last dimension of {x.ShapeText}.");
+        int rows = x.Rows, c = x.Columns;
+        var parts = new Tensor[widths.Length];
+        int offset = 0;
+        for (int p = 0; p < widths.Length; p++)
+        {
+            var shape = (int[])x.Shape.Clone();
+            int w = widths[p], o = offset;
+            shape[^1] = w;
+            var y = parts[p] = Tape.NewTensor(shape, Tape.AnyRequiresGrad(x));
+            for (int r = 0; r < rows; r++)
+                new ReadOnlySpan<float>(x.Data + (long)r * c + o, w).CopyTo(new Span<float>(y.Data + (long)r * w, w));
+            if (y.RequiresGrad)
+                Tape.Record(() =>
+                {
+                    if (y.Grad == null) return;
+                    float* dx = Tape.GradOf(x);
+                    for (int r = 0; r < rows; r++) Elementwise.Axpy(w, 1f, y.Grad + (long)r * w, dx + (long)r * c + o);
+                });
+            offset += w;
+        }
+        return parts;
+    }
+
+    private static void CheckColumns(Tensor x, Tensor weight, string what)
+    {
+        if (weight.Length != x.Columns) throw new ArgumentException($"{what} {weight.ShapeText} does not match the last dimension of {x.ShapeText}.");
+    }
+
+    private static void CheckSameShape(Tensor a, Tensor b, string what)
+    {
+        if (!a.Shape.AsSpan().SequenceEqual(b.Shape)) throw new ArgumentException($"{what}: shapes {a.ShapeText} and {b.ShapeText} differ.");
+    }
+}

@@ -1,0 +1,119 @@
+using System.Numerics;
+
+namespace PeftSharp.Tensors;
+
+/// <summary>The whole state of an <see cref="Rng"/>: four ulongs, for checkpoints.</summary>
+public readonly record struct RngState(ulong S0, ulong S1, ulong S2, ulong S3);
+
+/// <summary>
+/// A seeded xoshiro256** generator (Blackman and Vigna), seeded through SplitMix64. Deterministic for
+/// a seed; <see cref="Split"/> derives an independent child stream; the state is four ulongs
+/// (<see cref="State"/>) so a trainer can save and restore it. Not thread-safe: give each thread its own.
+/// </summary>
+public sealed class Rng
+{
+    private ulong _s0, _s1, _s2, _s3;
+
+    public Rng(ulong seed)
+    {
+        ulong x = seed;
+        _s0 = SplitMix64(ref x);
+        _s1 = SplitMix64(ref x);
+        _s2 = SplitMix64(ref x);
+        _s3 = SplitMix64(ref x);
+    }
+
+    public Rng(RngState state)
+    {
+        if ((state.S0 | state.S1 | state.S2 | state.S3) == 0)
+            throw new ArgumentException("An all-zero xoshiro256** state is invalid (the generator would only produce zeros).", nameof(state));
+        (_s0, _s1, _s2, _s3) = (state.S0, state.S1, state.S2, state.S3);
+    }
+
+    public RngState State
+    {
+        get => new(_s0, _s1, _s2, _s3);
+        set
+        {
+            if ((value.S0 | value.S1 | value.S2 | value.S3) == 0)
+                throw new ArgumentException("An all-zero xoshiro256** state is invalid.", nameof(value));
+            (_s0, _s1, _s2, _s3) = (value.S0, value.S1, value.S2, value.S3);
+        }
+    }
+
+    /// <summary>A new generator whose stream is independent of this one's (seeded from this one's next output).</summary>
+    public Rng Split() => new(NextUInt64() ^ 0x9E3779B97F4A7C15UL);
+
+    public ulong NextUInt64()
+    {
+        ulong result = BitOperations.RotateLeft(_s1 * 5, 7) * 9;
+        ulong t = _s1 << 17;
+        _s2 ^= _s0;
+        _s3 ^= _s1;
+        _s1 ^= _s2;
+        _s0 ^= _s3;
+        _s2 ^= t;
+        _s3 = BitOperations.RotateLeft(_s3, 45);
+        return result;
+    }
+
+    /// <summary>Uniform in [0, 1) with 24 random bits.</summary>
+    public float NextFloat() => (NextUInt64() >> 40) * (1f / (1 << 24));
+
+    /// <summary>Uniform in [0, 1) with 53 random bits.</summary>
+    public double NextDouble() => (NextUInt64() >> 11) * (1.0 / (1UL << 53));
+
+    /// <summary>Uniform integer in [0, maxExclusive).</summary>
+    public int NextInt(int maxExclusive)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(maxExclusive);
+        return (int)((NextUInt64() >> 32) * (ulong)maxExclusive >> 32);
+    }
+
+    /// <summary>Standard normal sample (Box-Muller; two uniforms per sample, the sine partner is discarded).</summary>
+    public float NextNormal()
+    {
+        double u1 = 1.0 - NextDouble(); // (0, 1]
+        double u2 = NextDouble();
+        return (float)(Math.Sqrt(-2.0 * Math.Log(u1)) * Math.Cos(2.0 * Math.PI * u2));
+    }
+
+    public void FillUniform(Span<float> destination, float low, float high)
+    {
+        float width = high - low;
+        for (int i = 0; i < destination.Length; i++) destination[i] = low + width * NextFloat();
+    }
+
+    /// <summary>Normal(mean, std) samples; Box-Muller pairs fill two elements each.</summary>
+    public void FillNormal(Span<float> destination, float mean, float std)
+    {
+        int i = 0;
+        for (; i + 1 < destination.Length; i += 2)
+        {
+            double u1 = 1.0 - NextDouble(), u2 = NextDouble();
+            double radius = Math.Sqrt(-2.0 * Math.Log(u1)), angle = 2.0 * Math.PI * u2;
+            destination[i] = mean + std * (float)(radius * Math.Cos(angle));
+            destination[i + 1] = mean + std * (float)(radius * Math.Sin(angle));
+        }
+        if (i < destination.Length) destination[i] = mean + std * NextNormal();
+    }
+
+    /// <summary>
+    /// torch.nn.init.kaiming_uniform_ (fan_in mode, leaky_relu gain): U(-bound, bound) with
+    /// bound = sqrt(2/(1+a²))·sqrt(3/fanIn). The default a = √5 is nn.Linear's init (bound = 1/sqrt(fanIn)).
+    /// </summary>
+    public void FillKaimingUniform(Span<float> destination, int fanIn, double a = 2.23606797749979)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(fanIn);
+        float bound = (float)(Math.Sqrt(2.0 / (1.0 + a * a)) * Math.Sqrt(3.0 / fanIn));
+        FillUniform(destination, -bound, bound);
+    }
+
+    private static ulong SplitMix64(ref ulong x)
+    {
+        ulong z = x += 0x9E3779B97F4A7C15UL;
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9UL;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBUL;
+        return z ^ (z >> 31);
+    }
+}
