@@ -8,6 +8,7 @@ public static class BenchCatalog
 {
     private static readonly Dictionary<string, Func<string[], int>> Benches = new(StringComparer.Ordinal)
     {
+        ["gemm"] = GemmBench.Run,
     };
 
     public static int Run(string[] args)
