@@ -1,3 +1,4 @@
+using System.Runtime.CompilerServices;
 using PeftSharp.Tensors;
 
 namespace PeftSharp.Kernels;
@@ -46,7 +47,7 @@ internal sealed unsafe class GemmScratch
 {
     [ThreadStatic] private static GemmScratch? _current;
 
-    private NativeBuffer<float>? _a, _b, _row, _tile;
+    private NativeBuffer<float>? _a, _b, _row, _tile, _narrow;
 
     public static GemmScratch Current => _current ??= new GemmScratch();
 
@@ -54,6 +55,7 @@ internal sealed unsafe class GemmScratch
     public float* B(long length) => Get(ref _b, length);
     public float* Row(long length) => Get(ref _row, length);
     public float* Tile(long length) => Get(ref _tile, length);
+    public float* Narrow(long length) => Get(ref _narrow, length);
 
     private static float* Get(ref NativeBuffer<float>? buffer, long length)
     {
@@ -82,6 +84,11 @@ internal static unsafe class GemmDriver
                 for (int i = 0; i < pb.M; i++) new Span<float>(pb.C + i * pb.Ldc, pb.N).Clear();
             return;
         }
+        if (pb.N <= NarrowColumns && pb.M >= 4 * pb.N && path != SimdPath.Scalar)
+        {
+            RunNarrow(pb, path);
+            return;
+        }
         var mk = GemmMicroKernel.For(path);
         long macs = (long)pb.M * pb.N * pb.K;
         int threads = macs < GemmBlocking.ParallelMinMacs ? 1 : Parallelism.MaxThreads;
@@ -95,6 +102,28 @@ internal static unsafe class GemmDriver
         }
         var job = new Job { Problem = pb, MicroKernel = mk, Parts = parts, Tiles = tiles, SplitN = splitN };
         Parallelism.For(parts, &RunPart, &job);
+    }
+
+    /// <summary>Products at most this wide (LoRA ranks) are computed transposed, so the rank becomes the kernel's row strip.</summary>
+    private const int NarrowColumns = 16;
+
+    /// <summary>
+    /// C (m×n, n tiny) as the transpose of Cᵀ = op(B)ᵀ·op(A)ᵀ (n×m): the micro-kernel's 8 rows then carry the
+    /// rank instead of padding a 48-wide column strip, and op(A)ᵀ streams through B̃ packing once.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void RunNarrow(in GemmProblem pb, SimdPath path)
+    {
+        int m = pb.M, n = pb.N;
+        float* t = GemmScratch.Current.Narrow((long)n * m);
+        var transposed = new GemmProblem { A = pb.B.Transposed, B = pb.A.Transposed, C = t, Ldc = m, M = n, N = m, K = pb.K, Accumulate = false };
+        Run(transposed, path);
+        for (int i = 0; i < m; i++)
+        {
+            float* c = pb.C + i * pb.Ldc;
+            if (pb.Accumulate) for (int j = 0; j < n; j++) c[j] += t[(long)j * m + i];
+            else for (int j = 0; j < n; j++) c[j] = t[(long)j * m + i];
+        }
     }
 
     private struct Job
@@ -117,6 +146,7 @@ internal static unsafe class GemmDriver
     }
 
     /// <summary>Computes the C block rows [m0, m1) × columns [n0, n1) on the calling thread.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Block(in GemmProblem pb, in GemmMicroKernel mk, int m0, int m1, int n0, int n1)
     {
         int mr = mk.Rows, nr = mk.Cols;

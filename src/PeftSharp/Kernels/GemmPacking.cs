@@ -1,4 +1,5 @@
 using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
 using PeftSharp.Tensors;
@@ -44,6 +45,7 @@ internal readonly unsafe struct GemmOperand(void* data, long ld, bool trans, DTy
 /// </summary>
 internal static unsafe class GemmPacking
 {
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Pack(in GemmOperand src, int p0, int depth, int j0, int count, int width, float* dst, float* scratch)
     {
         for (int s = 0; s < count; s += width, dst += (long)depth * width)
@@ -55,8 +57,16 @@ internal static unsafe class GemmPacking
     }
 
     /// <summary>Logical rows are stored rows: each depth step copies (widens) w contiguous elements.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackStripRows(in GemmOperand src, int p0, int depth, int j, int w, int width, float* dst)
     {
+        if (src.Type == DType.F32 && w == width && Simd.Use512 && width % 16 == 0)
+        {
+            float* s = (float*)src.At(p0, j);
+            for (int p = 0; p < depth; p++, dst += width, s += src.Ld)
+                for (int t = 0; t < width; t += 16) Vector512.Load(s + t).Store(dst + t);
+            return;
+        }
         for (int p = 0; p < depth; p++, dst += width)
         {
             Widen(src.At(p0 + p, j), src.Type, dst, w);
@@ -65,6 +75,7 @@ internal static unsafe class GemmPacking
     }
 
     /// <summary>Logical columns are stored rows: each of the w columns is read contiguously and scattered down the strip.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void PackStripTransposed(in GemmOperand src, int p0, int depth, int j, int w, int width, float* dst, float* scratch)
     {
         if (w < width)
@@ -90,6 +101,7 @@ internal static unsafe class GemmPacking
     }
 
     /// <summary>16 stored rows (logical columns j..j+15) to 16 strip lanes, 16 depth steps at a time through registers.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void Transpose16(in GemmOperand src, int p0, int depth, int j, int width, float* dst)
     {
         float* s0 = (float*)src.At(j, p0);
@@ -159,6 +171,7 @@ internal static unsafe class GemmPacking
         }
     }
 
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void WidenBFloat16(ushort* src, float* dst, int n)
     {
         int i = 0;
