@@ -84,6 +84,11 @@ internal static unsafe class GemmDriver
                 for (int i = 0; i < pb.M; i++) new Span<float>(pb.C + i * pb.Ldc, pb.N).Clear();
             return;
         }
+        if (GemmDot.Applies(pb, path))
+        {
+            GemmDot.Run(pb);
+            return;
+        }
         if (pb.N <= NarrowColumns && pb.M >= 4 * pb.N && path != SimdPath.Scalar)
         {
             RunNarrow(pb, path);
