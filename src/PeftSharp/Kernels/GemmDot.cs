@@ -37,7 +37,8 @@ internal static unsafe class GemmDot
             job.Ldb = k;
         }
         long macs = (long)pb.M * n * k;
-        int parts = macs < GemmBlocking.ParallelMinMacs ? 1 : Math.Min(Parallelism.MaxThreads, (pb.M + Rows - 1) / Rows);
+        int threads = macs < GemmBlocking.ParallelMinMacs ? 1 : Parallelism.MaxThreads;
+        int parts = threads <= 1 ? 1 : Math.Min(4 * threads, (pb.M + Rows - 1) / Rows);
         job.Parts = parts;
         if (parts <= 1) RunRows(job, 0, pb.M);
         else Parallelism.For(parts, &RunPart, &job);

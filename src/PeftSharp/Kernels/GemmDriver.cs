@@ -99,7 +99,8 @@ internal static unsafe class GemmDriver
         int threads = macs < GemmBlocking.ParallelMinMacs ? 1 : Parallelism.MaxThreads;
         bool splitN = pb.N >= pb.M;
         int tiles = splitN ? (pb.N + mk.Cols - 1) / mk.Cols : (pb.M + mk.Rows - 1) / mk.Rows;
-        int parts = Math.Min(threads, tiles);
+        // Twice as many parts as threads: a thread that finishes early (or whose partner core was taken away) takes another.
+        int parts = threads <= 1 ? 1 : Math.Min(2 * threads, tiles);
         if (parts <= 1)
         {
             Block(pb, mk, 0, pb.M, 0, pb.N);
