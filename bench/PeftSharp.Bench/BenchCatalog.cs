@@ -11,6 +11,7 @@ public static class BenchCatalog
         ["tokenizer"] = TokenizerBench.Run,
         ["quant"] = QuantBench.Run,
         ["ops"] = OpsBench.Run,
+        ["gemm"] = GemmBench.Run,
     };
 
     public static int Run(string[] args)

@@ -1,3 +1,6 @@
+using System.Numerics.Tensors;
+using PeftSharp.Tensors;
+
 namespace PeftSharp.Kernels;
 
 /// <summary>
@@ -10,26 +13,62 @@ public static unsafe class Gemm
 {
     public static void Compute(bool transA, bool transB, int m, int n, int k,
         float* a, int lda, float* b, int ldb, float* c, int ldc, bool accumulate)
-    {
-        GemmReference.Compute(transA, transB, m, n, k, a, lda, b, ldb, c, ldc, accumulate);
-    }
+        => Run(GemmOperand.F32(a, lda, transA), GemmOperand.F32(b, ldb, transB), m, n, k, c, ldc, accumulate);
 
     /// <summary>Y = X·Wᵀ (+ bias): X (m×k), W (n×k, as nn.Linear stores it), bias (n) or null, Y (m×n).</summary>
     public static void LinearForward(float* x, float* w, float* bias, float* y, int m, int n, int k)
     {
         Compute(false, true, m, n, k, x, k, w, k, y, n, accumulate: false);
-        if (bias != null)
-            for (int i = 0; i < m; i++)
-                System.Numerics.Tensors.TensorPrimitives.Add(new ReadOnlySpan<float>(y + (long)i * n, n), new ReadOnlySpan<float>(bias, n), new Span<float>(y + (long)i * n, n));
+        AddBias(bias, y, m, n);
+    }
+
+    /// <summary>
+    /// Y = X·Wᵀ (+ bias) with W (n×k) stored as BF16 or F16 bits; W is widened to f32 panel by panel while packing.
+    /// </summary>
+    public static void LinearForward(float* x, ushort* w, DType weightType, float* bias, float* y, int m, int n, int k)
+    {
+        Run(GemmOperand.F32(x, k, false), HalfOperand(w, k, true, weightType), m, n, k, y, n, accumulate: false);
+        AddBias(bias, y, m, n);
     }
 
     /// <summary>dX (+)= dY·W: dY (m×n), W (n×k), dX (m×k).</summary>
     public static void LinearBackwardInput(float* dy, float* w, float* dx, int m, int n, int k, bool accumulate)
         => Compute(false, false, m, k, n, dy, n, w, k, dx, k, accumulate);
 
+    /// <summary>dX (+)= dY·W with W (n×k) stored as BF16 or F16 bits.</summary>
+    public static void LinearBackwardInput(float* dy, ushort* w, DType weightType, float* dx, int m, int n, int k, bool accumulate)
+        => Run(GemmOperand.F32(dy, n, false), HalfOperand(w, k, false, weightType), m, k, n, dx, k, accumulate);
+
     /// <summary>dW (+)= dYᵀ·X: dY (m×n), X (m×k), dW (n×k).</summary>
     public static void LinearBackwardWeight(float* dy, float* x, float* dw, int m, int n, int k, bool accumulate)
         => Compute(true, false, n, k, m, dy, n, x, k, dw, k, accumulate);
+
+    private static void Run(GemmOperand a, GemmOperand b, int m, int n, int k, float* c, long ldc, bool accumulate)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(m);
+        ArgumentOutOfRangeException.ThrowIfNegative(n);
+        ArgumentOutOfRangeException.ThrowIfNegative(k);
+        var problem = new GemmProblem { A = a, B = b, C = c, Ldc = ldc, M = m, N = n, K = k, Accumulate = accumulate };
+        GemmDriver.Run(problem, Simd.Path);
+    }
+
+    private static GemmOperand HalfOperand(ushort* w, int ld, bool trans, DType type)
+    {
+        if (type is not (DType.BF16 or DType.F16))
+            throw new ArgumentException($"A 16-bit weight must be BF16 or F16, not {type}.", nameof(type));
+        return new GemmOperand(w, ld, trans, type);
+    }
+
+    private static void AddBias(float* bias, float* y, int m, int n)
+    {
+        if (bias == null) return;
+        var b = new ReadOnlySpan<float>(bias, n);
+        for (int i = 0; i < m; i++)
+        {
+            var row = new Span<float>(y + (long)i * n, n);
+            TensorPrimitives.Add(row, b, row);
+        }
+    }
 }
 
 /// <summary>The naive oracle: a triple loop in double precision accumulation. Slow; for tests only.</summary>

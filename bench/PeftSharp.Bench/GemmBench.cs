@@ -1,0 +1,158 @@
+using System.Diagnostics;
+using System.Globalization;
+using System.Runtime.InteropServices;
+using PeftSharp.Kernels;
+using PeftSharp.Tensors;
+
+namespace PeftSharp.Bench;
+
+/// <summary>
+/// `gemm [--threads 1,2] [--rounds 5] [--quick] [--only SUBSTRING]`: GFLOP/s of <see cref="Gemm"/> on square, training and
+/// LoRA shapes, alternating case by case with OpenBLAS's cblas_sgemm when libopenblas.so.0 is installed (run with
+/// OPENBLAS_CORETYPE=SkylakeX to compare with its AVX-512 kernels). One JSON line per case, medians over rounds.
+/// </summary>
+public static unsafe class GemmBench
+{
+    private readonly record struct Case(string Form, int M, int N, int K, bool TransA, bool TransB);
+
+    public static int Run(string[] args)
+    {
+        int rounds = 5;
+        bool quick = false;
+        string? only = null;
+        var threadCounts = new List<int> { 1, Environment.ProcessorCount };
+        for (int i = 0; i < args.Length; i++)
+        {
+            switch (args[i])
+            {
+                case "--threads":
+                    threadCounts = args[++i].Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToList();
+                    break;
+                case "--rounds": rounds = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+                case "--quick": quick = true; break;
+                case "--only": only = args[++i]; break;
+                default:
+                    Console.Error.WriteLine($"gemm: unknown option '{args[i]}' (expected --threads LIST, --rounds N, --quick, --only TEXT)");
+                    return 1;
+            }
+        }
+        var blas = OpenBlas.TryLoad();
+        double minSeconds = quick ? 0.05 : 0.15;
+        foreach (int threads in threadCounts.Distinct())
+            foreach (var c in Cases(quick))
+            {
+                if (only != null && !c.Form.Contains(only, StringComparison.Ordinal)) continue;
+                Measure(c, threads, rounds, minSeconds, blas);
+            }
+        return 0;
+    }
+
+    private static IEnumerable<Case> Cases(bool quick)
+    {
+        foreach (int s in quick ? [1024] : new[] { 1024, 2048 })
+            yield return new Case("nn", s, s, s, false, false);
+        foreach (int t in quick ? [512] : new[] { 512, 2048 })
+        {
+            foreach (var (outF, inF) in new[] { (2304, 768), (768, 768), (768, 3072) })
+            {
+                yield return new Case("linear_fwd", t, outF, inF, false, true);
+                yield return new Case("linear_bwd_input", t, inF, outF, false, false);
+                yield return new Case("linear_bwd_weight", outF, inF, t, true, false);
+            }
+            foreach (int r in new[] { 8, 16 })
+            {
+                const int d = 768;
+                yield return new Case($"lora_r{r}_a_fwd", t, r, d, false, true);          // H = X·Aᵀ
+                yield return new Case($"lora_r{r}_b_fwd", t, d, r, false, true);          // Y += H·Bᵀ
+                yield return new Case($"lora_r{r}_b_bwd_input", t, r, d, false, false);   // dH = dY·B
+                yield return new Case($"lora_r{r}_b_bwd_weight", d, r, t, true, false);   // dB = dYᵀ·H
+                yield return new Case($"lora_r{r}_a_bwd_input", t, d, r, false, false);   // dX += dH·A
+                yield return new Case($"lora_r{r}_a_bwd_weight", r, d, t, true, false);   // dA = dHᵀ·X
+            }
+        }
+    }
+
+    private static void Measure(Case c, int threads, int rounds, double minSeconds, OpenBlas? blas)
+    {
+        int aRows = c.TransA ? c.K : c.M, aCols = c.TransA ? c.M : c.K;
+        int bRows = c.TransB ? c.N : c.K, bCols = c.TransB ? c.K : c.N;
+        using var a = Random(aRows * (long)aCols, 1);
+        using var b = Random(bRows * (long)bCols, 2);
+        using var out1 = new NativeBuffer<float>((long)c.M * c.N);
+        float* pa = a.Pointer, pb = b.Pointer, pc = out1.Pointer;
+        Parallelism.MaxThreads = threads;
+        blas?.SetThreads(threads);
+        void Ours() => Gemm.Compute(c.TransA, c.TransB, c.M, c.N, c.K, pa, aCols, pb, bCols, pc, c.N, false);
+        void Theirs() => blas!.Sgemm(c.TransA, c.TransB, c.M, c.N, c.K, pa, aCols, pb, bCols, pc, c.N);
+        double flops = 2.0 * c.M * c.N * c.K;
+        var ours = new List<double>();
+        var theirs = new List<double>();
+        for (int round = 0; round < rounds; round++)
+        {
+            ours.Add(flops / Time(Ours, minSeconds) / 1e9);
+            if (blas != null) theirs.Add(flops / Time(Theirs, minSeconds) / 1e9);
+        }
+        double g = Median(ours);
+        var line = FormattableString.Invariant(
+            $"{{\"op\":\"gemm\",\"form\":\"{c.Form}\",\"m\":{c.M},\"n\":{c.N},\"k\":{c.K},\"threads\":{threads},\"gflops\":{g:F1}");
+        if (blas != null)
+        {
+            double o = Median(theirs);
+            line += FormattableString.Invariant($",\"openblas_gflops\":{o:F1},\"ratio\":{g / o:F2}");
+        }
+        Console.WriteLine(line + FormattableString.Invariant($",\"median_of\":{rounds}}}"));
+    }
+
+    /// <summary>Seconds per call: one warm-up call, then as many calls as fill minSeconds.</summary>
+    private static double Time(Action action, double minSeconds)
+    {
+        action();
+        long start = Stopwatch.GetTimestamp();
+        int calls = 0;
+        double elapsed;
+        do
+        {
+            action();
+            calls++;
+            elapsed = Stopwatch.GetElapsedTime(start).TotalSeconds;
+        } while (elapsed < minSeconds);
+        return elapsed / calls;
+    }
+
+    private static double Median(List<double> values)
+    {
+        var sorted = values.Order().ToList();
+        int n = sorted.Count;
+        return n % 2 == 1 ? sorted[n / 2] : (sorted[n / 2 - 1] + sorted[n / 2]) / 2;
+    }
+
+    private static NativeBuffer<float> Random(long length, int seed)
+    {
+        var buffer = new NativeBuffer<float>(length, clear: false);
+        var rng = new Random(seed);
+        var span = buffer.Span;
+        for (int i = 0; i < span.Length; i++) span[i] = (float)(rng.NextDouble() * 2 - 1);
+        return buffer;
+    }
+
+    /// <summary>cblas_sgemm from libopenblas.so.0 when installed; a measuring reference only, never a dependency.</summary>
+    private sealed class OpenBlas
+    {
+        private const int RowMajor = 101, NoTrans = 111, Trans = 112;
+        private readonly delegate* unmanaged<int, int, int, int, int, int, float, float*, int, float*, int, float, float*, int, void> _sgemm;
+        private readonly delegate* unmanaged<int, void> _setThreads;
+
+        private OpenBlas(nint library)
+        {
+            _sgemm = (delegate* unmanaged<int, int, int, int, int, int, float, float*, int, float*, int, float, float*, int, void>)NativeLibrary.GetExport(library, "cblas_sgemm");
+            _setThreads = (delegate* unmanaged<int, void>)NativeLibrary.GetExport(library, "openblas_set_num_threads");
+        }
+
+        public static OpenBlas? TryLoad() => NativeLibrary.TryLoad("libopenblas.so.0", out var library) ? new OpenBlas(library) : null;
+
+        public void SetThreads(int threads) => _setThreads(threads);
+
+        public void Sgemm(bool transA, bool transB, int m, int n, int k, float* a, int lda, float* b, int ldb, float* c, int ldc)
+            => _sgemm(RowMajor, transA ? Trans : NoTrans, transB ? Trans : NoTrans, m, n, k, 1f, a, lda, b, ldb, 0f, c, ldc);
+    }
+}

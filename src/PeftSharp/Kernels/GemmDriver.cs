@@ -1,0 +1,211 @@
+using System.Runtime.CompilerServices;
+using PeftSharp.Tensors;
+
+namespace PeftSharp.Kernels;
+
+/// <summary>The blocking sizes (in elements) of the packed path; internal so the bench can tune them.</summary>
+internal static class GemmBlocking
+{
+    /// <summary>Depth of one packed block (Ã strip and B̃ strip share it).</summary>
+    public static int KC = 256;
+    /// <summary>Rows of A packed at once (kept in L2).</summary>
+    public static int MC = 192;
+    /// <summary>Columns of B packed at once (kept in L2/L3).</summary>
+    public static int NC = 768;
+    /// <summary>Below this many multiply-adds a product runs on one thread.</summary>
+    public static long ParallelMinMacs = 1L << 20;
+}
+
+/// <summary>A micro-kernel and its tile shape.</summary>
+internal readonly unsafe struct GemmMicroKernel(int rows, int cols, delegate*<float*, float*, int, float*, long, bool, void> kernel)
+{
+    public readonly int Rows = rows;
+    public readonly int Cols = cols;
+    public readonly delegate*<float*, float*, int, float*, long, bool, void> Kernel = kernel;
+
+    public static GemmMicroKernel For(SimdPath path) => path switch
+    {
+        SimdPath.Vector512 => new(GemmKernels.Vector512Rows, GemmKernels.Vector512Cols, &GemmKernels.Vector512Kernel),
+        SimdPath.Vector256 => new(GemmKernels.Vector256Rows, GemmKernels.Vector256Cols, &GemmKernels.Vector256Kernel),
+        _ => new(GemmKernels.ScalarRows, GemmKernels.ScalarCols, &GemmKernels.ScalarKernel),
+    };
+}
+
+/// <summary>C (m×n, row stride Ldc) (+)= op(A)·op(B).</summary>
+internal unsafe struct GemmProblem
+{
+    public GemmOperand A;
+    public GemmOperand B;
+    public float* C;
+    public long Ldc;
+    public int M, N, K;
+    public bool Accumulate;
+}
+
+/// <summary>Per-thread packing buffers, 64-byte aligned, grown on demand and then reused.</summary>
+internal sealed unsafe class GemmScratch
+{
+    [ThreadStatic] private static GemmScratch? _current;
+
+    private NativeBuffer<float>? _a, _b, _row, _tile, _narrow;
+
+    public static GemmScratch Current => _current ??= new GemmScratch();
+
+    public float* A(long length) => Get(ref _a, length);
+    public float* B(long length) => Get(ref _b, length);
+    public float* Row(long length) => Get(ref _row, length);
+    public float* Tile(long length) => Get(ref _tile, length);
+    public float* Narrow(long length) => Get(ref _narrow, length);
+
+    private static float* Get(ref NativeBuffer<float>? buffer, long length)
+    {
+        if (buffer == null || buffer.Length < length)
+        {
+            buffer?.Dispose();
+            buffer = new NativeBuffer<float>(Math.Max(length, 64), clear: false);
+        }
+        return buffer.Pointer;
+    }
+}
+
+/// <summary>
+/// The packed, cache-blocked product (Goto/BLIS loop order): for each NC-column block of B and KC-deep block,
+/// pack B̃; for each MC-row block of A, pack Ã; then sweep the micro-kernel over the tiles. Edge tiles are
+/// computed into a small buffer and added to C, so any m, n, k works.
+/// </summary>
+internal static unsafe class GemmDriver
+{
+    public static void Run(in GemmProblem pb, SimdPath path)
+    {
+        if (pb.M <= 0 || pb.N <= 0) return;
+        if (pb.K <= 0)
+        {
+            if (!pb.Accumulate)
+                for (int i = 0; i < pb.M; i++) new Span<float>(pb.C + i * pb.Ldc, pb.N).Clear();
+            return;
+        }
+        if (GemmDot.Applies(pb, path))
+        {
+            GemmDot.Run(pb);
+            return;
+        }
+        if (pb.N <= NarrowColumns && pb.M >= 4 * pb.N && path != SimdPath.Scalar)
+        {
+            RunNarrow(pb, path);
+            return;
+        }
+        var mk = GemmMicroKernel.For(path);
+        long macs = (long)pb.M * pb.N * pb.K;
+        int threads = macs < GemmBlocking.ParallelMinMacs ? 1 : Parallelism.MaxThreads;
+        bool splitN = pb.N >= pb.M;
+        int tiles = splitN ? (pb.N + mk.Cols - 1) / mk.Cols : (pb.M + mk.Rows - 1) / mk.Rows;
+        // Twice as many parts as threads: a thread that finishes early (or whose partner core was taken away) takes another.
+        int parts = threads <= 1 ? 1 : Math.Min(2 * threads, tiles);
+        if (parts <= 1)
+        {
+            Block(pb, mk, 0, pb.M, 0, pb.N);
+            return;
+        }
+        var job = new Job { Problem = pb, MicroKernel = mk, Parts = parts, Tiles = tiles, SplitN = splitN };
+        Parallelism.For(parts, &RunPart, &job);
+    }
+
+    /// <summary>Products at most this wide (LoRA ranks) are computed transposed, so the rank becomes the kernel's row strip.</summary>
+    private const int NarrowColumns = 16;
+
+    /// <summary>
+    /// C (m×n, n tiny) as the transpose of Cᵀ = op(B)ᵀ·op(A)ᵀ (n×m): the micro-kernel's 8 rows then carry the
+    /// rank instead of padding a 48-wide column strip, and op(A)ᵀ streams through B̃ packing once.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void RunNarrow(in GemmProblem pb, SimdPath path)
+    {
+        int m = pb.M, n = pb.N;
+        float* t = GemmScratch.Current.Narrow((long)n * m);
+        var transposed = new GemmProblem { A = pb.B.Transposed, B = pb.A.Transposed, C = t, Ldc = m, M = n, N = m, K = pb.K, Accumulate = false };
+        Run(transposed, path);
+        for (int i = 0; i < m; i++)
+        {
+            float* c = pb.C + i * pb.Ldc;
+            if (pb.Accumulate) for (int j = 0; j < n; j++) c[j] += t[(long)j * m + i];
+            else for (int j = 0; j < n; j++) c[j] = t[(long)j * m + i];
+        }
+    }
+
+    private struct Job
+    {
+        public GemmProblem Problem;
+        public GemmMicroKernel MicroKernel;
+        public int Parts, Tiles;
+        public bool SplitN;
+    }
+
+    private static void RunPart(int part, void* state)
+    {
+        ref var job = ref *(Job*)state;
+        int t0 = (int)((long)job.Tiles * part / job.Parts), t1 = (int)((long)job.Tiles * (part + 1) / job.Parts);
+        ref var pb = ref job.Problem;
+        if (job.SplitN)
+            Block(pb, job.MicroKernel, 0, pb.M, t0 * job.MicroKernel.Cols, Math.Min(pb.N, t1 * job.MicroKernel.Cols));
+        else
+            Block(pb, job.MicroKernel, t0 * job.MicroKernel.Rows, Math.Min(pb.M, t1 * job.MicroKernel.Rows), 0, pb.N);
+    }
+
+    /// <summary>Computes the C block rows [m0, m1) × columns [n0, n1) on the calling thread.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Block(in GemmProblem pb, in GemmMicroKernel mk, int m0, int m1, int n0, int n1)
+    {
+        int mr = mk.Rows, nr = mk.Cols;
+        int kcMax = Math.Min(GemmBlocking.KC, pb.K);
+        int mcMax = RoundUp(Math.Min(GemmBlocking.MC, m1 - m0), mr);
+        int ncMax = RoundUp(Math.Min(GemmBlocking.NC, n1 - n0), nr);
+        var scratch = GemmScratch.Current;
+        float* packA = scratch.A((long)mcMax * kcMax);
+        float* packB = scratch.B((long)ncMax * kcMax);
+        float* row = scratch.Row(kcMax);
+        float* tile = scratch.Tile((long)mr * nr);
+        var aT = pb.A.Transposed;
+        var kernel = mk.Kernel;
+
+        for (int jc = n0; jc < n1; jc += ncMax)
+        {
+            int nc = Math.Min(ncMax, n1 - jc);
+            for (int pc = 0; pc < pb.K; pc += kcMax)
+            {
+                int kc = Math.Min(kcMax, pb.K - pc);
+                bool accumulate = pb.Accumulate || pc > 0;
+                GemmPacking.Pack(pb.B, pc, kc, jc, nc, nr, packB, row);
+                for (int ic = m0; ic < m1; ic += mcMax)
+                {
+                    int mc = Math.Min(mcMax, m1 - ic);
+                    GemmPacking.Pack(aT, pc, kc, ic, mc, mr, packA, row);
+                    for (int ir = 0; ir < mc; ir += mr)
+                    {
+                        float* aStrip = packA + (long)ir * kc;
+                        int rows = Math.Min(mr, mc - ir);
+                        for (int jr = 0; jr < nc; jr += nr)
+                        {
+                            float* bStrip = packB + (long)jr * kc;
+                            float* c = pb.C + (ic + ir) * pb.Ldc + jc + jr;
+                            int cols = Math.Min(nr, nc - jr);
+                            if (rows == mr && cols == nr)
+                                kernel(aStrip, bStrip, kc, c, pb.Ldc, accumulate);
+                            else
+                            {
+                                kernel(aStrip, bStrip, kc, tile, nr, false);
+                                for (int i = 0; i < rows; i++)
+                                {
+                                    float* ci = c + i * pb.Ldc, ti = tile + i * nr;
+                                    if (accumulate) for (int j = 0; j < cols; j++) ci[j] += ti[j];
+                                    else for (int j = 0; j < cols; j++) ci[j] = ti[j];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    private static int RoundUp(int value, int multiple) => (value + multiple - 1) / multiple * multiple;
+}

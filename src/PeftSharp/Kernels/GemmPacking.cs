@@ -1,0 +1,198 @@
+using System.Numerics.Tensors;
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
+using PeftSharp.Tensors;
+
+namespace PeftSharp.Kernels;
+
+/// <summary>
+/// One GEMM operand as the packing routines read it: logical element (row, col) is
+/// <c>Trans ? data[col·Ld + row] : data[row·Ld + col]</c>, stored as F32, BF16 or F16.
+/// Half-precision sources are widened to f32 while packing, one panel at a time.
+/// </summary>
+internal readonly unsafe struct GemmOperand(void* data, long ld, bool trans, DType type)
+{
+    public readonly void* Data = data;
+    public readonly long Ld = ld;
+    public readonly bool Trans = trans;
+    public readonly DType Type = type;
+
+    public static GemmOperand F32(float* data, long ld, bool trans) => new(data, ld, trans, DType.F32);
+
+    /// <summary>The same storage read as the transposed matrix.</summary>
+    public GemmOperand Transposed => new(Data, Ld, !Trans, Type);
+
+    /// <summary>Address of stored row <paramref name="row"/>, column <paramref name="col"/> (storage coordinates, not logical).</summary>
+    public void* At(long row, long col) => (byte*)Data + (row * Ld + col) * (Type == DType.F32 ? 4 : 2);
+
+    public float this[int row, int col] => Trans ? Load(At(col, row)) : Load(At(row, col));
+
+    private float Load(void* p) => Type switch
+    {
+        DType.F32 => *(float*)p,
+        DType.BF16 => BitConverter.Int32BitsToSingle(*(ushort*)p << 16),
+        _ => (float)BitConverter.UInt16BitsToHalf(*(ushort*)p),
+    };
+}
+
+/// <summary>
+/// Packs a block of an operand into contiguous strips for the micro-kernels. The block is read with B's
+/// convention (depth p = logical row, strip index j = logical column): strip s holds columns
+/// [s·width, s·width + width) as <c>depth</c> consecutive groups of <c>width</c> floats, zero-padded at the edge.
+/// A is packed by passing its transposed view. Both storage orders are handled here, so no transposed copy of
+/// any operand is ever made.
+/// </summary>
+internal static unsafe class GemmPacking
+{
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    public static void Pack(in GemmOperand src, int p0, int depth, int j0, int count, int width, float* dst, float* scratch)
+    {
+        for (int s = 0; s < count; s += width, dst += (long)depth * width)
+        {
+            int w = Math.Min(width, count - s);
+            if (src.Trans) PackStripTransposed(src, p0, depth, j0 + s, w, width, dst, scratch);
+            else PackStripRows(src, p0, depth, j0 + s, w, width, dst);
+        }
+    }
+
+    /// <summary>Logical rows are stored rows: each depth step copies (widens) w contiguous elements.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackStripRows(in GemmOperand src, int p0, int depth, int j, int w, int width, float* dst)
+    {
+        if (src.Type == DType.F32 && w == width && Simd.Use512 && width % 16 == 0)
+        {
+            float* s = (float*)src.At(p0, j);
+            for (int p = 0; p < depth; p++, dst += width, s += src.Ld)
+                for (int t = 0; t < width; t += 16) Vector512.Load(s + t).Store(dst + t);
+            return;
+        }
+        for (int p = 0; p < depth; p++, dst += width)
+        {
+            Widen(src.At(p0 + p, j), src.Type, dst, w);
+            for (int t = w; t < width; t++) dst[t] = 0;
+        }
+    }
+
+    /// <summary>Logical columns are stored rows: each of the w columns is read contiguously and scattered down the strip.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackStripTransposed(in GemmOperand src, int p0, int depth, int j, int w, int width, float* dst, float* scratch)
+    {
+        if (w < width)
+            for (int p = 0; p < depth; p++)
+                for (int t = w; t < width; t++) dst[(long)p * width + t] = 0;
+        int jj = 0;
+        if (Simd.Use512 && src.Type == DType.F32)
+        {
+            for (; jj + 16 <= w; jj += 16) Transpose16(src, p0, depth, j + jj, width, dst + jj);
+        }
+        for (; jj < w; jj++)
+        {
+            float* row;
+            if (src.Type == DType.F32) row = (float*)src.At(j + jj, p0);
+            else
+            {
+                Widen(src.At(j + jj, p0), src.Type, scratch, depth);
+                row = scratch;
+            }
+            float* d = dst + jj;
+            for (int p = 0; p < depth; p++, d += width) *d = row[p];
+        }
+    }
+
+    /// <summary>16 stored rows (logical columns j..j+15) to 16 strip lanes, 16 depth steps at a time through registers.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Transpose16(in GemmOperand src, int p0, int depth, int j, int width, float* dst)
+    {
+        float* s0 = (float*)src.At(j, p0);
+        long ld = src.Ld;
+        var r = stackalloc Vector512<float>[16];
+        int p = 0;
+        for (; p + 16 <= depth; p += 16)
+        {
+            for (int t = 0; t < 16; t++) r[t] = Vector512.Load(s0 + t * ld + p);
+            for (int level = 0, b = 8; b > 0; level++, b >>= 1)
+            {
+                var keep = SwapLow[level];
+                var take = SwapHigh[level];
+                for (int t = 0; t < 16; t++)
+                {
+                    if ((t & b) != 0) continue;
+                    var x = r[t];
+                    var y = r[t + b];
+                    r[t] = Avx512F.PermuteVar16x32x2(x, keep, y);
+                    r[t + b] = Avx512F.PermuteVar16x32x2(x, take, y);
+                }
+            }
+            float* d = dst + (long)p * width;
+            for (int t = 0; t < 16; t++) r[t].Store(d + (long)t * width);
+        }
+        for (; p < depth; p++)
+        {
+            float* d = dst + (long)p * width;
+            for (int t = 0; t < 16; t++) d[t] = s0[t * ld + p];
+        }
+    }
+
+    // Transposing 16×16 by swapping the off-diagonal b×b blocks for b = 8, 4, 2, 1: for rows x (bit b clear) and
+    // y = x + b, lanes with bit b set in x take y's lanes b lower; lanes with bit b clear in y take x's lanes b higher.
+    private static readonly Vector512<int>[] SwapLow = [SwapIndex(8, false), SwapIndex(4, false), SwapIndex(2, false), SwapIndex(1, false)];
+    private static readonly Vector512<int>[] SwapHigh = [SwapIndex(8, true), SwapIndex(4, true), SwapIndex(2, true), SwapIndex(1, true)];
+
+    private static Vector512<int> SwapIndex(int b, bool high)
+    {
+        Span<int> index = stackalloc int[16];
+        for (int l = 0; l < 16; l++)
+        {
+            bool set = (l & b) != 0;
+            index[l] = high
+                ? (set ? 16 + l : l + b)
+                : (set ? 16 + l - b : l);
+        }
+        return Vector512.Create((ReadOnlySpan<int>)index);
+    }
+
+    /// <summary>Copies n elements to f32: a plain copy, bf16 as a 16-bit left shift, f16 through the hardware conversion.</summary>
+    public static void Widen(void* src, DType type, float* dst, int n)
+    {
+        switch (type)
+        {
+            case DType.F32:
+                Buffer.MemoryCopy(src, dst, (long)n * 4, (long)n * 4);
+                break;
+            case DType.BF16:
+                WidenBFloat16((ushort*)src, dst, n);
+                break;
+            case DType.F16:
+                TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(src, n), new Span<float>(dst, n));
+                break;
+            default:
+                throw new ArgumentOutOfRangeException(nameof(type), type, "GEMM operands are F32, BF16 or F16.");
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void WidenBFloat16(ushort* src, float* dst, int n)
+    {
+        int i = 0;
+        if (Simd.Use512)
+        {
+            for (; i + 32 <= n; i += 32)
+            {
+                var (lo, hi) = Vector512.Widen(Vector512.Load(src + i));
+                Vector512.ShiftLeft(lo, 16).AsSingle().Store(dst + i);
+                Vector512.ShiftLeft(hi, 16).AsSingle().Store(dst + i + 16);
+            }
+        }
+        else if (Simd.Use256)
+        {
+            for (; i + 16 <= n; i += 16)
+            {
+                var (lo, hi) = Vector256.Widen(Vector256.Load(src + i));
+                Vector256.ShiftLeft(lo, 16).AsSingle().Store(dst + i);
+                Vector256.ShiftLeft(hi, 16).AsSingle().Store(dst + i + 8);
+            }
+        }
+        for (; i < n; i++) dst[i] = BitConverter.Int32BitsToSingle(src[i] << 16);
+    }
+}

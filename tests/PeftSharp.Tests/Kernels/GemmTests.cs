@@ -1,0 +1,205 @@
+using PeftSharp.Kernels;
+using PeftSharp.Tensors;
+
+namespace PeftSharp.Tests.Kernels;
+
+public unsafe class GemmTests
+{
+    public static TheoryData<SimdPath, int> PathsAndThreads()
+    {
+        var data = new TheoryData<SimdPath, int>();
+        foreach (var path in new[] { SimdPath.Vector512, SimdPath.Vector256, SimdPath.Scalar })
+            foreach (int threads in new[] { 1, 2 })
+                data.Add(path, threads);
+        return data;
+    }
+
+    // Odd sizes exercise every edge tile; the larger ones cross the KC/MC blocks, use the skinny paths and run in parallel.
+    private static readonly (int M, int N, int K)[] Shapes =
+    [
+        (1, 1, 1), (1, 7, 33), (7, 1, 33), (7, 33, 1), (33, 7, 7), (33, 33, 33), (7, 7, 1023),
+        (1023, 7, 33), (33, 1023, 7), (200, 100, 300), (70, 130, 520), (300, 16, 200), (16, 300, 200), (8, 200, 300), (2000, 9, 70),
+    ];
+
+    [Theory]
+    [MemberData(nameof(PathsAndThreads))]
+    public void EveryFormMatchesTheReference(SimdPath path, int threads)
+    {
+        using var forced = Simd.Force(path);
+        int saved = Parallelism.MaxThreads;
+        Parallelism.MaxThreads = threads;
+        try
+        {
+            var rng = new Random(1234);
+            foreach (var (m, n, k) in Shapes)
+                foreach (bool transA in new[] { false, true })
+                    foreach (bool transB in new[] { false, true })
+                        foreach (bool accumulate in new[] { false, true })
+                            CheckOne(rng, m, n, k, transA, transB, accumulate, pad: rng.Next(0, 5));
+        }
+        finally
+        {
+            Parallelism.MaxThreads = saved;
+        }
+    }
+
+    private static void CheckOne(Random rng, int m, int n, int k, bool transA, bool transB, bool accumulate, int pad)
+    {
+        int aRows = transA ? k : m, aCols = transA ? m : k;
+        int bRows = transB ? n : k, bCols = transB ? k : n;
+        int lda = aCols + pad, ldb = bCols + pad, ldc = n + pad;
+        // Padding holds NaN: reading it would poison the result, writing it would be caught below.
+        float[] a = Matrix(rng, aRows, aCols, lda), b = Matrix(rng, bRows, bCols, ldb), c = Matrix(rng, m, n, ldc);
+        float[] expected = (float[])c.Clone();
+        fixed (float* pa = a, pb = b, pc = c, pe = expected)
+        {
+            Gemm.Compute(transA, transB, m, n, k, pa, lda, pb, ldb, pc, ldc, accumulate);
+            GemmReference.Compute(transA, transB, m, n, k, pa, lda, pb, ldb, pe, ldc, accumulate);
+        }
+        double tolerance = 1e-5 * Math.Sqrt(k) + 1e-6;
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < ldc; j++)
+            {
+                float got = c[i * ldc + j], want = expected[i * ldc + j];
+                if (j >= n)
+                    Assert.True(float.IsNaN(got), $"padding of C written at ({i},{j})");
+                else if (Math.Abs(got - want) > tolerance)
+                    Assert.Fail($"m={m} n={n} k={k} transA={transA} transB={transB} acc={accumulate} pad={pad} path={Simd.Path}: C[{i},{j}] = {got}, expected {want}");
+            }
+    }
+
+    private static float[] Matrix(Random rng, int rows, int cols, int ld)
+    {
+        var data = new float[Math.Max(1, rows * ld)];
+        Array.Fill(data, float.NaN);
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < cols; j++) data[i * ld + j] = (float)(rng.NextDouble() * 2 - 1);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(PathsAndThreads))]
+    public void LinearFormsMatchTheReference(SimdPath path, int threads)
+    {
+        using var forced = Simd.Force(path);
+        int saved = Parallelism.MaxThreads;
+        Parallelism.MaxThreads = threads;
+        try
+        {
+            var rng = new Random(99);
+            foreach (var (m, n, k) in new[] { (33, 7, 65), (64, 48, 96), (130, 16, 96), (7, 300, 33), (257, 8, 260) })
+            {
+                float[] x = Matrix(rng, m, k, k), w = Matrix(rng, n, k, k), bias = Matrix(rng, 1, n, n), dy = Matrix(rng, m, n, n);
+                float[] y = new float[m * n], yRef = new float[m * n];
+                float[] dx = Matrix(rng, m, k, k), dxRef = (float[])dx.Clone();
+                float[] dw = Matrix(rng, n, k, k), dwRef = (float[])dw.Clone();
+                fixed (float* px = x, pw = w, pbias = bias, pdy = dy, py = y, pyr = yRef, pdx = dx, pdxr = dxRef, pdw = dw, pdwr = dwRef)
+                {
+                    Gemm.LinearForward(px, pw, pbias, py, m, n, k);
+                    GemmReference.Compute(false, true, m, n, k, px, k, pw, k, pyr, n, false);
+                    for (int i = 0; i < m; i++) for (int j = 0; j < n; j++) yRef[i * n + j] += bias[j];
+
+                    Gemm.LinearBackwardInput(pdy, pw, pdx, m, n, k, accumulate: true);
+                    GemmReference.Compute(false, false, m, k, n, pdy, n, pw, k, pdxr, k, true);
+
+                    Gemm.LinearBackwardWeight(pdy, px, pdw, m, n, k, accumulate: true);
+                    GemmReference.Compute(true, false, n, k, m, pdy, n, px, k, pdwr, k, true);
+                }
+                AssertClose(yRef, y, k);
+                AssertClose(dxRef, dx, n);
+                AssertClose(dwRef, dw, m);
+            }
+        }
+        finally
+        {
+            Parallelism.MaxThreads = saved;
+        }
+    }
+
+    [Theory]
+    [InlineData(DType.BF16, SimdPath.Vector512)]
+    [InlineData(DType.BF16, SimdPath.Vector256)]
+    [InlineData(DType.BF16, SimdPath.Scalar)]
+    [InlineData(DType.F16, SimdPath.Vector512)]
+    [InlineData(DType.F16, SimdPath.Vector256)]
+    [InlineData(DType.F16, SimdPath.Scalar)]
+    public void HalfWeightsEqualTheWidenedF32Product(DType type, SimdPath path)
+    {
+        using var forced = Simd.Force(path);
+        var rng = new Random(7);
+        foreach (var (m, n, k) in new[] { (1, 1, 1), (33, 7, 65), (70, 130, 300), (7, 1023, 33), (129, 16, 96), (40, 8, 768) })
+        {
+            float[] x = Matrix(rng, m, k, k), bias = Matrix(rng, 1, n, n), dy = Matrix(rng, m, n, n);
+            var bits = new ushort[n * k];
+            var widened = new float[n * k];
+            for (int i = 0; i < bits.Length; i++)
+            {
+                float v = (float)(rng.NextDouble() * 2 - 1);
+                bits[i] = type == DType.BF16 ? (ushort)(BitConverter.SingleToInt32Bits(v) >> 16) : BitConverter.HalfToUInt16Bits((Half)v);
+                widened[i] = type == DType.BF16 ? BitConverter.Int32BitsToSingle(bits[i] << 16) : (float)BitConverter.UInt16BitsToHalf(bits[i]);
+            }
+            float[] y = new float[m * n], yF32 = new float[m * n], yRef = new float[m * n];
+            float[] dx = Matrix(rng, m, k, k), dxF32 = (float[])dx.Clone(), dxRef = (float[])dx.Clone();
+            fixed (float* px = x, pw = widened, pbias = bias, pdy = dy, py = y, pyf = yF32, pyr = yRef, pdx = dx, pdxf = dxF32, pdxr = dxRef)
+            fixed (ushort* pbits = bits)
+            {
+                Gemm.LinearForward(px, pbits, type, pbias, py, m, n, k);
+                Gemm.LinearForward(px, pw, pbias, pyf, m, n, k);
+                Gemm.LinearForward(px, pw, pbias, pyr, m, n, k);
+                GemmReference.Compute(false, true, m, n, k, px, k, pw, k, pyr, n, false);
+                for (int i = 0; i < m; i++) for (int j = 0; j < n; j++) yRef[i * n + j] += bias[j];
+
+                Gemm.LinearBackwardInput(pdy, pbits, type, pdx, m, n, k, accumulate: true);
+                Gemm.LinearBackwardInput(pdy, pw, pdxf, m, n, k, accumulate: true);
+                GemmReference.Compute(false, false, m, k, n, pdy, n, pw, k, pdxr, k, true);
+            }
+            Assert.Equal(yF32, y);
+            Assert.Equal(dxF32, dx);
+            AssertClose(yRef, y, k);
+            AssertClose(dxRef, dx, n);
+        }
+    }
+
+    [Fact]
+    public void HalfWeightOverloadsRejectOtherTypes()
+    {
+        var bits = new ushort[4];
+        var x = new float[4];
+        var y = new float[4];
+        Assert.Throws<ArgumentException>(() =>
+        {
+            fixed (ushort* pw = bits)
+            fixed (float* px = x, py = y)
+                Gemm.LinearForward(px, pw, DType.F32, null, py, 2, 2, 2);
+        });
+    }
+
+    [Fact]
+    public void ParallelForRunsEveryItemOnce()
+    {
+        int saved = Parallelism.MaxThreads;
+        Parallelism.MaxThreads = 2;
+        try
+        {
+            var counts = new int[1000];
+            fixed (int* p = counts)
+                for (int round = 0; round < 50; round++)
+                    Parallelism.For(counts.Length, &Increment, p);
+            Assert.All(counts, c => Assert.Equal(50, c));
+        }
+        finally
+        {
+            Parallelism.MaxThreads = saved;
+        }
+    }
+
+    private static void Increment(int i, void* state) => Interlocked.Increment(ref ((int*)state)[i]);
+
+    private static void AssertClose(float[] expected, float[] actual, int k)
+    {
+        double tolerance = 1e-5 * Math.Sqrt(k) + 1e-6;
+        for (int i = 0; i < expected.Length; i++)
+            if (Math.Abs(expected[i] - actual[i]) > tolerance)
+                Assert.Fail($"element {i}: {actual[i]}, expected {expected[i]} (k={k})");
+    }
+}
