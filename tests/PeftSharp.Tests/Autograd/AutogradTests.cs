@@ -144,6 +144,31 @@ public unsafe class AutogradTests
     }
 
     [Fact]
+    public void AdamWClipsTheGlobalNormAndSkipsDecayWhereAsked()
+    {
+        using var a = Parameter.Create("a.weight", [3], requiresGrad: true);
+        using var b = Parameter.Create("b.bias", [1], requiresGrad: true);
+        using var frozen = Parameter.Create("f", [2], requiresGrad: false);
+        new float[] { 3f, 0f, 4f }.CopyTo(a.GradSpan());
+        b.GradSpan()[0] = 12f; // global norm 13
+        using var opt = new AdamW([a, b, frozen], learningRate: 0.5f, weightDecay: 0.5f, applyWeightDecay: p => !p.Name.EndsWith(".bias", StringComparison.Ordinal));
+        Assert.Equal(13f, opt.ClipGradNorm(1f), 1e-5f);
+        Assert.Equal(3f / 13f, a.GradSpan()[0], 1e-5f);
+        Assert.Equal(12f / 13f, b.GradSpan()[0], 1e-5f);
+        Assert.Equal(1f, opt.ClipGradNorm(2f), 1e-4f); // under the limit: unchanged
+        Assert.Equal(3f / 13f, a.GradSpan()[0], 1e-5f);
+
+        a.AsSpan().Fill(1f);
+        b.AsSpan().Fill(1f);
+        a.GradSpan().Clear();
+        b.GradSpan().Clear();
+        opt.Step(); // zero gradients: only decay moves a parameter
+        Assert.Equal(0.75f, a.AsSpan()[1]);
+        Assert.Equal(1f, b.AsSpan()[0]);
+        Assert.Equal(2, opt.Parameters.Count);
+    }
+
+    [Fact]
     public void ArenaGrowsOnceThenReusesOneBlock()
     {
         using var arena = new Arena(64);

@@ -12,13 +12,15 @@ namespace PeftSharp.Training.Optimizers;
 /// </summary>
 public sealed unsafe class AdamW : IDisposable
 {
-    private readonly List<(Parameter Parameter, NativeBuffer<float> M, NativeBuffer<float> V)> _state = [];
+    private readonly List<(Parameter Parameter, NativeBuffer<float> M, NativeBuffer<float> V, bool Decay)> _state = [];
 
+    /// <param name="applyWeightDecay">Which parameters decay (HF Trainer exempts biases and norm weights); all when null.</param>
     public AdamW(IEnumerable<Parameter> parameters, float learningRate = 1e-3f, float beta1 = 0.9f, float beta2 = 0.999f,
-        float eps = 1e-8f, float weightDecay = 1e-2f)
+        float eps = 1e-8f, float weightDecay = 1e-2f, Predicate<Parameter>? applyWeightDecay = null)
     {
         foreach (var p in parameters)
-            if (p.RequiresGrad) _state.Add((p, new NativeBuffer<float>(p.Length), new NativeBuffer<float>(p.Length)));
+            if (p.RequiresGrad)
+                _state.Add((p, new NativeBuffer<float>(p.Length), new NativeBuffer<float>(p.Length), applyWeightDecay?.Invoke(p) ?? true));
         LearningRate = learningRate;
         Beta1 = beta1;
         Beta2 = beta2;
@@ -50,8 +52,23 @@ public sealed unsafe class AdamW : IDisposable
         float stepSize = (float)(lr / (1 - Math.Pow(Beta1, StepCount)));
         float rsqrtCorrection2 = (float)(1 / Math.Sqrt(1 - Math.Pow(Beta2, StepCount)));
         float decay = 1f - lr * WeightDecay;
-        foreach (var (p, m, v) in _state)
-            Update(p.Data, p.Grad, m.Pointer, v.Pointer, p.Length, decay, Beta1, Beta2, Eps, stepSize, rsqrtCorrection2);
+        foreach (var (p, m, v, decays) in _state)
+            Update(p.Data, p.Grad, m.Pointer, v.Pointer, p.Length, decays ? decay : 1f, Beta1, Beta2, Eps, stepSize, rsqrtCorrection2);
+    }
+
+    /// <summary>
+    /// torch.nn.utils.clip_grad_norm_: the global L2 norm of all trained gradients; when it exceeds
+    /// maxNorm every gradient is scaled by maxNorm/(norm + 1e-6). Returns the norm before clipping.
+    /// </summary>
+    public float ClipGradNorm(float maxNorm)
+    {
+        double sumSquares = 0;
+        foreach (var s in _state) sumSquares += Elementwise.Dot(s.Parameter.Length, s.Parameter.Grad, s.Parameter.Grad);
+        float norm = (float)Math.Sqrt(sumSquares);
+        float coefficient = maxNorm / (norm + 1e-6f);
+        if (coefficient < 1f)
+            foreach (var s in _state) Elementwise.Scale(s.Parameter.Length, coefficient, s.Parameter.Grad, s.Parameter.Grad);
+        return norm;
     }
 
     public void ZeroGrad()
@@ -99,7 +116,7 @@ public sealed unsafe class AdamW : IDisposable
         }
     }
 
-    private (Parameter Parameter, NativeBuffer<float> M, NativeBuffer<float> V) Find(Parameter p)
+    private (Parameter Parameter, NativeBuffer<float> M, NativeBuffer<float> V, bool Decay) Find(Parameter p)
     {
         foreach (var s in _state) if (ReferenceEquals(s.Parameter, p)) return s;
         throw new ArgumentException($"Parameter '{p.Name}' is not trained by this optimizer (frozen or not registered).", nameof(p));
@@ -107,7 +124,7 @@ public sealed unsafe class AdamW : IDisposable
 
     public void Dispose()
     {
-        foreach (var (_, m, v) in _state)
+        foreach (var (_, m, v, _) in _state)
         {
             m.Dispose();
             v.Dispose();
