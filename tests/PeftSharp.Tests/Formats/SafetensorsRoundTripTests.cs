@@ -5,6 +5,7 @@ using PeftSharp.Tensors;
 
 namespace PeftSharp.Tests.Formats;
 
+[Collection(PeftSharp.Tests.Kernels.SimdForcingCollection.Name)]
 public sealed class SafetensorsRoundTripTests : IDisposable
 {
     private readonly string _dir = Directory.CreateTempSubdirectory("peftsharp-st-").FullName;

@@ -3,6 +3,7 @@ using PeftSharp.Tensors;
 
 namespace PeftSharp.Tests.Kernels;
 
+[Collection(PeftSharp.Tests.Kernels.SimdForcingCollection.Name)]
 public unsafe class GemmTests
 {
     public static TheoryData<SimdPath, int> PathsAndThreads()

@@ -4,6 +4,7 @@ using PeftSharp.Tensors;
 
 namespace PeftSharp.Tests.Quantization;
 
+[Collection(PeftSharp.Tests.Kernels.SimdForcingCollection.Name)]
 public unsafe class Quantized4BitTensorTests
 {
     [Fact]
