@@ -1,0 +1,54 @@
+using PeftSharp.Autograd;
+using PeftSharp.Formats.HfConfig;
+
+namespace PeftSharp.Models;
+
+/// <summary>A batch of token sequences, row-major (batch × seqLen), right-padded for training.</summary>
+public sealed record TokenBatch(int Batch, int SeqLen, int[] InputIds)
+{
+    /// <summary>1 for real tokens, 0 for padding (null: all real).</summary>
+    public int[]? AttentionMask { get; init; }
+    /// <summary>Positions per token (null: 0..SeqLen-1); packing restarts them per example.</summary>
+    public int[]? PositionIds { get; init; }
+    /// <summary>Example index per token for packed sequences (null: one example per row); attention never crosses examples.</summary>
+    public int[]? SegmentIds { get; init; }
+    /// <summary>Targets aligned with InputIds (shifted inside, as transformers does); -100 is ignored.</summary>
+    public int[]? Labels { get; init; }
+}
+
+/// <summary>
+/// A causal language model (GPT-2, Llama, Mistral, Qwen2) on the autograd engine, with
+/// transformers' module and parameter names.
+/// </summary>
+public interface ICausalLM : IDisposable
+{
+    ModelConfig Config { get; }
+
+    /// <summary>Every linear module, in model order, the output layer last; a slot's layer may be replaced (LoRA, 4-bit).</summary>
+    IReadOnlyList<LinearSlot> Linears { get; }
+
+    /// <summary>Every parameter: those of the layers in the slots (adapters included) and the rest (embeddings, norms), tied weights once.</summary>
+    IEnumerable<Parameter> Parameters { get; }
+
+    /// <summary>Logits (batch·seqLen, vocab).</summary>
+    Tensor Forward(Ops ops, TokenBatch batch);
+
+    /// <summary>The causal-LM loss: labels shifted inside, mean over tokens whose label is not -100.</summary>
+    Tensor Loss(Ops ops, TokenBatch batch);
+
+    /// <summary>Starts a KV-cache decoding session for <paramref name="batch"/> sequences of up to <paramref name="maxTokens"/> tokens.</summary>
+    IDecodeSession StartDecoding(int batch, int maxTokens);
+}
+
+/// <summary>Incremental decoding with a KV cache.</summary>
+public interface IDecodeSession : IDisposable
+{
+    int VocabSize { get; }
+
+    /// <summary>
+    /// Appends <paramref name="count"/> tokens to every sequence (tokens: batch × count, row-major;
+    /// mask: 0 marks left padding, which no later token attends to and which takes no position) and
+    /// writes each sequence's next-token logits (batch × vocab) into <paramref name="lastLogits"/>.
+    /// </summary>
+    void Append(ReadOnlySpan<int> tokens, ReadOnlySpan<int> mask, int count, Span<float> lastLogits);
+}
