@@ -8,6 +8,7 @@ public static class CommandCatalog
     public static IEnumerable<Command> All()
     {
         yield return InfoCommand.Create();
+        yield return PlanCommand.Create();
         yield return TokenizeCommand.Create();
     }
 }

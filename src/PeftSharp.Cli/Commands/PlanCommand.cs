@@ -1,0 +1,84 @@
+using System.CommandLine;
+using System.Globalization;
+using PeftSharp.Formats;
+using PeftSharp.Formats.HfConfig;
+using PeftSharp.Peft;
+using PeftSharp.Planning;
+
+namespace PeftSharp.Cli.Commands;
+
+/// <summary>`peftsharp plan`: what fits, from config.json alone.</summary>
+public static class PlanCommand
+{
+    public static Command Create()
+    {
+        var model = new Option<string>("--model") { Description = "A model folder, a config.json, or ORG/NAME in the hub cache", Required = true };
+        var memory = new Option<string>("--memory") { Description = "Memory available, e.g. 16GB", DefaultValueFactory = _ => "16GB" };
+        var seqLen = new Option<int>("--seq-len") { Description = "Tokens per sequence", DefaultValueFactory = _ => 512 };
+        var batch = new Option<int>("--batch") { Description = "Sequences per micro-batch", DefaultValueFactory = _ => 1 };
+        var datasetSize = new Option<int?>("--dataset-size") { Description = "Number of training examples (small data gets smaller adapters)" };
+        var rank = new Option<int>("-r", "--rank") { Description = "LoRA rank", DefaultValueFactory = _ => 8 };
+        var targets = new Option<string?>("--target-modules") { Description = "Comma-separated module names, or all-linear" };
+        var command = new Command("plan", "Estimate memory for full fine-tuning, LoRA and QLoRA, and recommend a recipe.")
+        {
+            model, memory, seqLen, batch, datasetSize, rank, targets,
+        };
+        command.SetAction(result =>
+        {
+            var request = new PlanRequest
+            {
+                MemoryBudget = ParseBytes(result.GetValue(memory)!),
+                SeqLength = Positive(result.GetValue(seqLen), "--seq-len"),
+                BatchSize = Positive(result.GetValue(batch), "--batch"),
+                DatasetSize = result.GetValue(datasetSize),
+                LoraRank = Positive(result.GetValue(rank), "-r"),
+                TargetModules = ParseTargets(result.GetValue(targets)),
+            };
+            Run(result.GetValue(model)!, request, Console.Out);
+        });
+        return command;
+    }
+
+    public static void Run(string modelReference, PlanRequest request, TextWriter output)
+    {
+        var configPath = File.Exists(modelReference) ? modelReference : Path.Combine(ModelFolder.Resolve(modelReference), ModelConfig.FileName);
+        var config = ModelConfig.Load(configPath);
+        var stored = config.TorchDtype is "float32" ? 4 : 2;
+        var plan = MemoryPlanner.Make(config, request with { StoredBytesPerParameter = stored });
+        output.WriteLine($"model: {config.ModelType}, {plan.Skeleton.ParameterCount:N0} parameters, weights stored as {config.TorchDtype ?? "float32"}");
+        output.WriteLine($"batch {request.BatchSize} x seq {request.SeqLength}, memory budget {MemoryPlanner.Gib(request.MemoryBudget)}");
+        output.WriteLine();
+        output.WriteLine($"{"method",-7} {"trainable",15} {"weights",11} {"grads",11} {"AdamW",11} {"activations",12} {"(ckpt)",11} {"total",11} {"(ckpt)",11}");
+        foreach (var e in plan.Estimates)
+            output.WriteLine($"{e.Method,-7} {e.TrainableParameters,15:N0} {G(e.Weights),11} {G(e.Gradients),11} {G(e.OptimizerState),11} {G(e.Activations),12} {G(e.ActivationsWithCheckpointing),11} {G(e.Total),11} {G(e.TotalWithCheckpointing),11}");
+        output.WriteLine();
+        output.WriteLine(plan.PeftLine);
+        var r = plan.Recipe;
+        output.WriteLine($"recommended: {r.Method}, r={r.R}, lora_alpha={r.LoraAlpha}, target_modules={r.TargetModules}, lora_dropout={r.LoraDropout.ToString(CultureInfo.InvariantCulture)}, learning_rate {r.LearningRateRange}"
+            + (r.Quantization != null ? $", quantization: {r.Quantization}" : "") + (r.GradientCheckpointing ? ", gradient_checkpointing: true" : ""));
+        output.WriteLine($"why: {r.Why}.");
+    }
+
+    private static string G(long bytes) => MemoryPlanner.Gib(bytes);
+
+    private static int Positive(int value, string option) =>
+        value > 0 ? value : throw new PeftSharpException($"{option} must be a positive integer, got {value}.");
+
+    private static TargetModules? ParseTargets(string? text) => text switch
+    {
+        null or "" => null,
+        TargetModules.AllLinearKeyword => TargetModules.AllLinear,
+        _ => TargetModules.FromNames(text.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)),
+    };
+
+    /// <summary>"16GB", "16 GiB", "512MB", "1.5T" → bytes (binary units; B, K, M, G, T).</summary>
+    public static long ParseBytes(string text)
+    {
+        var t = text.Trim().ToUpperInvariant().Replace(" ", "").Replace("IB", "").TrimEnd('B');
+        int power = t.Length > 0 ? "KMGT".IndexOf(t[^1]) + 1 : 0;
+        if (power > 0) t = t[..^1];
+        if (!double.TryParse(t, NumberStyles.Float, CultureInfo.InvariantCulture, out var value) || value <= 0)
+            throw new PeftSharpException($"--memory \"{text}\" is not a size; write e.g. 16GB or 512MB.");
+        return (long)(value * Math.Pow(1024, power));
+    }
+}

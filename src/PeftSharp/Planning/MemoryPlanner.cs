@@ -1,0 +1,150 @@
+using PeftSharp.Formats.HfConfig;
+using PeftSharp.Models;
+using PeftSharp.Peft;
+
+namespace PeftSharp.Planning;
+
+/// <summary>What the planner is asked about.</summary>
+public sealed record PlanRequest
+{
+    public int BatchSize { get; init; } = 1;
+    public int SeqLength { get; init; } = 512;
+    /// <summary>Bytes per element of the stored base weights (bf16 checkpoints: 2; f32: 4).</summary>
+    public int StoredBytesPerParameter { get; init; } = 2;
+    /// <summary>Memory available for training, in bytes.</summary>
+    public long MemoryBudget { get; init; } = 16L << 30;
+    /// <summary>Number of training examples, when known: small data gets smaller adapters and dropout.</summary>
+    public int? DatasetSize { get; init; }
+    public int LoraRank { get; init; } = 8;
+    public TargetModules? TargetModules { get; init; }
+}
+
+/// <summary>Memory of one method, in bytes, by part.</summary>
+public sealed record MemoryEstimate(string Method, long TrainableParameters, long Weights, long Gradients, long OptimizerState,
+    long Activations, long ActivationsWithCheckpointing)
+{
+    public long Total => Weights + Gradients + OptimizerState + Activations;
+    public long TotalWithCheckpointing => Weights + Gradients + OptimizerState + ActivationsWithCheckpointing;
+}
+
+/// <summary>A recommended recipe.</summary>
+public sealed record Recipe(string Method, int R, int LoraAlpha, string TargetModules, double LoraDropout,
+    string LearningRateRange, string? Quantization, bool GradientCheckpointing, string Why);
+
+public sealed record Plan(ModelSkeleton Skeleton, PlanRequest Request, IReadOnlyList<MemoryEstimate> Estimates, Recipe Recipe, string PeftLine);
+
+/// <summary>
+/// Plans a fine-tuning run from config.json alone: parameter count, the memory of full fine-tuning,
+/// LoRA and QLoRA broken down (weights, trainable parameters + gradients + AdamW state, activations
+/// with and without gradient checkpointing), and a recommended recipe.
+/// Activations are counted as PeftSharp's engine keeps them: every op output of a decoder layer and,
+/// during backward, a gradient buffer of the same size, in f32.
+/// </summary>
+public static class MemoryPlanner
+{
+    /// <summary>Bits per parameter of NF4 with double quantization (4 bits + 8-bit absmax per 64 + f32 per 256 blocks).</summary>
+    public const double Nf4DoubleQuantBits = 4 + 8.0 / 64 + 32.0 / (64 * 256);
+
+    public static Plan Make(ModelConfig config, PlanRequest request)
+    {
+        var skeleton = ModelSkeleton.FromConfig(config);
+        bool smallData = request.DatasetSize is null or < 10_000;
+        var targets = request.TargetModules ?? (smallData
+            ? TargetModules.FromNames(LoraConfig.DefaultTargetModules.GetValueOrDefault(config.ModelType, ["q_proj", "v_proj"]))
+            : TargetModules.AllLinear);
+        var lora = new LoraConfig { R = request.LoraRank, LoraAlpha = 2 * request.LoraRank, TargetModules = targets };
+        var matched = TargetMatcher.Match(lora, skeleton.Linears, config.ModelType).Modules;
+        long loraParams = matched.Sum(m => (long)lora.RankFor(m.Name) * (m.InFeatures + m.OutFeatures));
+        long total = skeleton.ParameterCount;
+        long tokens = (long)request.BatchSize * request.SeqLength;
+
+        long linearWeights = skeleton.Linears.Where(l => !l.IsOutputLayer).Sum(l => (long)l.InFeatures * l.OutFeatures);
+        long otherParams = total - linearWeights;
+        long loraRanks = matched.Sum(m => (long)lora.RankFor(m.Name));
+        long actFull = ActivationBytes(skeleton.Config, tokens, loraRanks, checkpointing: false);
+        long actCkpt = ActivationBytes(skeleton.Config, tokens, loraRanks, checkpointing: true);
+        long actBase = ActivationBytes(skeleton.Config, tokens, 0, checkpointing: false);
+        long actBaseCkpt = ActivationBytes(skeleton.Config, tokens, 0, checkpointing: true);
+
+        var estimates = new List<MemoryEstimate>
+        {
+            new("full", total, total * 4, total * 4, total * 8, actBase, actBaseCkpt),
+            new("lora", loraParams, total * request.StoredBytesPerParameter + loraParams * 4, loraParams * 4, loraParams * 8, actFull, actCkpt),
+            new("qlora", loraParams, (long)Math.Ceiling(linearWeights * Nf4DoubleQuantBits / 8) + otherParams * 4 + loraParams * 4,
+                loraParams * 4, loraParams * 8, actFull, actCkpt),
+        };
+
+        var recipe = Recommend(config, request, estimates, targets, smallData);
+        var peftLine = PeftLine(loraParams, total + loraParams);
+        return new Plan(skeleton, request, estimates, recipe, peftLine);
+    }
+
+    /// <summary>PEFT's print_trainable_parameters line.</summary>
+    public static string PeftLine(long trainable, long all) =>
+        $"trainable params: {trainable:N0} || all params: {all:N0} || trainable%: {100.0 * trainable / all:F4}";
+
+    private static Recipe Recommend(ModelConfig config, PlanRequest request, List<MemoryEstimate> estimates, TargetModules targets, bool smallData)
+    {
+        int r = smallData ? Math.Min(request.LoraRank, 16) : Math.Max(request.LoraRank, 16);
+        double dropout = smallData ? (config.ModelType == "gpt2" ? 0.1 : 0.05) : 0.0;
+        string target = targets.ToString();
+        var lora = estimates[1];
+        var qlora = estimates[2];
+        long budget = request.MemoryBudget;
+        if (lora.Total <= budget)
+            return new Recipe("lora", r, 2 * r, target, dropout, "1e-4 to 3e-4", null, false,
+                "the base fits in memory in its stored dtype, so LoRA trains it without quantization loss");
+        if (lora.TotalWithCheckpointing <= budget)
+            return new Recipe("lora", r, 2 * r, target, dropout, "1e-4 to 3e-4", null, true,
+                "LoRA fits once activations are recomputed in backward (gradient checkpointing)");
+        if (qlora.TotalWithCheckpointing <= budget)
+            return new Recipe("qlora", r, 2 * r, target, dropout, "1e-4 to 2e-4", "nf4, double quantization, bfloat16 compute", true,
+                "the base does not fit in its stored dtype; a 4-bit NF4 base with double quantization does");
+        return new Recipe("qlora", r, 2 * r, target, dropout, "1e-4 to 2e-4", "nf4, double quantization, bfloat16 compute", true,
+            $"even QLoRA with gradient checkpointing needs {Gib(qlora.TotalWithCheckpointing)}; reduce seq_len or batch size, or use a machine with more memory");
+    }
+
+    public static string Gib(long bytes) => $"{bytes / (double)(1L << 30):F2} GiB";
+
+    /// <summary>
+    /// f32 activation bytes of one training step: per decoder layer, every op output plus an equal
+    /// gradient buffer (the arena keeps both until the step ends); the logits and their gradient;
+    /// each LoRA module's rank-r intermediate and its output (and their gradients), where
+    /// <paramref name="loraRanks"/> is the sum of the ranks of all wrapped modules. With
+    /// checkpointing only each layer's input is kept, plus one layer's activations while it is recomputed.
+    /// </summary>
+    public static long ActivationBytes(ModelConfig config, long tokens, long loraRanks, bool checkpointing)
+    {
+        long layers = config.LayerCount;
+        long layerFloats = PerLayerFloatsPerToken(config) * tokens + AttentionStatsFloats(config, tokens);
+        long layerBytes = 4 * 2 * layerFloats;
+        long loraBytes = 4 * 2 * tokens * loraRanks;
+        long embedAndHead = 4 * (2 * tokens * config.HiddenSize + 2 * tokens * config.VocabSize);
+        if (!checkpointing) return layers * layerBytes + loraBytes + embedAndHead;
+        return layers * 4 * 2 * tokens * config.HiddenSize + layerBytes + loraBytes / Math.Max(1, layers) + embedAndHead;
+    }
+
+    /// <summary>Floats per token that a decoder layer's forward produces (each op output once).</summary>
+    public static long PerLayerFloatsPerToken(ModelConfig config)
+    {
+        switch (config)
+        {
+            case Gpt2Config g:
+            {
+                long e = g.HiddenSize, inner = g.IntermediateSize;
+                // ln_1, c_attn (3E), q/k/v split copies (3E), attention out, c_proj, residual, ln_2, c_fc, gelu, mlp c_proj, residual
+                return e + 3 * e + 3 * e + e + e + e + e + inner + inner + e + e;
+            }
+            case LlamaConfig l:
+            {
+                long h = l.HiddenSize, q = (long)l.HeadCount * l.HeadDim, kv = (long)l.KeyValueHeadCount * l.HeadDim, i = l.IntermediateSize;
+                // norm, q, k, v, rope q, rope k, attention out, o_proj, residual, norm, gate, up, swiglu, down, residual
+                return 6 * h + 3 * q + 3 * kv + 3 * i;
+            }
+            default:
+                throw new PeftSharpException($"No activation model for model_type \"{config.ModelType}\".");
+        }
+    }
+
+    private static long AttentionStatsFloats(ModelConfig config, long tokens) => tokens * config.HeadCount + 2 * tokens;
+}

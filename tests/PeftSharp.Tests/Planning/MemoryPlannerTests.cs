@@ -1,0 +1,78 @@
+using PeftSharp.Cli.Commands;
+using PeftSharp.Formats.HfConfig;
+using PeftSharp.Planning;
+
+namespace PeftSharp.Tests.Planning;
+
+public class MemoryPlannerTests
+{
+    private static ModelConfig Config(string name) =>
+        ModelConfig.Load(Path.Combine(TestAssets.RepoRoot, "tests", "PeftSharp.Tests", "Golden", "configs", name + ".json"));
+
+    [Fact]
+    public void CountsTrainableParametersAsPeft()
+    {
+        var plan = MemoryPlanner.Make(Config("distilgpt2"), new PlanRequest());
+        Assert.Equal("trainable params: 147,456 || all params: 82,060,032 || trainable%: 0.1797", plan.PeftLine);
+        var full = plan.Estimates.Single(e => e.Method == "full");
+        Assert.Equal(81_912_576L, full.TrainableParameters);
+        Assert.Equal(81_912_576L * 16, full.Weights + full.Gradients + full.OptimizerState);
+        var lora = plan.Estimates.Single(e => e.Method == "lora");
+        Assert.Equal(147_456L * 8, lora.OptimizerState);
+    }
+
+    [Fact]
+    public void QloraWeightsAreAboutFourBitsForLinearLayers()
+    {
+        var config = Config("llama-2-7b");
+        var plan = MemoryPlanner.Make(config, new PlanRequest());
+        var q = plan.Estimates.Single(e => e.Method == "qlora");
+        var skeleton = plan.Skeleton;
+        long linear = skeleton.Linears.Where(l => !l.IsOutputLayer).Sum(l => (long)l.InFeatures * l.OutFeatures);
+        long other = skeleton.ParameterCount - linear;
+        long lora = q.TrainableParameters;
+        double bitsPerLinear = (q.Weights - other * 4 - lora * 4) * 8.0 / linear;
+        Assert.InRange(bitsPerLinear, 4.12, 4.13);
+    }
+
+    [Fact]
+    public void CheckpointingSavesActivationsAndTheRecipeFollowsTheBudget()
+    {
+        var config = Config("llama-2-7b");
+        var roomy = MemoryPlanner.Make(config, new PlanRequest { MemoryBudget = 200L << 30, SeqLength = 512 });
+        var lora = roomy.Estimates.Single(e => e.Method == "lora");
+        Assert.True(lora.ActivationsWithCheckpointing < lora.Activations / 4);
+        Assert.Equal("lora", roomy.Recipe.Method);
+        Assert.Equal(2 * roomy.Recipe.R, roomy.Recipe.LoraAlpha);
+
+        var tight = MemoryPlanner.Make(config, new PlanRequest { MemoryBudget = 8L << 30, SeqLength = 512 });
+        Assert.Equal("qlora", tight.Recipe.Method);
+        Assert.Contains("nf4", tight.Recipe.Quantization);
+
+        var large = MemoryPlanner.Make(config, new PlanRequest { DatasetSize = 100_000 });
+        Assert.Equal("\"all-linear\"", large.Recipe.TargetModules);
+        Assert.Equal(0.0, large.Recipe.LoraDropout);
+    }
+
+    [Fact]
+    public void PlanCommandPrintsTheBreakdown()
+    {
+        var output = new StringWriter();
+        var path = Path.Combine(TestAssets.RepoRoot, "tests", "PeftSharp.Tests", "Golden", "configs", "qwen2.5-0.5b-instruct.json");
+        PlanCommand.Run(path, new PlanRequest { MemoryBudget = PlanCommand.ParseBytes("16GB"), BatchSize = 4, SeqLength = 256 }, output);
+        var text = output.ToString();
+        Assert.Contains("494,032,768 parameters", text);
+        Assert.Contains("trainable params: 540,672 || all params: 494,573,440 || trainable%: 0.1093", text);
+        Assert.Contains("recommended: lora, r=8, lora_alpha=16", text);
+    }
+
+    [Theory]
+    [InlineData("16GB", 16L << 30)]
+    [InlineData("16 GiB", 16L << 30)]
+    [InlineData("512MB", 512L << 20)]
+    [InlineData("1.5T", 3L << 39)]
+    public void ParsesSizes(string text, long bytes) => Assert.Equal(bytes, PlanCommand.ParseBytes(text));
+
+    [Fact]
+    public void RejectsNonSizes() => Assert.Throws<PeftSharpException>(() => PlanCommand.ParseBytes("lots"));
+}
