@@ -10,5 +10,6 @@ public static class CommandCatalog
         yield return InfoCommand.Create();
         yield return TokenizeCommand.Create();
         yield return InitModelCommand.Create();
+        yield return GenerateCommand.Create();
     }
 }

@@ -5,19 +5,22 @@ namespace PeftSharp.Tests.Models;
 
 /// <summary>
 /// A deterministic stand-in for a model's KV-cache session: the next-token logits of a sequence are a
-/// fixed random function of its last two real tokens (a trigram table); masked tokens are skipped, so
-/// left padding changes nothing when the mask is honoured.
+/// fixed random function of its last two real tokens (a trigram table), or of its last one (a bigram
+/// table, for large vocabularies); masked tokens are skipped, so left padding changes nothing when the
+/// mask is honoured.
 /// </summary>
 internal sealed class FakeDecodeSession : IDecodeSession
 {
     private readonly float[] _table;
     private readonly int _vocab;
     private readonly List<int>[] _history;
+    private readonly bool _trigram;
 
-    public FakeDecodeSession(int batch, int vocab, ulong seed = 7, float scale = 3f)
+    public FakeDecodeSession(int batch, int vocab, ulong seed = 7, float scale = 3f, bool trigram = true)
     {
         _vocab = vocab;
-        _table = new float[vocab * vocab * vocab];
+        _trigram = trigram;
+        _table = new float[checked(trigram ? vocab * vocab * vocab : vocab * vocab)];
         new Rng(seed).FillNormal(_table, 0, scale);
         _history = Enumerable.Range(0, batch).Select(_ => new List<int>()).ToArray();
     }
@@ -32,7 +35,7 @@ internal sealed class FakeDecodeSession : IDecodeSession
     /// <summary>The logits the session gives after the real tokens <paramref name="context"/>.</summary>
     public ReadOnlySpan<float> LogitsAfter(IReadOnlyList<int> context)
     {
-        int last = context[^1], previous = context.Count > 1 ? context[^2] : 0;
+        int last = context[^1], previous = _trigram && context.Count > 1 ? context[^2] : 0;
         return _table.AsSpan((previous * _vocab + last) * _vocab, _vocab);
     }
 
