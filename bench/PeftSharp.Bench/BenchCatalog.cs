@@ -12,6 +12,7 @@ public static class BenchCatalog
         ["quant"] = QuantBench.Run,
         ["ops"] = OpsBench.Run,
         ["gemm"] = GemmBench.Run,
+        ["model"] = ModelBench.Run,
     };
 
     public static int Run(string[] args)

@@ -45,6 +45,26 @@ public sealed unsafe class Arena : IDisposable
         return p;
     }
 
+    /// <summary>The current allocation point, for <see cref="Release"/>.</summary>
+    public ArenaMark Mark() => new(_blocks.Count - 1, _offset, _usedInEarlierBlocks);
+
+    /// <summary>
+    /// Frees everything allocated since <paramref name="mark"/> (pointers handed out since become
+    /// invalid); blocks chained since are dropped. Gradient checkpointing uses it to discard a
+    /// layer's intermediate activations.
+    /// </summary>
+    public void Release(ArenaMark mark)
+    {
+        if (mark.Block >= _blocks.Count) throw new InvalidOperationException("The arena was reset after this mark was taken.");
+        for (int i = _blocks.Count - 1; i > mark.Block; i--)
+        {
+            _blocks[i].Dispose();
+            _blocks.RemoveAt(i);
+        }
+        _offset = mark.Offset;
+        _usedInEarlierBlocks = mark.UsedInEarlierBlocks;
+    }
+
     /// <summary>Forgets every allocation (all pointers handed out become invalid).</summary>
     public void Reset()
     {
@@ -64,3 +84,6 @@ public sealed unsafe class Arena : IDisposable
         _blocks.Clear();
     }
 }
+
+/// <summary>A position in an <see cref="Arena"/> (see <see cref="Arena.Mark"/>).</summary>
+public readonly record struct ArenaMark(int Block, long Offset, long UsedInEarlierBlocks);

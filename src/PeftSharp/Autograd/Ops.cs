@@ -174,6 +174,7 @@ public sealed unsafe class Ops(Tape tape)
         if (!Tape.Training || p == 0f) return x;
         var y = Tape.NewTensor(x.Shape, Tape.AnyRequiresGrad(x));
         float* mask = Tape.Scratch(x.Length);
+        Tape.BeforeRandomDraw(rng);
         Activations.DropoutMask(rng, p, mask, x.Length);
         Activations.ApplyMask(x.Data, mask, y.Data, x.Length, accumulate: false);
         if (y.RequiresGrad)

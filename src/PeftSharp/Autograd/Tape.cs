@@ -1,3 +1,5 @@
+using PeftSharp.Tensors;
+
 namespace PeftSharp.Autograd;
 
 /// <summary>
@@ -21,7 +23,9 @@ namespace PeftSharp.Autograd;
 /// </summary>
 public sealed unsafe class Tape : IDisposable
 {
-    private readonly List<Action> _backward = [];
+    private List<Action> _backward = [];
+    private List<(Rng Rng, RngState State)>? _drawLog;
+    private Queue<(Rng Rng, RngState State)>? _drawReplay;
 
     public Tape(long arenaFloats = 1 << 20)
     {
@@ -66,6 +70,80 @@ public sealed unsafe class Tape : IDisposable
         if (!loss.RequiresGrad) throw new InvalidOperationException("The loss does not depend on any tensor that requires a gradient.");
         *GradOf(loss) += 1f;
         for (int i = _backward.Count - 1; i >= 0; i--) _backward[i]();
+    }
+
+    /// <summary>
+    /// Gradient checkpointing: runs <paramref name="body"/> on <paramref name="input"/> now without
+    /// keeping its intermediate activations (they are freed from the arena at once; only the input
+    /// and the output stay), and runs it again during backward, on a private sub-graph, to
+    /// backpropagate through it. The body must return a tensor of the input's shape (a decoder
+    /// layer) and be a pure function of its input and parameters; random draws made through
+    /// <see cref="Ops.Dropout"/> are replayed with the same generator states, so the recomputation
+    /// sees the same masks.
+    /// </summary>
+    public Tensor Checkpoint(Tensor input, Func<Tensor, Tensor> body)
+    {
+        if (!GradEnabled || _drawLog != null || _drawReplay != null) return body(input);
+        float* data = Arena.Allocate(input.Length, clear: false);
+        var mark = Arena.Mark();
+        int nodes = _backward.Count;
+        var draws = new List<(Rng Rng, RngState State)>();
+        _drawLog = draws;
+        Tensor output;
+        try
+        {
+            output = body(new Tensor(input.Shape, input.Data, input.RequiresGrad));
+        }
+        finally
+        {
+            _drawLog = null;
+        }
+        if (!output.Shape.AsSpan().SequenceEqual(input.Shape))
+            throw new InvalidOperationException($"A checkpointed body must keep the input's shape {input.ShapeText}; it returned {output.ShapeText}.");
+        Buffer.MemoryCopy(output.Data, data, input.Length * sizeof(float), input.Length * sizeof(float));
+        bool requiresGrad = output.RequiresGrad;
+        _backward.RemoveRange(nodes, _backward.Count - nodes);
+        Arena.Release(mark);
+        var y = new Tensor(input.Shape, data, requiresGrad);
+        if (requiresGrad) Record(() => RecomputeBackward(input, y, body, draws));
+        return y;
+    }
+
+    private void RecomputeBackward(Tensor input, Tensor y, Func<Tensor, Tensor> body, List<(Rng Rng, RngState State)> draws)
+    {
+        if (y.Grad == null) return;
+        float* dInput = GradOf(input);
+        var mark = Arena.Mark();
+        var outer = _backward;
+        var statesNow = draws.Select(d => (d.Rng, d.Rng.State)).ToArray();
+        _backward = [];
+        _drawReplay = new Queue<(Rng Rng, RngState State)>(draws);
+        try
+        {
+            var x = new Tensor(input.Shape, input.Data, input.RequiresGrad);
+            var output = body(x);
+            Kernels.Elementwise.Axpy(y.Length, 1f, y.Grad, GradOf(output));
+            for (int i = _backward.Count - 1; i >= 0; i--) _backward[i]();
+            if (dInput != null && x.Grad != null) Kernels.Elementwise.Axpy(input.Length, 1f, x.Grad, dInput);
+        }
+        finally
+        {
+            _backward = outer;
+            _drawReplay = null;
+            for (int i = statesNow.Length - 1; i >= 0; i--) statesNow[i].Rng.State = statesNow[i].State;
+            Arena.Release(mark);
+        }
+    }
+
+    /// <summary>Called by ops before they draw from <paramref name="rng"/>: logs its state inside a checkpointed forward, restores it when recomputing.</summary>
+    internal void BeforeRandomDraw(Rng rng)
+    {
+        if (_drawLog != null) _drawLog.Add((rng, rng.State));
+        else if (_drawReplay != null && _drawReplay.TryDequeue(out var draw))
+        {
+            if (!ReferenceEquals(draw.Rng, rng)) throw new InvalidOperationException("A checkpointed body drew from a different generator on recomputation.");
+            rng.State = draw.State;
+        }
     }
 
     /// <summary>Drops the recorded graph and every activation (parameter gradients are kept).</summary>

@@ -1,0 +1,140 @@
+using System.Diagnostics;
+using System.Text.Json;
+using PeftSharp.Autograd;
+using PeftSharp.Formats.HfConfig;
+using PeftSharp.Models;
+using PeftSharp.Tensors;
+
+namespace PeftSharp.Bench;
+
+/// <summary>
+/// `model [--model distilgpt2|gpt2|stories15m|qwen2.5-0.5b] [--iterations N]`: a model of that shape with
+/// random weights. JSON lines: forward tokens/s, training-step tokens/s (batch 4×256 and 1×512; a frozen
+/// base whose loss backpropagates to the inputs only, and full fine-tuning, with and without gradient
+/// checkpointing, with the arena peak), greedy decode tokens/s (32-token prompt, 128 new) and peak RSS.
+/// </summary>
+public static class ModelBench
+{
+    public static int Run(string[] args)
+    {
+        string name = Option(args, "--model", "distilgpt2");
+        int iterations = int.Parse(Option(args, "--iterations", "2"));
+        var config = Config(name);
+        (int Batch, int SeqLen)[] shapes = [(4, 256), (1, 512)];
+
+        using (var frozen = CausalLM.CreateRandom(config, new Rng(1), new LoadOptions { Trainable = FirstNorm }))
+        {
+            foreach (var (b, t) in shapes)
+            {
+                Report(name, "forward", b, t, iterations, frozen, train: false);
+                Report(name, "train_frozen_base", b, t, iterations, frozen, train: true);
+            }
+            Decode(name, frozen, prompt: 32, generate: 128);
+        }
+        using (var full = CausalLM.CreateRandom(config, new Rng(1), new LoadOptions { FullFineTune = true }))
+            foreach (var (b, t) in shapes)
+                foreach (bool checkpointing in new[] { false, true })
+                {
+                    full.GradientCheckpointing = checkpointing;
+                    Report(name, checkpointing ? "train_full_checkpointed" : "train_full", b, t, iterations, full, train: true);
+                }
+        return 0;
+    }
+
+    /// <summary>One trainable norm weight in the first layer: every activation after it needs a gradient, no linear weight does.</summary>
+    private static bool FirstNorm(string parameter) => parameter is "transformer.h.0.ln_1.weight" or "model.layers.0.input_layernorm.weight";
+
+    private static ModelConfig Config(string name)
+    {
+        string configs = Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "tests", "PeftSharp.Tests", "Golden", "configs");
+        return name switch
+        {
+            "distilgpt2" or "gpt2" => ModelConfig.Load(Path.Combine(configs, name + ".json")),
+            "qwen2.5-0.5b" => ModelConfig.Load(Path.Combine(configs, "qwen2.5-0.5b-instruct.json")),
+            "stories15m" => ModelConfig.Parse("""
+                {"model_type": "llama", "hidden_size": 288, "intermediate_size": 768, "num_hidden_layers": 6,
+                 "num_attention_heads": 6, "num_key_value_heads": 6, "vocab_size": 32000, "max_position_embeddings": 1024,
+                 "rms_norm_eps": 1e-5, "tie_word_embeddings": true}
+                """),
+            _ => throw new ArgumentException($"--model {name}: expected distilgpt2, gpt2, stories15m or qwen2.5-0.5b."),
+        };
+    }
+
+    private static void Report(string model, string mode, int batch, int seqLen, int iterations, CausalLM lm, bool train)
+    {
+        var rng = new Rng(2);
+        var tokens = TokenBatch(rng, batch, seqLen, lm.VocabSize);
+        using var tape = new Tape(1 << 20) { GradEnabled = train };
+        var ops = new Ops(tape);
+        void Step()
+        {
+            if (train) tape.Backward(lm.Loss(ops, tokens));
+            else lm.Forward(ops, tokens);
+            tape.Reset();
+        }
+        Step();
+        var watch = Stopwatch.StartNew();
+        for (int i = 0; i < iterations; i++) Step();
+        double seconds = watch.Elapsed.TotalSeconds / iterations;
+        Console.WriteLine(JsonSerializer.Serialize(new
+        {
+            bench = "model",
+            model,
+            mode,
+            batch,
+            seq_len = seqLen,
+            ms = Math.Round(seconds * 1e3, 1),
+            tokens_per_s = Math.Round(batch * seqLen / seconds, 1),
+            arena_peak_mib = Math.Round(tape.Arena.HighWater * 4.0 / (1 << 20), 1),
+            peak_rss_mib = PeakRssMib(),
+        }));
+    }
+
+    private static void Decode(string model, CausalLM lm, int prompt, int generate)
+    {
+        var rng = new Rng(3);
+        var ids = Enumerable.Range(0, prompt).Select(_ => rng.NextInt(lm.VocabSize)).ToArray();
+        var logits = new float[lm.VocabSize];
+        using var session = lm.StartDecoding(1, prompt + generate);
+        var watch = Stopwatch.StartNew();
+        session.Append(ids, [], prompt, logits);
+        double prefill = watch.Elapsed.TotalSeconds;
+        for (int i = 0; i < generate; i++)
+        {
+            int next = 0;
+            for (int v = 1; v < logits.Length; v++) if (logits[v] > logits[next]) next = v;
+            session.Append([next], [], 1, logits);
+        }
+        double decode = watch.Elapsed.TotalSeconds - prefill;
+        Console.WriteLine(JsonSerializer.Serialize(new
+        {
+            bench = "model",
+            model,
+            mode = "greedy_decode",
+            prompt_tokens = prompt,
+            new_tokens = generate,
+            prefill_tokens_per_s = Math.Round(prompt / prefill, 1),
+            decode_tokens_per_s = Math.Round(generate / decode, 1),
+            peak_rss_mib = PeakRssMib(),
+        }));
+    }
+
+    private static TokenBatch TokenBatch(Rng rng, int batch, int seqLen, int vocab) =>
+        new(batch, seqLen, Enumerable.Range(0, batch * seqLen).Select(_ => rng.NextInt(vocab)).ToArray());
+
+    private static double PeakRssMib()
+    {
+        const string status = "/proc/self/status";
+        if (File.Exists(status))
+            foreach (var line in File.ReadLines(status))
+                if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
+                    return Math.Round(long.Parse(line[6..].Trim().Split(' ')[0]) / 1024.0, 1);
+        return Math.Round(Process.GetCurrentProcess().PeakWorkingSet64 / (1024.0 * 1024), 1);
+    }
+
+    private static string Option(string[] args, string name, string fallback)
+    {
+        int i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;
+    }
+}

@@ -1,0 +1,88 @@
+using PeftSharp.Kernels;
+using PeftSharp.Tensors;
+
+namespace PeftSharp.Autograd;
+
+/// <summary>
+/// A frozen 2-d weight (rows, columns) stored as BF16 or F16 bits in memory owned elsewhere
+/// (typically a view of a memory-mapped safetensors file). Never trainable: ops over it compute
+/// input gradients only, and widen it panel by panel inside the GEMM instead of copying it.
+/// </summary>
+public sealed unsafe class HalfMatrix
+{
+    public HalfMatrix(string name, int rows, int columns, ushort* data, DType type)
+    {
+        if (type is not (DType.BF16 or DType.F16)) throw new ArgumentException($"{name}: a half matrix is BF16 or F16, not {type}.", nameof(type));
+        Name = name;
+        Rows = rows;
+        Columns = columns;
+        Data = data;
+        DType = type;
+    }
+
+    public string Name { get; }
+    public int Rows { get; }
+    public int Columns { get; }
+    public ushort* Data { get; }
+    public DType DType { get; }
+    public long Length => (long)Rows * Columns;
+    public string ShapeText => $"[{Rows}, {Columns}]";
+
+    /// <summary>Widens rows [row, row + count) into <paramref name="destination"/> (count × Columns f32).</summary>
+    public void WidenRows(long row, long count, float* destination)
+    {
+        ushort* source = Data + row * Columns;
+        if (DType == DType.BF16) Precision.Bf16ToF32(source, destination, count * Columns);
+        else Precision.F16ToF32((Half*)source, destination, count * Columns);
+    }
+}
+
+/// <summary>Ops over <see cref="HalfMatrix"/> weights (frozen 16-bit views).</summary>
+public static unsafe class HalfOps
+{
+    /// <summary>
+    /// y = x·Wᵀ + b with W (out, in) in BF16/F16, widened inside the GEMM. Backward computes the
+    /// input gradient (and the bias gradient when the bias is trainable), never a weight gradient.
+    /// </summary>
+    public static Tensor Linear(this Ops ops, Tensor x, HalfMatrix weight, Tensor? bias = null)
+    {
+        if (weight.Columns != x.Columns)
+            throw new ArgumentException($"Linear: input {x.ShapeText} does not match weight {weight.Name} {weight.ShapeText} (expected (out, {x.Columns})).");
+        if (bias != null && bias.Length != weight.Rows)
+            throw new ArgumentException($"Linear: bias {bias.ShapeText} does not match weight {weight.Name} {weight.ShapeText}.");
+        var tape = ops.Tape;
+        int m = x.Rows, n = weight.Rows, k = x.Columns;
+        var shape = (int[])x.Shape.Clone();
+        shape[^1] = n;
+        var y = tape.NewTensor(shape, tape.AnyRequiresGrad(x, bias));
+        Gemm.LinearForward(x.Data, weight.Data, weight.DType, bias == null ? null : bias.Data, y.Data, m, n, k);
+        if (y.RequiresGrad)
+            tape.Record(() =>
+            {
+                float* dy = y.Grad;
+                if (dy == null) return;
+                if (x.RequiresGrad) Gemm.LinearBackwardInput(dy, weight.Data, weight.DType, tape.GradOf(x), m, n, k, accumulate: true);
+                if (bias != null && bias.RequiresGrad)
+                {
+                    float* db = tape.GradOf(bias);
+                    for (int i = 0; i < m; i++) Elementwise.Axpy(n, 1f, dy + (long)i * n, db);
+                }
+            });
+        return y;
+    }
+
+    /// <summary>table[ids[i]] → (ids.Length, C), each row widened on lookup (a frozen table: no gradient).</summary>
+    public static Tensor Embedding(this Ops ops, int[] ids, HalfMatrix table)
+    {
+        int c = table.Columns, n = ids.Length;
+        var y = ops.Tape.NewTensor([n, c], requiresGrad: false);
+        for (int i = 0; i < n; i++)
+        {
+            int id = ids[i];
+            if ((uint)id >= (uint)table.Rows)
+                throw new ArgumentOutOfRangeException(nameof(ids), id, $"Index {id} at position {i} is outside the embedding table {table.Name} of {table.Rows} rows.");
+            table.WidenRows(id, 1, y.Data + (long)i * c);
+        }
+        return y;
+    }
+}

@@ -1,0 +1,256 @@
+using PeftSharp.Autograd;
+using PeftSharp.Formats;
+using PeftSharp.Formats.HfConfig;
+using PeftSharp.Formats.Safetensors;
+using PeftSharp.Tensors;
+
+namespace PeftSharp.Models;
+
+/// <summary>
+/// A decoder-only language model on the autograd engine (GPT-2: <see cref="Gpt2Model"/>; Llama,
+/// Mistral, Qwen2: <see cref="LlamaModel"/>), built from <see cref="ModelSkeleton"/> so that module
+/// and parameter names and shapes are transformers'. One forward path serves training (whole
+/// sequences, <see cref="Forward"/>) and decoding (a KV cache, <see cref="StartDecoding"/>): only
+/// the attention step differs.
+/// </summary>
+public abstract unsafe class CausalLM : ICausalLM
+{
+    private readonly WeightSource _weights;
+    private readonly List<Parameter> _own = [];
+    private LinearSlot[] _slots = [];
+
+    private protected CausalLM(ModelConfig config, WeightSource weights, int linearsPerLayer)
+    {
+        Config = config;
+        Skeleton = ModelSkeleton.FromConfig(config);
+        _weights = weights;
+        LinearsPerLayer = linearsPerLayer;
+        GradientCheckpointing = weights.Options.GradientCheckpointing;
+    }
+
+    public ModelConfig Config { get; }
+    public ModelSkeleton Skeleton { get; }
+    public IReadOnlyList<LinearSlot> Linears => _slots;
+
+    /// <summary>
+    /// Recompute each decoder layer's forward during backward, keeping only the layer inputs
+    /// (transformers' gradient_checkpointing). Costs one more forward per step.
+    /// </summary>
+    public bool GradientCheckpointing { get; set; }
+
+    public int LayerCount => Config.LayerCount;
+    public int VocabSize => Config.VocabSize;
+    private protected int LinearsPerLayer { get; }
+
+    /// <summary>
+    /// Every f32 parameter (the layers' in the slots, adapters included, then embeddings and norms),
+    /// each once. Frozen 16-bit views (<see cref="HalfLinear"/>, a 16-bit embedding) are not listed.
+    /// </summary>
+    public IEnumerable<Parameter> Parameters =>
+        _slots.SelectMany(s => s.Layer.Parameters).Concat(_own).Distinct(ReferenceEqualityComparer.Instance).Cast<Parameter>();
+
+    /// <summary>The parameter with transformers' name <paramref name="name"/>, or null.</summary>
+    public Parameter? FindParameter(string name) => Parameters.FirstOrDefault(p => p.Name == name);
+
+    /// <summary>The slot of the linear module named <paramref name="name"/> (`model.layers.0.self_attn.q_proj`).</summary>
+    public LinearSlot Slot(string name) => _slots.FirstOrDefault(s => s.Name == name)
+        ?? throw new PeftSharpException($"The model has no linear module named '{name}'.");
+
+    /// <summary>
+    /// Loads a Hugging Face model folder (or a hub id found in the local cache): config.json and
+    /// safetensors weights. BF16/F16 weights of frozen linear layers and embeddings stay views of
+    /// the memory-mapped file unless <see cref="LoadOptions.Float32"/> or they are trainable.
+    /// </summary>
+    public static CausalLM Load(string folderOrHubId, LoadOptions? options = null)
+    {
+        options ??= new LoadOptions();
+        string folder = ModelFolder.Resolve(folderOrHubId);
+        var config = ModelConfig.Load(folder);
+        var checkpoint = SafetensorsCheckpoint.Open(folder);
+        var weights = WeightSource.FromCheckpoint(checkpoint, options);
+        try
+        {
+            return Build(config, weights);
+        }
+        catch
+        {
+            weights.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>A model of <paramref name="config"/>'s shape with random weights (normal, std 0.02; norms 1, biases 0).</summary>
+    public static CausalLM CreateRandom(ModelConfig config, Rng rng, LoadOptions? options = null) =>
+        Build(config, WeightSource.FromRandom(rng, options ?? new LoadOptions()));
+
+    private static CausalLM Build(ModelConfig config, WeightSource weights) => config switch
+    {
+        Gpt2Config g => new Gpt2Model(g, weights),
+        LlamaConfig l => new LlamaModel(l, weights),
+        _ => throw new PeftSharpException($"model_type '{config.ModelType}' is not supported; supported: {string.Join(", ", ModelConfig.SupportedModelTypes)}."),
+    };
+
+    public Tensor Forward(Ops ops, TokenBatch batch)
+    {
+        Validate(batch);
+        var positions = batch.PositionIds ?? DefaultPositions(batch.Batch, batch.SeqLen);
+        var context = new SequenceAttention(batch.Batch, batch.SeqLen, positions, batch.AttentionMask, batch.SegmentIds);
+        var hidden = Hidden(ops, batch.InputIds, context);
+        return _slots[^1].Layer.Forward(ops, hidden);
+    }
+
+    public Tensor Loss(Ops ops, TokenBatch batch) => ops.CrossEntropy(Forward(ops, batch), ShiftedTargets(batch));
+
+    /// <summary>
+    /// Targets for logits row (b, t): labels[b, t + 1] (labels default to the input ids with padding
+    /// ignored), -100 in the last column and where the next token starts another packed example.
+    /// </summary>
+    public static int[] ShiftedTargets(TokenBatch batch)
+    {
+        int b = batch.Batch, t = batch.SeqLen;
+        var targets = new int[b * t];
+        for (int r = 0; r < b; r++)
+            for (int i = 0; i < t; i++)
+            {
+                int at = r * t + i, next = at + 1;
+                bool valid = i + 1 < t && (batch.SegmentIds == null || batch.SegmentIds[at] == batch.SegmentIds[next]);
+                targets[at] = !valid ? Kernels.CrossEntropy.IgnoreIndex
+                    : batch.Labels != null ? batch.Labels[next]
+                    : batch.AttentionMask != null && batch.AttentionMask[next] == 0 ? Kernels.CrossEntropy.IgnoreIndex
+                    : batch.InputIds[next];
+            }
+        return targets;
+    }
+
+    public IDecodeSession StartDecoding(int batch, int maxTokens)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(batch, 1);
+        ArgumentOutOfRangeException.ThrowIfLessThan(maxTokens, 1);
+        CheckSequenceLength(maxTokens);
+        return new DecodeSession(this, batch, maxTokens);
+    }
+
+    /// <summary>The final hidden states (rows, C) after the last norm.</summary>
+    internal Tensor Hidden(Ops ops, int[] ids, AttentionContext context)
+    {
+        var h = Embed(ops, ids, context.Positions);
+        for (int i = 0; i < LayerCount; i++)
+        {
+            int layer = i;
+            h = GradientCheckpointing && ops.Tape.GradEnabled
+                ? ops.Tape.Checkpoint(h, x => Block(ops, layer, x, context))
+                : Block(ops, layer, h, context);
+        }
+        return FinalNorm(ops, h);
+    }
+
+    internal LinearSlot HeadSlot => _slots[^1];
+    internal abstract int KeyValueHeads { get; }
+    internal abstract int HeadDim { get; }
+
+    /// <summary>Token (and, for GPT-2, position) embeddings → (rows, C).</summary>
+    private protected abstract Tensor Embed(Ops ops, int[] ids, int[] positions);
+
+    /// <summary>One decoder layer: h (rows, C) → h (rows, C).</summary>
+    private protected abstract Tensor Block(Ops ops, int layer, Tensor h, AttentionContext context);
+
+    private protected abstract Tensor FinalNorm(Ops ops, Tensor h);
+
+    /// <summary>Throws where the model cannot attend over <paramref name="tokens"/> positions.</summary>
+    private protected virtual void CheckSequenceLength(int tokens)
+    {
+        if (tokens > Config.MaxPositionEmbeddings)
+            throw new PeftSharpException($"A sequence of {tokens} tokens exceeds the model's {Config.MaxPositionEmbeddings} positions (max_position_embeddings / n_positions).");
+    }
+
+    private protected LinearSlot LayerSlot(int layer, int index) => _slots[layer * LinearsPerLayer + index];
+
+    private protected Parameter Own(Parameter p)
+    {
+        _own.Add(p);
+        return p;
+    }
+
+    private protected Parameter Norm(string name, int size, WeightInit init) => Own(_weights.Dense(name, [size], init));
+
+    private protected EmbeddingTable LoadEmbedding(string name, int rows, int columns)
+    {
+        var half = _weights.Half(name, rows, columns);
+        return half != null ? new EmbeddingTable(null, half) : new EmbeddingTable(Own(_weights.Dense(name, [rows, columns], WeightInit.Normal)), null);
+    }
+
+    /// <summary>Builds a slot for every linear module of the skeleton; the output layer is tied to <paramref name="tiedHead"/> when given.</summary>
+    private protected void BuildLinears(EmbeddingTable? tiedHead)
+    {
+        _slots = Skeleton.Linears.Select(info =>
+            new LinearSlot(info, info.IsOutputLayer && tiedHead != null ? tiedHead.AsHead(info) : LoadLinear(info))).ToArray();
+    }
+
+    private IBaseLinear LoadLinear(LinearModuleInfo info)
+    {
+        int fin = info.InFeatures, fout = info.OutFeatures;
+        Parameter? Bias() => info.HasBias ? _weights.Dense(info.Name + ".bias", [fout], WeightInit.Zeros) : null;
+        if (!info.IsConv1D && _weights.Half(info.Name + ".weight", fout, fin) is { } half) return new HalfLinear(info, half, Bias());
+        var w = _weights.Dense(info.Name + ".weight", info.IsConv1D ? [fin, fout] : [fout, fin], WeightInit.Normal, transpose: info.IsConv1D);
+        return new DenseLinear(info, w, Bias());
+    }
+
+    private void Validate(TokenBatch batch)
+    {
+        long n = (long)batch.Batch * batch.SeqLen;
+        if (batch.Batch < 1 || batch.SeqLen < 1 || batch.InputIds.Length != n)
+            throw new ArgumentException($"TokenBatch: {batch.InputIds.Length} input ids for batch {batch.Batch} × seqLen {batch.SeqLen}.");
+        foreach (var (array, what) in new[] { (batch.AttentionMask, "AttentionMask"), (batch.PositionIds, "PositionIds"), (batch.SegmentIds, "SegmentIds"), (batch.Labels, "Labels") })
+            if (array != null && array.Length != n)
+                throw new ArgumentException($"TokenBatch: {what} has {array.Length} entries, not batch × seqLen = {n}.");
+        CheckSequenceLength(batch.SeqLen);
+    }
+
+    private static int[] DefaultPositions(int batch, int seqLen)
+    {
+        var positions = new int[batch * seqLen];
+        for (int i = 0; i < positions.Length; i++) positions[i] = i % seqLen;
+        return positions;
+    }
+
+    public void Dispose()
+    {
+        foreach (var slot in _slots) slot.Layer.Dispose();
+        foreach (var p in _own) p.Dispose();
+        DisposeExtra();
+        _weights.Dispose();
+        GC.SuppressFinalize(this);
+    }
+
+    private protected virtual void DisposeExtra() { }
+}
+
+/// <summary>A token embedding table: owned f32 (trainable or not) or a frozen 16-bit view widened per lookup.</summary>
+internal sealed class EmbeddingTable(Parameter? dense, HalfMatrix? half)
+{
+    public Parameter? Dense { get; } = dense;
+    public HalfMatrix? Half { get; } = half;
+
+    public Tensor Lookup(Ops ops, int[] ids) => Dense != null ? ops.Embedding(ids, Dense) : ops.Embedding(ids, Half!);
+
+    /// <summary>The tied output layer: logits = h·tableᵀ (a bf16 table stays bf16 in the GEMM).</summary>
+    public IBaseLinear AsHead(LinearModuleInfo info) => Dense != null ? new DenseLinear(info, Dense, null) : new HalfLinear(info, Half!, null);
+}
+
+/// <summary>The attention step of a decoder layer, after q/k/v projections (and RoPE): whole sequences, or a KV cache.</summary>
+internal abstract class AttentionContext(int batch, int tokens, int[] positions)
+{
+    public int Batch { get; } = batch;
+    public int Tokens { get; } = tokens;
+    /// <summary>(Batch·Tokens) position of each token.</summary>
+    public int[] Positions { get; } = positions;
+
+    /// <summary>q (B, T, H, D), k and v (B, T, Hkv, D) → (B, T, H, D).</summary>
+    public abstract Tensor Attend(Ops ops, int layer, Tensor q, Tensor k, Tensor v);
+}
+
+internal sealed class SequenceAttention(int batch, int tokens, int[] positions, int[]? mask, int[]? segments)
+    : AttentionContext(batch, tokens, positions)
+{
+    public override Tensor Attend(Ops ops, int layer, Tensor q, Tensor k, Tensor v) => ops.Attention(q, k, v, mask, segments);
+}

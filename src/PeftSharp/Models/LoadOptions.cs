@@ -1,0 +1,19 @@
+namespace PeftSharp.Models;
+
+/// <summary>How <see cref="CausalLM.Load"/> (and <see cref="CausalLM.CreateRandom"/>) builds a model.</summary>
+public sealed record LoadOptions
+{
+    /// <summary>Every parameter trainable (full fine-tuning); implies <see cref="Float32"/>.</summary>
+    public bool FullFineTune { get; init; }
+
+    /// <summary>Parameter names (transformers' names) to make trainable, besides <see cref="FullFineTune"/>; their storage becomes owned f32.</summary>
+    public Func<string, bool>? Trainable { get; init; }
+
+    /// <summary>Widen every BF16/F16 weight into owned f32 instead of keeping views of the file.</summary>
+    public bool Float32 { get; init; }
+
+    /// <summary>Recompute each decoder layer's forward during backward (see <see cref="CausalLM.GradientCheckpointing"/>).</summary>
+    public bool GradientCheckpointing { get; init; }
+
+    internal bool IsTrainable(string name) => FullFineTune || (Trainable?.Invoke(name) ?? false);
+}
