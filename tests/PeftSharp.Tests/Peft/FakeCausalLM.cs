@@ -47,16 +47,16 @@ internal sealed class FakeCausalLM : ICausalLM
         foreach (var info in linears)
         {
             bool tied = info.IsOutputLayer && !sk.Parameters.Any(p => p.Name == info.Name + ".weight") && info.Name == "lm_head";
+            bool dense = !shapeOnly || (replaceHead?.Contains(info) ?? false);
             Parameter w = tied ? byName[config.ModelType == "gpt2" ? "transformer.wte.weight" : "model.embed_tokens.weight"]
-                : shapeOnly ? MakeView(info.Name + ".weight", [info.OutFeatures, info.InFeatures], false)
-                : Parameter.Create(info.Name + ".weight", [info.OutFeatures, info.InFeatures], false);
+                : dense ? Parameter.Create(info.Name + ".weight", [info.OutFeatures, info.InFeatures], false)
+                : MakeView(info.Name + ".weight", [info.OutFeatures, info.InFeatures], false);
             Parameter? b = !info.HasBias ? null
-                : shapeOnly ? MakeView(info.Name + ".bias", [info.OutFeatures], false)
-                : Parameter.Create(info.Name + ".bias", [info.OutFeatures], false);
-            if (!shapeOnly && !tied) rng!.FillUniform(w.AsSpan(), -0.1f, 0.1f);
-            if (!shapeOnly && b != null) rng!.FillUniform(b.AsSpan(), -0.1f, 0.1f);
-            ILinearLayer layer = shapeOnly && !(replaceHead?.Contains(info) ?? false) ? new ShapeOnlyLinear(info, w, b) : new DenseLinear(info, w, b);
-            if (shapeOnly && layer is DenseLinear) rng!.FillUniform(w.AsSpan(), -0.1f, 0.1f);
+                : dense ? Parameter.Create(info.Name + ".bias", [info.OutFeatures], false)
+                : MakeView(info.Name + ".bias", [info.OutFeatures], false);
+            if (dense && !tied) rng!.FillUniform(w.AsSpan(), -0.1f, 0.1f);
+            if (dense && b != null) rng!.FillUniform(b.AsSpan(), -0.1f, 0.1f);
+            ILinearLayer layer = dense ? new DenseLinear(info, w, b) : new ShapeOnlyLinear(info, w, b);
             _slots.Add(new LinearSlot(info, layer));
         }
     }
