@@ -9,5 +9,7 @@ public static class CommandCatalog
     {
         yield return InfoCommand.Create();
         yield return TokenizeCommand.Create();
+        yield return InspectCommand.Create();
+        yield return MergeCommand.Create();
     }
 }
