@@ -1,4 +1,5 @@
 using PeftSharp.Models;
+using PeftSharp.Peft;
 
 namespace PeftSharp.Cli;
 
@@ -10,5 +11,5 @@ public static class ModelLoading
 
     /// <summary>Applies the PEFT adapter in <paramref name="adapterFolder"/> to <paramref name="model"/>; returns the model to use.</summary>
     public static ICausalLM ApplyAdapter(ICausalLM model, string adapterFolder) =>
-        throw new PeftSharpException("adapter loading is not wired yet");
+        PeftModel.FromPretrained(model, adapterFolder).Model;
 }
