@@ -41,6 +41,18 @@ public sealed class BitsAndBytesConfig
         _ => throw new PeftSharpException($"bnb_4bit_compute_dtype: expected one of {string.Join(", ", AllowedComputeDtypes)}, got \"{Bnb4bitComputeDtype}\"."),
     };
 
+    /// <summary><see cref="Bnb4bitQuantStorage"/> as a <see cref="DType"/>: the element type the packed bytes are saved as.</summary>
+    public DType QuantStorageDType => Bnb4bitQuantStorage switch
+    {
+        "uint8" => DType.U8,
+        "int8" => DType.I8,
+        "float16" => DType.F16,
+        "bfloat16" => DType.BF16,
+        "float32" => DType.F32,
+        "float64" => DType.F64,
+        _ => throw new PeftSharpException($"bnb_4bit_quant_storage: expected one of {string.Join(", ", AllowedQuantStorage)}, got \"{Bnb4bitQuantStorage}\"."),
+    };
+
     /// <summary>
     /// Whether <paramref name="module"/> stays in full precision: with <c>llm_int8_skip_modules</c> unset, the output
     /// layer (transformers' <c>get_keys_to_not_convert</c>: lm_head); else a module whose short or full name equals an
