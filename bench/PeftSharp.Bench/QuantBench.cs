@@ -10,11 +10,17 @@ namespace PeftSharp.Bench;
 /// `quant [--size N] [--reps R]`: 4-bit quantize and dequantize throughput on an N × N N(0, 1) matrix
 /// (default 4096) for nf4/fp4 with and without double quantization, dequantize per SIMD path and as
 /// 64 × 256 GEMM panels, and the round-trip error. One JSON line per case.
+/// `quant --gemm [--threads 1,2] [--rounds 5] [--tokens 512]`, `quant --bits [CONFIG_DIR]` and `quant --error`:
+/// the QLoRA measurements of <see cref="QuantGemmBench"/>.
 /// </summary>
 public static unsafe class QuantBench
 {
     public static int Run(string[] args)
     {
+        if (args.Length > 0 && args[0] == "--gemm") return QuantGemmBench.RunGemm(args[1..]);
+        if (args.Length > 0 && args[0] == "--bits")
+            return QuantGemmBench.RunBits(args.Length > 1 ? args[1] : Path.Combine("tests", "PeftSharp.Tests", "Golden", "configs"));
+        if (args.Length > 0 && args[0] == "--error") return QuantGemmBench.RunError();
         int size = 4096, reps = 5;
         for (int i = 0; i + 1 < args.Length; i += 2)
         {

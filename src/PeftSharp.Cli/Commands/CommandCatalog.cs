@@ -14,5 +14,6 @@ public static class CommandCatalog
         yield return GenerateCommand.Create();
         yield return InspectCommand.Create();
         yield return MergeCommand.Create();
+        yield return QuantizeCommand.Create();
     }
 }

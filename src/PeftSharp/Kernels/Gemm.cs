@@ -9,7 +9,7 @@ namespace PeftSharp.Kernels;
 /// likewise op(B) is k×n or the transpose of a stored n×k matrix.
 /// C (m×n, row stride ldc) = op(A)·op(B), or += with accumulate.
 /// </summary>
-public static unsafe class Gemm
+public static unsafe partial class Gemm
 {
     public static void Compute(bool transA, bool transB, int m, int n, int k,
         float* a, int lda, float* b, int ldb, float* c, int ldc, bool accumulate)

@@ -15,7 +15,7 @@ internal static unsafe class GemmDot
     private const int Rows = 3, Cols = 8;
 
     public static bool Applies(in GemmProblem pb, SimdPath path)
-        => path == SimdPath.Vector512 && pb.N <= MaxColumns && !pb.A.Trans && pb.A.Type == DType.F32 && pb.K >= 16;
+        => path == SimdPath.Vector512 && pb.N <= MaxColumns && !pb.A.Trans && pb.A.Type == DType.F32 && pb.A.RoundTo == DType.F32 && pb.K >= 16;
 
     public static void Run(in GemmProblem pb)
     {

@@ -47,7 +47,7 @@ internal sealed unsafe class GemmScratch
 {
     [ThreadStatic] private static GemmScratch? _current;
 
-    private NativeBuffer<float>? _a, _b, _row, _tile, _narrow;
+    private NativeBuffer<float>? _a, _b, _row, _tile, _narrow, _dequant;
 
     public static GemmScratch Current => _current ??= new GemmScratch();
 
@@ -56,6 +56,7 @@ internal sealed unsafe class GemmScratch
     public float* Row(long length) => Get(ref _row, length);
     public float* Tile(long length) => Get(ref _tile, length);
     public float* Narrow(long length) => Get(ref _narrow, length);
+    public float* Dequant(long length) => Get(ref _dequant, length);
 
     private static float* Get(ref NativeBuffer<float>? buffer, long length)
     {

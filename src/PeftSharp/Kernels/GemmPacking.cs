@@ -2,28 +2,40 @@ using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
+using PeftSharp.Quantization;
 using PeftSharp.Tensors;
 
 namespace PeftSharp.Kernels;
 
 /// <summary>
 /// One GEMM operand as the packing routines read it: logical element (row, col) is
-/// <c>Trans ? data[col·Ld + row] : data[row·Ld + col]</c>, stored as F32, BF16 or F16.
-/// Half-precision sources are widened to f32 while packing, one panel at a time.
+/// <c>Trans ? data[col·Ld + row] : data[row·Ld + col]</c>, stored as F32, BF16 or F16, or as 4-bit codes
+/// (<see cref="FourBit"/> set; the stored matrix is the view's Rows × Columns, Type is U8).
+/// Half-precision sources are widened and 4-bit ones dequantized to f32 while packing, one panel at a time.
+/// With <see cref="RoundTo"/> BF16 or F16 every packed value is then rounded to that type (a bf16/f16 compute dtype).
 /// </summary>
-internal readonly unsafe struct GemmOperand(void* data, long ld, bool trans, DType type)
+internal readonly unsafe struct GemmOperand(void* data, long ld, bool trans, DType type, DType roundTo = DType.F32, FourBitView* fourBit = null)
 {
     public readonly void* Data = data;
     public readonly long Ld = ld;
     public readonly bool Trans = trans;
     public readonly DType Type = type;
+    public readonly DType RoundTo = roundTo;
+    public readonly FourBitView* FourBit = fourBit;
 
     public static GemmOperand F32(float* data, long ld, bool trans) => new(data, ld, trans, DType.F32);
 
-    /// <summary>The same storage read as the transposed matrix.</summary>
-    public GemmOperand Transposed => new(Data, Ld, !Trans, Type);
+    /// <summary>A 4-bit matrix (stored Rows × Columns) dequantized while packing and rounded to <paramref name="roundTo"/>.</summary>
+    public static GemmOperand FourBitMatrix(FourBitView* view, bool trans, DType roundTo) =>
+        new(view->Packed, view->Columns, trans, DType.U8, roundTo, view);
 
-    /// <summary>Address of stored row <paramref name="row"/>, column <paramref name="col"/> (storage coordinates, not logical).</summary>
+    /// <summary>The same storage read as the transposed matrix.</summary>
+    public GemmOperand Transposed => new(Data, Ld, !Trans, Type, RoundTo, FourBit);
+
+    /// <summary>The same operand with its packed values rounded to <paramref name="type"/> (F32: unchanged).</summary>
+    public GemmOperand RoundedTo(DType type) => new(Data, Ld, Trans, Type, type, FourBit);
+
+    /// <summary>Address of stored row <paramref name="row"/>, column <paramref name="col"/> (storage coordinates, not logical; not for 4-bit).</summary>
     public void* At(long row, long col) => (byte*)Data + (row * Ld + col) * (Type == DType.F32 ? 4 : 2);
 
     public float this[int row, int col] => Trans ? Load(At(col, row)) : Load(At(row, col));
@@ -51,8 +63,99 @@ internal static unsafe class GemmPacking
         for (int s = 0; s < count; s += width, dst += (long)depth * width)
         {
             int w = Math.Min(width, count - s);
-            if (src.Trans) PackStripTransposed(src, p0, depth, j0 + s, w, width, dst, scratch);
+            if (src.FourBit != null)
+            {
+                if (src.Trans) PackStripTransposedFourBit(src, p0, depth, j0 + s, w, width, dst);
+                else PackStripRowsFourBit(src, p0, depth, j0 + s, w, width, dst);
+            }
+            else if (src.Trans) PackStripTransposed(src, p0, depth, j0 + s, w, width, dst, scratch);
             else PackStripRows(src, p0, depth, j0 + s, w, width, dst);
+            if (src.RoundTo != DType.F32) Round(dst, (long)depth * width, src.RoundTo);
+        }
+    }
+
+    /// <summary>4-bit, logical rows are stored rows: each depth step dequantizes w consecutive codes of one row.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackStripRowsFourBit(in GemmOperand src, int p0, int depth, int j, int w, int width, float* dst)
+    {
+        var view = src.FourBit;
+        long start = (long)p0 * view->Columns + j;
+        for (int p = 0; p < depth; p++, dst += width, start += view->Columns)
+        {
+            view->Dequantize(start, w, dst);
+            for (int t = w; t < width; t++) dst[t] = 0;
+        }
+    }
+
+    /// <summary>
+    /// 4-bit, logical columns are stored rows: up to 16 rows' depth-long segments are dequantized into a scratch
+    /// block (16 × depth) and transposed into the strip, through registers when 16 are full and Vector512 is on.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackStripTransposedFourBit(in GemmOperand src, int p0, int depth, int j, int w, int width, float* dst)
+    {
+        var view = src.FourBit;
+        if (w < width)
+            for (int p = 0; p < depth; p++)
+                for (int t = w; t < width; t++) dst[(long)p * width + t] = 0;
+        float* block = GemmScratch.Current.Dequant(16L * depth);
+        for (int jj = 0; jj < w; jj += 16)
+        {
+            int rows = Math.Min(16, w - jj);
+            for (int r = 0; r < rows; r++)
+                view->Dequantize((j + jj + r) * view->Columns + p0, depth, block + (long)r * depth);
+            if (rows == 16 && Simd.Use512)
+            {
+                Transpose16(GemmOperand.F32(block, depth, true), 0, depth, 0, width, dst + jj);
+                continue;
+            }
+            for (int r = 0; r < rows; r++)
+            {
+                float* row = block + (long)r * depth, d = dst + jj + r;
+                for (int p = 0; p < depth; p++, d += width) *d = row[p];
+            }
+        }
+    }
+
+    /// <summary>Rounds n packed values in place to bfloat16 or float16 (round to nearest even), kept as f32.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void Round(float* values, long n, DType type)
+    {
+        if (type == DType.BF16)
+        {
+            long i = 0;
+            if (Simd.Use512)
+                for (; i + 16 <= n; i += 16)
+                {
+                    var u = Vector512.Load((uint*)values + i);
+                    ((u + Vector512.Create(0x7FFFu) + ((u >> 16) & Vector512<uint>.One)) & Vector512.Create(0xFFFF0000u)).Store((uint*)values + i);
+                }
+            else if (Simd.Use256)
+                for (; i + 8 <= n; i += 8)
+                {
+                    var u = Vector256.Load((uint*)values + i);
+                    ((u + Vector256.Create(0x7FFFu) + ((u >> 16) & Vector256<uint>.One)) & Vector256.Create(0xFFFF0000u)).Store((uint*)values + i);
+                }
+            for (; i < n; i++)
+            {
+                uint u = ((uint*)values)[i];
+                ((uint*)values)[i] = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+            }
+            return;
+        }
+        if (type != DType.F16) throw new ArgumentOutOfRangeException(nameof(type), type, "GEMM operands round to BF16 or F16.");
+        if (Simd.Path == SimdPath.Scalar)
+        {
+            for (long i = 0; i < n; i++) values[i] = (float)(Half)values[i];
+            return;
+        }
+        Half* half = stackalloc Half[256];
+        for (long i = 0; i < n; i += 256)
+        {
+            int count = (int)Math.Min(256, n - i);
+            var chunk = new Span<float>(values + i, count);
+            TensorPrimitives.ConvertToHalf(chunk, new Span<Half>(half, count));
+            TensorPrimitives.ConvertToSingle(new ReadOnlySpan<Half>(half, count), chunk);
         }
     }
 

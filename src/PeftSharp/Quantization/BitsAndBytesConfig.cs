@@ -1,4 +1,6 @@
 using System.Text.Json.Nodes;
+using PeftSharp.Models;
+using PeftSharp.Tensors;
 
 namespace PeftSharp.Quantization;
 
@@ -27,6 +29,39 @@ public sealed class BitsAndBytesConfig
 
     public QuantType QuantType => QuantTypeNames.Parse(Bnb4bitQuantType, "bnb_4bit_quant_type");
 
+    /// <summary>The 4-bit block size. Not a transformers key: transformers always quantizes in blocks of 64; the CLI's --blocksize sets it.</summary>
+    public int Bnb4bitBlockSize { get; init; } = 64;
+
+    /// <summary><see cref="Bnb4bitComputeDtype"/> as a <see cref="DType"/>: F32, F16 or BF16.</summary>
+    public DType ComputeDType => Bnb4bitComputeDtype switch
+    {
+        "float32" => DType.F32,
+        "float16" => DType.F16,
+        "bfloat16" => DType.BF16,
+        _ => throw new PeftSharpException($"bnb_4bit_compute_dtype: expected one of {string.Join(", ", AllowedComputeDtypes)}, got \"{Bnb4bitComputeDtype}\"."),
+    };
+
+    /// <summary><see cref="Bnb4bitQuantStorage"/> as a <see cref="DType"/>: the element type the packed bytes are saved as.</summary>
+    public DType QuantStorageDType => Bnb4bitQuantStorage switch
+    {
+        "uint8" => DType.U8,
+        "int8" => DType.I8,
+        "float16" => DType.F16,
+        "bfloat16" => DType.BF16,
+        "float32" => DType.F32,
+        "float64" => DType.F64,
+        _ => throw new PeftSharpException($"bnb_4bit_quant_storage: expected one of {string.Join(", ", AllowedQuantStorage)}, got \"{Bnb4bitQuantStorage}\"."),
+    };
+
+    /// <summary>
+    /// Whether <paramref name="module"/> stays in full precision: with <c>llm_int8_skip_modules</c> unset, the output
+    /// layer (transformers' <c>get_keys_to_not_convert</c>: lm_head); else a module whose short or full name equals an
+    /// entry, or whose full name contains "entry." (transformers' <c>_replace_with_bnb_linear</c> test).
+    /// </summary>
+    public bool Skips(LinearModuleInfo module) => LlmInt8SkipModules is null
+        ? module.IsOutputLayer
+        : LlmInt8SkipModules.Any(key => module.ShortName == key || module.Name == key || module.Name.Contains(key + ".", StringComparison.Ordinal));
+
     /// <summary>Checks the values as transformers and bitsandbytes do; the message names the key and the allowed values.</summary>
     public void Validate()
     {
@@ -37,6 +72,7 @@ public sealed class BitsAndBytesConfig
             throw new PeftSharpException($"bnb_4bit_compute_dtype: expected one of {string.Join(", ", AllowedComputeDtypes)}, got \"{Bnb4bitComputeDtype}\".");
         if (Array.IndexOf(AllowedQuantStorage, Bnb4bitQuantStorage) < 0)
             throw new PeftSharpException($"bnb_4bit_quant_storage: expected one of {string.Join(", ", AllowedQuantStorage)}, got \"{Bnb4bitQuantStorage}\".");
+        QuantState.ValidateBlockSize(Bnb4bitBlockSize, "blocksize");
         if (double.IsNaN(LlmInt8Threshold))
             throw new PeftSharpException("llm_int8_threshold: must be a number.");
     }

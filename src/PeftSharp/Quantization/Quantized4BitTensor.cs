@@ -140,29 +140,8 @@ public sealed unsafe class Quantized4BitTensor : IDisposable
     {
         if (start < 0 || count < 0 || start + count > ElementCount)
             throw new ArgumentOutOfRangeException(nameof(start), $"Range [{start}, {start + count}) is outside a tensor of {ElementCount} elements.");
-        var table = State.Code;
-        byte* packed = Packed.Pointer;
-        int blockSize = State.BlockSize;
-        long end = start + count;
-        long e = start;
-        while (e < end)
-        {
-            long block = e / blockSize;
-            long segmentEnd = Math.Min((block + 1) * blockSize, end);
-            float scale = State.GetAbsmax(block);
-            if ((e & 1) != 0)
-            {
-                *destination++ = FourBitKernels.Round(table[packed[e >> 1] & 0x0F] * scale, roundToBFloat16);
-                e++;
-            }
-            int length = (int)(segmentEnd - e);
-            if (length > 0)
-            {
-                FourBitKernels.DequantizeSegment(table, packed + (e >> 1), length, scale, destination, roundToBFloat16);
-                destination += length;
-                e = segmentEnd;
-            }
-        }
+        using var pin = Pin();
+        pin.View.Dequantize(start, count, destination, roundToBFloat16);
     }
 
     /// <summary>
@@ -178,9 +157,14 @@ public sealed unsafe class Quantized4BitTensor : IDisposable
         if (leadingDimension < colCount)
             throw new ArgumentOutOfRangeException(nameof(leadingDimension), $"Leading dimension {leadingDimension} is smaller than the panel width {colCount}.");
         long columns = Columns;
+        using var pin = Pin();
+        var view = pin.View;
         for (int i = 0; i < rowCount; i++)
-            DequantizeRange((rowStart + i) * columns + colStart, colCount, destination + i * leadingDimension, roundToBFloat16);
+            view.Dequantize((rowStart + i) * columns + colStart, colCount, destination + i * leadingDimension, roundToBFloat16);
     }
+
+    /// <summary>Pins the state for an unmanaged <see cref="FourBitView"/> (kernels); dispose when done.</summary>
+    internal FourBitPin Pin() => new(this);
 
     /// <summary>The tensors bitsandbytes saves for this weight (see <see cref="BnbSerialization"/>).</summary>
     public IReadOnlyList<NamedTensorBytes> ToNamedTensors(string weightName, DType storage = DType.U8) =>

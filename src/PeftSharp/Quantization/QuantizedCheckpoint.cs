@@ -1,0 +1,177 @@
+using System.Text.Json.Nodes;
+using PeftSharp.Autograd;
+using PeftSharp.Formats;
+using PeftSharp.Formats.HfConfig;
+using PeftSharp.Formats.Safetensors;
+using PeftSharp.Models;
+using PeftSharp.Tensors;
+
+namespace PeftSharp.Quantization;
+
+/// <summary>
+/// Hugging Face checkpoints quantized with bitsandbytes, as <c>model.save_pretrained</c> writes them after loading
+/// with a 4-bit <c>BitsAndBytesConfig</c>: every quantized linear weight in bitsandbytes' serialization
+/// (<see cref="BnbSerialization"/>), every other tensor as it was, and config.json with a <c>quantization_config</c>.
+/// <para>
+/// GPT-2's Conv1D weights are stored [in, out]. transformers replaces a Conv1D with a bnb <c>Linear4bit</c> too and
+/// transposes the weight to nn.Linear's [out, in] before quantizing (<c>Bnb4BitHfQuantizer.create_quantized_param</c>:
+/// "if issubclass(module.source_cls, Conv1D): new_value = new_value.T"); the saved quant_state shape is then
+/// [out, in] and a pre-quantized weight is loaded without transposing. Both are done the same way here.
+/// </para>
+/// </summary>
+public static unsafe class QuantizedCheckpoint
+{
+    private const string QuantStateMarker = ".quant_state.bitsandbytes__";
+
+    /// <summary>
+    /// Reads the model in <paramref name="modelDir"/> (config.json + safetensors), quantizes every linear weight that
+    /// <paramref name="config"/> does not skip, and writes the quantized checkpoint (model.safetensors, sharded
+    /// past 5 GB), config.json with <c>quantization_config</c>, and a copy of every other top-level file (tokenizer,
+    /// generation config) to <paramref name="outDir"/>. Returns the names of the weights quantized.
+    /// </summary>
+    public static IReadOnlyList<string> Write(string modelDir, string outDir, BitsAndBytesConfig config)
+    {
+        if (!config.LoadIn4bit) throw new PeftSharpException("quantization_config: load_in_4bit must be true to write a 4-bit checkpoint.");
+        config.Validate();
+        var modelConfig = ModelConfig.Load(modelDir);
+        if (modelConfig.Raw.ContainsKey("quantization_config"))
+            throw new PeftSharpException($"{modelConfig.SourcePath}: the model is already quantized (config.json has a quantization_config).");
+        var skeleton = ModelSkeleton.FromConfig(modelConfig);
+        var storage = config.QuantStorageDType;
+        string fullOut = Path.GetFullPath(outDir), fullIn = Path.GetFullPath(modelDir);
+        if (string.Equals(fullOut.TrimEnd(Path.DirectorySeparatorChar), fullIn.TrimEnd(Path.DirectorySeparatorChar), StringComparison.Ordinal))
+            throw new PeftSharpException($"--out {outDir}: must differ from the model folder.");
+
+        var quantized = new List<string>();
+        using (var checkpoint = SafetensorsCheckpoint.Open(modelDir))
+        {
+            var linears = skeleton.Linears.Where(l => !config.Skips(l)).ToDictionary(l => l.Name + ".weight", StringComparer.Ordinal);
+            var entries = new List<SafetensorsEntry>();
+            foreach (var tensor in checkpoint.Tensors)
+            {
+                if (!linears.TryGetValue(tensor.Name, out var info))
+                {
+                    entries.Add(SafetensorsEntry.FromTensor(tensor));
+                    continue;
+                }
+                using var q = QuantizeWeight(tensor, info, config);
+                foreach (var t in q.ToNamedTensors(tensor.Name, storage))
+                    entries.Add(SafetensorsEntry.FromBytes(t.Name, t.DType, t.Shape, t.Data));
+                quantized.Add(tensor.Name);
+            }
+            Directory.CreateDirectory(outDir);
+            SafetensorsShardWriter.Write(outDir, entries);
+        }
+
+        var json = modelConfig.ToJson();
+        json["quantization_config"] = config.ToJson();
+        PythonJson.WriteFile(Path.Combine(outDir, ModelConfig.FileName), json);
+        foreach (var file in Directory.EnumerateFiles(modelDir))
+        {
+            string name = Path.GetFileName(file);
+            if (name == ModelConfig.FileName || name.EndsWith(".safetensors", StringComparison.Ordinal)
+                || name.EndsWith(".safetensors.index.json", StringComparison.Ordinal)) continue;
+            File.Copy(file, Path.Combine(outDir, name), overwrite: true);
+        }
+        return quantized;
+    }
+
+    /// <summary>Quantizes one checkpoint weight of <paramref name="info"/>, a Conv1D's [in, out] transposed to [out, in] first.</summary>
+    public static Quantized4BitTensor QuantizeWeight(SafetensorsTensor tensor, LinearModuleInfo info, BitsAndBytesConfig config)
+    {
+        long[] expected = info.IsConv1D ? [info.InFeatures, info.OutFeatures] : [info.OutFeatures, info.InFeatures];
+        if (!tensor.Shape.AsSpan().SequenceEqual(expected))
+            throw new PeftSharpException($"{tensor.Name}: shape [{string.Join(", ", tensor.Shape)}], expected [{string.Join(", ", expected)}] for {info.Name}.");
+        if (tensor.DType is not (DType.F32 or DType.BF16 or DType.F16))
+            throw new PeftSharpException($"{tensor.Name}: {tensor.DType.SafetensorsName()} weights cannot be quantized; expected F32, BF16 or F16.");
+        long[] shape = [info.OutFeatures, info.InFeatures];
+        if (!info.IsConv1D)
+            return Quantized4BitTensor.Quantize(tensor.Pointer, tensor.DType, tensor.ElementCount, shape, config.QuantType,
+                config.Bnb4bitBlockSize, config.Bnb4bitUseDoubleQuant);
+        int size = tensor.DType.Size();
+        using var transposed = new NativeBuffer<byte>(tensor.ByteLength, clear: false);
+        Transpose(tensor.Pointer, transposed.Pointer, info.InFeatures, info.OutFeatures, size);
+        return Quantized4BitTensor.Quantize(transposed.Pointer, tensor.DType, tensor.ElementCount, shape, config.QuantType,
+            config.Bnb4bitBlockSize, config.Bnb4bitUseDoubleQuant);
+    }
+
+    /// <summary>The <c>quantization_config</c> of the model in <paramref name="modelDir"/>, or null when it is not quantized.</summary>
+    public static BitsAndBytesConfig? ReadConfig(string modelDir)
+    {
+        var config = ModelConfig.Load(modelDir);
+        if (!config.Raw.TryGetPropertyValue("quantization_config", out var node) || node is null) return null;
+        if (node is not JsonObject obj)
+            throw new PeftSharpException($"{config.SourcePath}: \"quantization_config\" must be an object.");
+        return BitsAndBytesConfig.FromJson(obj);
+    }
+
+    /// <summary>Whether the checkpoint holds <paramref name="weightName"/> in bitsandbytes' 4-bit serialization.</summary>
+    public static bool IsQuantized(SafetensorsCheckpoint checkpoint, string weightName) =>
+        checkpoint.Contains(weightName + QuantStateMarker + "nf4") || checkpoint.Contains(weightName + QuantStateMarker + "fp4");
+
+    /// <summary>
+    /// Reads the 4-bit linear <paramref name="info"/> (weight in bitsandbytes' serialization, bias widened to f32)
+    /// from a quantized checkpoint, multiplying in <paramref name="computeType"/>.
+    /// </summary>
+    public static Linear4Bit ReadLinear(SafetensorsCheckpoint checkpoint, LinearModuleInfo info, DType computeType)
+    {
+        string weightName = info.Name + ".weight";
+        if (!IsQuantized(checkpoint, weightName))
+            throw new PeftSharpException($"{checkpoint.Path}: {weightName} is not a bitsandbytes 4-bit weight (no {weightName}{QuantStateMarker}nf4 or fp4 entry).");
+        var tensors = new Dictionary<string, NamedTensorBytes>(StringComparer.Ordinal);
+        foreach (string suffix in new[] { "", ".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", QuantStateMarker + "nf4", QuantStateMarker + "fp4" })
+            if (checkpoint.TryGetTensor(weightName + suffix, out var t))
+                tensors[t.Name] = new NamedTensorBytes(t.Name, t.DType, t.Shape, t.Bytes.ToArray());
+        var weight = BnbSerialization.FromNamedTensors(weightName, tensors);
+        Parameter? bias = null;
+        try
+        {
+            if (info.HasBias)
+            {
+                var b = checkpoint[info.Name + ".bias"];
+                if (b.ElementCount != info.OutFeatures)
+                    throw new PeftSharpException($"{b.Name}: {b.ElementCount} values, expected {info.OutFeatures}.");
+                bias = Parameter.Create(b.Name, [info.OutFeatures], requiresGrad: false);
+                b.ReadFloat32(bias.Data);
+            }
+            return new Linear4Bit(info, weight, bias, computeType);
+        }
+        catch
+        {
+            weight.Dispose();
+            bias?.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>
+    /// Every 4-bit linear of the quantized model in <paramref name="modelDir"/>, by module name, with the compute
+    /// dtype of its <c>quantization_config</c> (for a model loader: the remaining tensors load as usual).
+    /// </summary>
+    public static Dictionary<string, Linear4Bit> ReadLinears(string modelDir)
+    {
+        var config = ReadConfig(modelDir) ?? throw new PeftSharpException($"{modelDir}: config.json has no quantization_config; not a quantized model.");
+        var skeleton = ModelSkeleton.FromConfig(ModelConfig.Load(modelDir));
+        var result = new Dictionary<string, Linear4Bit>(StringComparer.Ordinal);
+        using var checkpoint = SafetensorsCheckpoint.Open(modelDir);
+        try
+        {
+            foreach (var info in skeleton.Linears)
+                if (IsQuantized(checkpoint, info.Name + ".weight"))
+                    result[info.Name] = ReadLinear(checkpoint, info, config.ComputeDType);
+        }
+        catch
+        {
+            foreach (var layer in result.Values) layer.Dispose();
+            throw;
+        }
+        return result;
+    }
+
+    private static void Transpose(byte* source, byte* destination, int rows, int columns, int elementSize)
+    {
+        for (long i = 0; i < rows; i++)
+            for (long j = 0; j < columns; j++)
+                Buffer.MemoryCopy(source + (i * columns + j) * elementSize, destination + (j * rows + i) * elementSize, elementSize, elementSize);
+    }
+}
