@@ -171,14 +171,41 @@ public sealed class GenerateCommandTests : IDisposable
     }
 
     [Fact]
-    public void CommandLineReportsTheUnwiredLoaderAsAUserError()
+    public void CommandLineReportsAMissingModelAsAUserError()
     {
         var root = new RootCommand();
         root.Subcommands.Add(GenerateCommand.Create());
         var error = new StringWriter();
-        int code = CliRunner.Run(root, ["generate", "--model", TinyFolder("gpt2"), "--prompt-ids", "1,2", "--output-ids"], error);
+        int code = CliRunner.Run(root, ["generate", "--model", Path.Combine(_root, "no-such-model"), "--prompt-ids", "1,2", "--output-ids"], error);
         Assert.Equal(CliRunner.UserError, code);
-        Assert.Contains("not wired yet", error.ToString());
+        Assert.Contains("no-such-model", error.ToString());
+    }
+
+    [Fact]
+    public void RealLoaderGeneratesWhatGreedyDecodingGives()
+    {
+        string folder = Path.Combine(_root, "real-llama");
+        ModelInitializer.Write(folder, new InitModelOptions { Architecture = "llama", Seed = 3 });
+        var output = new StringWriter();
+        var result = GenerateCommand.Run(new GenerateArgs { Model = folder, PromptIds = [5, 9, 2], MaxNewTokens = 6, OutputIds = true, Temperature = 0 },
+            PeftSharp.Cli.ModelLoading.Load, output);
+
+        using var model = PeftSharp.Models.CausalLM.Load(folder);
+        using var session = model.StartDecoding(1, 16);
+        var logits = new float[model.Config.VocabSize];
+        var expected = new List<int>();
+        int[] next = [5, 9, 2];
+        for (int step = 0; step < 6; step++)
+        {
+            session.Append(next, Enumerable.Repeat(1, next.Length).ToArray(), next.Length, logits);
+            int id = Array.IndexOf(logits, logits.Max());
+            expected.Add(id);
+            next = [id];
+        }
+        int[] eos = model.Config.EosTokenIds;
+        int stop = expected.FindIndex(id => eos.Contains(id));
+        Assert.Equal(stop < 0 ? expected : expected.Take(stop + 1), result.Tokens);
+        Assert.StartsWith("[", output.ToString());
     }
 
     [Fact]
