@@ -40,7 +40,7 @@ public static class DataFiles
         return ext switch
         {
             ".jsonl" or ".ndjson" => ReadJsonLines(path, File.ReadAllText(path), skipMalformed, malformed),
-            ".json" => ReadJson(path, File.ReadAllText(path)),
+            ".json" => ReadJson(path, File.ReadAllText(path), skipMalformed, malformed),
             ".csv" => ReadCsv(path, File.ReadAllText(path), skipMalformed, malformed),
             ".txt" or ".text" or ".md" => ReadText(path, File.ReadAllText(path), textField, textMode),
             _ => throw new PeftSharpException($"{path}: unknown data file type '{ext}'; expected .jsonl, .json, .csv or .txt."),
@@ -75,7 +75,7 @@ public static class DataFiles
         return records;
     }
 
-    public static List<DataRecord> ReadJson(string file, string content)
+    public static List<DataRecord> ReadJson(string file, string content, bool skipMalformed = false, List<MalformedRecord>? malformed = null)
     {
         JsonNode? root;
         var lines = new LineIndex(content);
@@ -103,7 +103,7 @@ public static class DataFiles
         {
             int line = i < elementLines.Count ? lines.LineOf(elementLines[i]) : 0;
             if (array[i] is JsonObject o) records.Add(new DataRecord(file, line, (JsonObject)o.DeepClone()));
-            else throw new PeftSharpException($"{file}:{line}: element {i} is {Kind(array[i])}, expected a JSON object.");
+            else Fail(skipMalformed, malformed ?? [], file, line, $"element {i} is {Kind(array[i])}, expected a JSON object");
         }
         return records;
     }

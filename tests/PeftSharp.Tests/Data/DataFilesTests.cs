@@ -52,6 +52,9 @@ public sealed class DataFilesTests : IDisposable
         Assert.Equal(4, Assert.Single(b).Line);
         var e = Assert.Throws<PeftSharpException>(() => DataFiles.ReadJson("z.json", "[{\"text\": \"a\"},\n 3]"));
         Assert.Contains("z.json:2", e.Message);
+        var skipped = new List<MalformedRecord>();
+        Assert.Single(DataFiles.ReadJson("z.json", "[{\"text\": \"a\"},\n 3]", true, skipped));
+        Assert.Equal(2, Assert.Single(skipped).Line);
         var c = DataFiles.ReadJson("w.json", "{\"data\": [{\"text\": \"q\"}]}");
         Assert.Equal("q", (string)Assert.Single(c).Fields["text"]!);
     }
@@ -68,6 +71,26 @@ public sealed class DataFilesTests : IDisposable
         Assert.Single(records);
         Assert.Throws<PeftSharpException>(() => Csv.Parse("a,b\nx\"y,z\n", "q.csv"));
         Assert.Throws<PeftSharpException>(() => Csv.Parse("a,b\n\"x,z\n", "q.csv"));
+    }
+
+    [Fact]
+    public void LoadSplitsTokenizesAndPacksConversationsFromCsvAndJsonl()
+    {
+        string csv = Write("pc.csv", "prompt,completion\n\"Q: 1, 2?\",\" three\"\nQ: x?, y\n\"Q: \"\"a\"\"?\",\" b\"\n");
+        var pc = SftData.Load(new DataArguments { TrainFile = csv, MaxLength = 64, TestSize = 1 }, TinyTokenizer.Get(), null, 7);
+        Assert.Equal(DatasetFormat.PromptCompletion, pc.Format);
+        Assert.Equal(2, pc.Train.Count);
+        Assert.Equal(1, pc.Eval!.Count);
+        Assert.All(pc.Train.Rows, r => Assert.Equal(-100, r.Labels[0]));
+        string chat = Write("c.jsonl", string.Concat(Enumerable.Range(0, 6).Select(i =>
+            $"{{\"messages\": [{{\"role\": \"user\", \"content\": \"q{i}\"}}, {{\"role\": \"assistant\", \"content\": \"a{i}\"}}]}}\n")));
+        var template = PeftSharp.Formats.ChatTemplates.ChatTemplate.Builtin("chatml");
+        var packed = SftData.Load(new DataArguments { TrainFile = chat, MaxLength = 64, Packing = true, AssistantOnlyLoss = true }, TinyTokenizer.Get(), template, 7);
+        Assert.Equal(DatasetFormat.Conversational, packed.Format);
+        Assert.True(packed.Train.Packed);
+        Assert.True(packed.Train.Count < 6);
+        var inLoss = packed.Train.Rows.SelectMany(r => r.InputIds.Where((_, t) => r.Labels[t] != -100)).ToArray();
+        Assert.Equal(string.Concat(Enumerable.Range(0, 6).Select(i => $"a{i}")).Order(), TinyTokenizer.Get().Decode(inLoss).Order());
     }
 
     [Fact]
