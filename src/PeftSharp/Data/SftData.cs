@@ -48,6 +48,22 @@ public static class SftData
         return new SftDataBundle(trainSet, evalSet, format, notices, skipped);
     }
 
+    /// <summary>
+    /// The chat template data.chat_template names: a built-in format (chatml, llama3, llama2, zephyr), a Jinja
+    /// source (it contains "{{" or "{%"), else the model folder's tokenizer_config.json template; null when
+    /// neither is given.
+    /// </summary>
+    public static ChatTemplate? ResolveChatTemplate(string? chatTemplate, string? modelFolder)
+    {
+        if (!string.IsNullOrEmpty(chatTemplate))
+        {
+            if (ChatTemplate.BuiltinNames.Contains(chatTemplate, StringComparer.OrdinalIgnoreCase)) return ChatTemplate.Builtin(chatTemplate);
+            if (chatTemplate.Contains("{{") || chatTemplate.Contains("{%")) return ChatTemplate.Parse(chatTemplate);
+            throw new PeftSharpException($"data.chat_template: '{chatTemplate}' is neither a built-in format ({string.Join(", ", ChatTemplate.BuiltinNames)}) nor a Jinja template.");
+        }
+        return modelFolder == null ? null : ChatTemplate.FromTokenizerConfig(modelFolder);
+    }
+
     public static SftDataset Build(IReadOnlyList<SftExample> examples, SftTokenization tokenization, bool packing, int maxLength)
     {
         var tokenized = examples.SelectMany(tokenization.Tokenize).Where(e => e.Length > 0).ToList();

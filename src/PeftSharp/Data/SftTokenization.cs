@@ -24,7 +24,7 @@ public sealed record SftTokenizationOptions
 /// Turns examples into token ids and loss masks as TRL's SFTTrainer does:
 /// <list type="bullet">
 /// <item>text: <c>Encode(text)</c> with the tokenizer's special tokens, EOS appended when the ids do not already end with it; every token in the loss;</item>
-/// <item>prompt-completion: ids of <c>prompt</c> and of <c>prompt + completion</c> (plus EOS); with completion_only_loss only the tokens after the prompt's count;</item>
+/// <item>prompt-completion: ids of <c>prompt</c> and of <c>prompt + completion</c> (plus EOS); with completion_only_loss only the tokens after the first len(prompt ids) count (TRL's completion_mask, also when a token merges across the boundary);</item>
 /// <item>conversational: the chat template's rendering, encoded without extra special tokens (the template writes them); with assistant_only_loss only assistant spans count;</item>
 /// <item>conversational prompt-completion: the prompt rendered with the generation prompt, then the whole conversation; the tokens after the prompt's are the completion.</item>
 /// </list>
@@ -77,7 +77,7 @@ public sealed class SftTokenization(Tokenizer tokenizer, ChatTemplate? chatTempl
             {
                 var promptIds = Tokenizer.Encode(example.Prompt!, addSpecialTokens: true);
                 var ids = AppendEos(Tokenizer.Encode(example.Prompt + example.Completion, addSpecialTokens: true));
-                return PromptMasked(ids, SharedPrefix(promptIds, ids));
+                return PromptMasked(ids, promptIds.Length);
             }
             case DatasetFormat.ConversationalPromptCompletion:
             {
@@ -86,7 +86,7 @@ public sealed class SftTokenization(Tokenizer tokenizer, ChatTemplate? chatTempl
                 string whole = Render(template, [.. example.PromptMessages!, .. example.CompletionMessages!], false, example);
                 var promptIds = Tokenizer.Encode(prompt, addSpecialTokens: false);
                 var ids = Tokenizer.Encode(whole, addSpecialTokens: false);
-                return PromptMasked(ids, SharedPrefix(promptIds, ids));
+                return PromptMasked(ids, promptIds.Length);
             }
             default:
             {

@@ -90,7 +90,7 @@ public sealed class SftTrainer
         {
             MaxSteps = total, NumTrainEpochs = Math.Ceiling((double)total / perEpoch), LoggingSteps = args.LoggingSteps,
             EvalSteps = args.EvalSteps ?? args.LoggingSteps, SaveSteps = args.SaveSteps, TrainBatchSize = args.PerDeviceTrainBatchSize,
-            DataSeed = args.DataSeed ?? args.Seed,
+            DataSeed = args.DataSeed ?? args.Seed, TrainRows = _train.Count,
         };
         string metricsPath = Path.Combine(args.OutputDir, MetricsFileName);
         string? resume = ResolveResume(args);
@@ -362,6 +362,11 @@ public sealed class SftTrainer
     private TrainerState Restore(string dir, IOptimizer optimizer, TrainerState fresh)
     {
         var state = TrainerState.Read(Path.Combine(dir, TrainerState.FileName));
+        if (state.TrainRows != fresh.TrainRows)
+            throw new PeftSharpException($"training.resume_from_checkpoint: {dir} was trained on {state.TrainRows} rows, this run has {fresh.TrainRows}; " +
+                "resume with the same data and data settings (max_length, packing), or start a new run.");
+        if (state.TrainBatchSize != fresh.TrainBatchSize)
+            throw new PeftSharpException($"training.resume_from_checkpoint: {dir} used per_device_train_batch_size {state.TrainBatchSize}, this run {fresh.TrainBatchSize}; the data position would not match.");
         _trainable.Load(dir);
         optimizer.LoadState(Path.Combine(dir, OptimizerFileName));
         string rngPath = Path.Combine(dir, RngFileName);

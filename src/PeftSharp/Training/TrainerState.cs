@@ -30,6 +30,8 @@ public sealed class TrainerState
     public int EpochIndex { get; set; }
     public int StepInEpoch { get; set; }
     public int DataSeed { get; set; }
+    /// <summary>Rows in the training set (a resumed run must see the same data for its position to mean anything).</summary>
+    public int TrainRows { get; set; }
     /// <summary>Sum of step losses and steps since the last training log (so a resumed run logs the same means).</summary>
     public double LossSinceLog { get; set; }
     public int StepsSinceLog { get; set; }
@@ -70,6 +72,7 @@ public sealed class TrainerState
             ["epoch_index"] = EpochIndex,
             ["step_in_epoch"] = StepInEpoch,
             ["data_seed"] = DataSeed,
+            ["train_rows"] = TrainRows,
             ["loss_since_log"] = LossSinceLog,
             ["steps_since_log"] = StepsSinceLog,
             ["total_loss"] = TotalLoss,
@@ -102,6 +105,7 @@ public sealed class TrainerState
             EpochIndex = (int)p["epoch_index"]!,
             StepInEpoch = (int)p["step_in_epoch"]!,
             DataSeed = (int)p["data_seed"]!,
+            TrainRows = (int?)p["train_rows"] ?? 0,
             LossSinceLog = (double)p["loss_since_log"]!,
             StepsSinceLog = (int)p["steps_since_log"]!,
             TotalLoss = (double)p["total_loss"]!,

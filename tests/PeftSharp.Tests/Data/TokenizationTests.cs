@@ -102,6 +102,16 @@ public class TokenizationTests
     }
 
     [Fact]
+    public void ChatTemplateSettingIsABuiltinNameOrJinja()
+    {
+        var messages = new[] { ChatMessage.User("x") };
+        Assert.Equal(ChatTemplate.Builtin("chatml").Render(messages, false), SftData.ResolveChatTemplate("chatml", null)!.Render(messages, false));
+        Assert.Equal("[x]", SftData.ResolveChatTemplate("{% for m in messages %}[{{ m.content }}]{% endfor %}", null)!.Render(messages, false));
+        Assert.Null(SftData.ResolveChatTemplate(null, null));
+        Assert.Throws<PeftSharpException>(() => SftData.ResolveChatTemplate("vicuna", null));
+    }
+
+    [Fact]
     public void ConversationalWithoutTemplateIsAUserError()
     {
         var e = Assert.Throws<PeftSharpException>(() => Make().TokenizeFull(SftExample.FromMessages([ChatMessage.User("x")], "c.jsonl:7")));

@@ -250,6 +250,17 @@ public sealed class TrainerTests : IDisposable
     }
 
     [Fact]
+    public void ResumeWithOtherDataIsAUserError()
+    {
+        using var model = new TinyCausalLM(TinyTokenizer.Vocab, 10);
+        var args = Args("otherdata", a => { a.SaveStrategy = IntervalStrategy.Steps; a.SaveSteps = 2; a.MaxSteps = 2; });
+        new SftTrainer(model, args, Dataset(8)).Train();
+        args.ResumeFromCheckpoint = "true";
+        var e = Assert.Throws<PeftSharpException>(() => new SftTrainer(model, args, Dataset(6)).Train());
+        Assert.Contains("trained on 8 rows, this run has 6", e.Message);
+    }
+
+    [Fact]
     public void ResumeWithoutCheckpointsIsAUserError()
     {
         using var model = new TinyCausalLM(TinyTokenizer.Vocab, 9);
