@@ -5,7 +5,7 @@ using PeftSharp.Models;
 
 namespace PeftSharp.Training;
 
-/// <summary>Token-weighted evaluation: loss (mean over every target token), perplexity = exp(loss), mean token accuracy (argmax == label).</summary>
+/// <summary>Token-weighted evaluation: loss (mean over every target token, not a mean of batch means), perplexity = exp(loss), mean token accuracy (argmax == label).</summary>
 public sealed record LossMetrics(double Loss, double Perplexity, double MeanTokenAccuracy, long TargetTokens);
 
 public static unsafe class LossEvaluation
@@ -46,8 +46,10 @@ public static unsafe class LossEvaluation
                 }
                 tape.Reset();
             }
-            double loss = count == 0 ? double.NaN : lossSum / count;
-            return new LossMetrics(loss, Math.Exp(loss), count == 0 ? double.NaN : (double)correct / count, count);
+            if (count == 0)
+                throw new PeftSharpException("evaluation: no tokens to score (every label is masked, or the examples are one token long).");
+            double loss = lossSum / count;
+            return new LossMetrics(loss, Math.Exp(loss), (double)correct / count, count);
         }
         finally
         {

@@ -61,6 +61,14 @@ public class MetricsTests
     }
 
     [Fact]
+    public void EvaluationWithoutTargetsIsAUserError()
+    {
+        using var model = new TinyCausalLM(TinyTokenizer.Vocab, 12);
+        var set = PeftSharp.Data.SftDataset.FromExamples([new PeftSharp.Data.TokenizedExample([1, 2, 3], [false, false, false])], 0);
+        Assert.Contains("no tokens to score", Assert.Throws<PeftSharpException>(() => PeftSharp.Training.LossEvaluation.Evaluate(model, set, 2)).Message);
+    }
+
+    [Fact]
     public unsafe void GreedyDecodingTakesTheArgmaxOfEachNextToken()
     {
         using var model = new TinyCausalLM(TinyTokenizer.Vocab, 11);
