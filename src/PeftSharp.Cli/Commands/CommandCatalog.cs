@@ -15,5 +15,6 @@ public static class CommandCatalog
         yield return InspectCommand.Create();
         yield return MergeCommand.Create();
         yield return QuantizeCommand.Create();
+        yield return EvalCommand.Create();
     }
 }

@@ -7,6 +7,7 @@ namespace PeftSharp.Training;
 public sealed class DataArguments
 {
     public static readonly string[] Formats = ["auto", "text", "prompt_completion", "conversational"];
+    public static readonly string[] TextFileModes = ["lines", "whole"];
 
     public string? TrainFile { get; set; }
     public string? EvalFile { get; set; }
@@ -21,6 +22,8 @@ public sealed class DataArguments
     public bool Shuffle { get; set; } = true;
     public bool SkipMalformed { get; set; }
     public string? ChatTemplate { get; set; }
+    /// <summary>Plain-text files: "lines" (one example per non-empty line) or "whole" (the file cut into max_length chunks).</summary>
+    public string TextFileMode { get; set; } = "lines";
 
     public static IEnumerable<KeySpec> Keys =>
     [
@@ -36,6 +39,7 @@ public sealed class DataArguments
         new("shuffle", ValueKind.Bool, "shuffle the training data every epoch (with the seed)"),
         new("skip_malformed", ValueKind.Bool, "skip malformed lines (and say how many) instead of stopping"),
         new("chat_template", ValueKind.String, "a built-in template name (chatml, llama3, llama2, zephyr) or a Jinja template"),
+        new("text_file_mode", ValueKind.Enum, "plain-text files: one example per line, or the whole file in max_length chunks", Allowed: TextFileModes),
     ];
 
     public static DataArguments FromJson(JsonObject o) => new()
@@ -52,5 +56,6 @@ public sealed class DataArguments
         Shuffle = o.Bool("shuffle", true),
         SkipMalformed = o.Bool("skip_malformed", false),
         ChatTemplate = o.Str("chat_template"),
+        TextFileMode = o.Str("text_file_mode", "lines")!,
     };
 }

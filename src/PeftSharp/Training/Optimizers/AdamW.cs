@@ -10,7 +10,7 @@ namespace PeftSharp.Training.Optimizers;
 /// m = β1·m + (1-β1)·g, v = β2·v + (1-β2)·g², p -= (lr/(1-β1ᵗ))·m/(sqrt(v)/sqrt(1-β2ᵗ) + eps).
 /// Only parameters that require gradients are updated; each gets its m and v buffers.
 /// </summary>
-public sealed unsafe class AdamW : IDisposable
+public sealed unsafe class AdamW : IOptimizer
 {
     private readonly List<(Parameter Parameter, NativeBuffer<float> M, NativeBuffer<float> V, bool Decay)> _state = [];
 
@@ -60,15 +60,26 @@ public sealed unsafe class AdamW : IDisposable
     /// torch.nn.utils.clip_grad_norm_: the global L2 norm of all trained gradients; when it exceeds
     /// maxNorm every gradient is scaled by maxNorm/(norm + 1e-6). Returns the norm before clipping.
     /// </summary>
-    public float ClipGradNorm(float maxNorm)
+    public float ClipGradNorm(float maxNorm) => GradientNorm.Clip(_state.Select(s => s.Parameter).ToList(), maxNorm);
+
+    /// <summary>exp_avg and exp_avg_sq per parameter (f32, by parameter name), the step in the metadata.</summary>
+    public void SaveState(string path) =>
+        OptimizerStateFile.Write(path, "adamw", StepCount, _state.SelectMany(s => new[]
+        {
+            OptimizerStateFile.Entry(s.Parameter.Name + ".exp_avg", DType.F32, s.Parameter.Length, s.M.Pointer),
+            OptimizerStateFile.Entry(s.Parameter.Name + ".exp_avg_sq", DType.F32, s.Parameter.Length, s.V.Pointer),
+        }));
+
+    public void LoadState(string path)
     {
-        double sumSquares = 0;
-        foreach (var s in _state) sumSquares += Elementwise.Dot(s.Parameter.Length, s.Parameter.Grad, s.Parameter.Grad);
-        float norm = (float)Math.Sqrt(sumSquares);
-        float coefficient = maxNorm / (norm + 1e-6f);
-        if (coefficient < 1f)
-            foreach (var s in _state) Elementwise.Scale(s.Parameter.Length, coefficient, s.Parameter.Grad, s.Parameter.Grad);
-        return norm;
+        var (file, step) = OptimizerStateFile.Open(path, "adamw");
+        using (file)
+            foreach (var s in _state)
+            {
+                OptimizerStateFile.Read(file, s.Parameter.Name + ".exp_avg", DType.F32, s.Parameter.Length, s.M.Pointer);
+                OptimizerStateFile.Read(file, s.Parameter.Name + ".exp_avg_sq", DType.F32, s.Parameter.Length, s.V.Pointer);
+            }
+        StepCount = step;
     }
 
     public void ZeroGrad()

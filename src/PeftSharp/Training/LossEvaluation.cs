@@ -1,0 +1,73 @@
+using System.Numerics.Tensors;
+using PeftSharp.Autograd;
+using PeftSharp.Data;
+using PeftSharp.Models;
+
+namespace PeftSharp.Training;
+
+/// <summary>Token-weighted evaluation: loss (mean over every target token, not a mean of batch means), perplexity = exp(loss), mean token accuracy (argmax == label).</summary>
+public sealed record LossMetrics(double Loss, double Perplexity, double MeanTokenAccuracy, long TargetTokens);
+
+public static unsafe class LossEvaluation
+{
+    /// <summary>
+    /// Runs the model without gradients over <paramref name="data"/> in order, batches of <paramref name="batchSize"/>
+    /// rows, and scores each shifted target (label at t+1 for the logits at t, -100 ignored).
+    /// </summary>
+    public static LossMetrics Evaluate(ICausalLM model, SftDataset data, int batchSize, Tape? tape = null)
+    {
+        bool own = tape == null;
+        tape ??= new Tape();
+        bool grad = tape.GradEnabled, training = tape.Training;
+        tape.GradEnabled = false;
+        tape.Training = false;
+        try
+        {
+            var ops = new Ops(tape);
+            double lossSum = 0;
+            long count = 0, correct = 0;
+            var indices = new int[Math.Min(batchSize, Math.Max(1, data.Count))];
+            for (int start = 0; start < data.Count; start += batchSize)
+            {
+                int n = Math.Min(batchSize, data.Count - start);
+                for (int i = 0; i < n; i++) indices[i] = start + i;
+                var batch = data.Collate(indices.AsSpan(0, n));
+                var logits = model.Forward(ops, batch);
+                int vocab = logits.Columns, rows = batch.Batch * batch.SeqLen;
+                var targets = ShiftedTargets(batch);
+                float* losses = tape.Arena.Allocate(rows, clear: false), lse = tape.Arena.Allocate(rows, clear: false);
+                fixed (int* t = targets) Kernels.CrossEntropy.Forward(logits.Data, t, losses, lse, rows, vocab);
+                for (int r = 0; r < rows; r++)
+                {
+                    if (targets[r] == -100) continue;
+                    lossSum += losses[r];
+                    count++;
+                    if (TensorPrimitives.IndexOfMax(new ReadOnlySpan<float>(logits.Data + (long)r * vocab, vocab)) == targets[r]) correct++;
+                }
+                tape.Reset();
+            }
+            if (count == 0)
+                throw new PeftSharpException("evaluation: no tokens to score (every label is masked, or the examples are one token long).");
+            double loss = lossSum / count;
+            return new LossMetrics(loss, Math.Exp(loss), (double)correct / count, count);
+        }
+        finally
+        {
+            tape.GradEnabled = grad;
+            tape.Training = training;
+            if (own) tape.Dispose();
+        }
+    }
+
+    /// <summary>targets[b, t] = labels[b, t+1] (the last position of each row is -100).</summary>
+    public static int[] ShiftedTargets(TokenBatch batch)
+    {
+        int b = batch.Batch, t = batch.SeqLen;
+        var labels = batch.Labels ?? batch.InputIds;
+        var targets = new int[b * t];
+        for (int r = 0; r < b; r++)
+            for (int i = 0; i < t; i++)
+                targets[r * t + i] = i + 1 < t ? labels[r * t + i + 1] : -100;
+        return targets;
+    }
+}
