@@ -7,7 +7,11 @@ namespace PeftSharp.Data;
 
 /// <summary>The loaded train and eval sets, and what the loader has to tell the user (skipped lines, the format found).</summary>
 public sealed record SftDataBundle(SftDataset Train, SftDataset? Eval, DatasetFormat Format, IReadOnlyList<string> Notices,
-    IReadOnlyList<MalformedRecord> Skipped);
+    IReadOnlyList<MalformedRecord> Skipped)
+{
+    /// <summary>The evaluation examples before tokenization (for generation metrics and samples).</summary>
+    public IReadOnlyList<SftExample> EvalExamples { get; init; } = [];
+}
 
 /// <summary>From the `data` section to datasets: read, detect the format, split, tokenize, pack.</summary>
 public static class SftData
@@ -45,7 +49,7 @@ public static class SftData
         });
         var trainSet = Build(train, tokenization, args.Packing, args.MaxLength);
         var evalSet = eval == null ? null : Build(eval, tokenization, packing: false, args.MaxLength);
-        return new SftDataBundle(trainSet, evalSet, format, notices, skipped);
+        return new SftDataBundle(trainSet, evalSet, format, notices, skipped) { EvalExamples = eval ?? [] };
     }
 
     /// <summary>

@@ -59,6 +59,10 @@ public sealed partial class PeftModel
         if (copy.Bias != null && original.Bias != null) copy.Bias.AsSpan().CopyTo(original.Bias.AsSpan());
     }
 
+    /// <summary>Writes a model without adapters (e.g. after full fine-tuning) as a Hugging Face folder, as <see cref="SaveMerged"/> does.</summary>
+    public static void SaveModel(ICausalLM model, string outputDirectory, DType dtype = DType.F32, string? sourceModelDirectory = null) =>
+        new PeftModel(model).SaveMerged(outputDirectory, dtype, sourceModelDirectory);
+
     /// <summary>
     /// Writes the model with the active adapters merged as a Hugging Face folder: config.json
     /// (torch_dtype set to <paramref name="dtype"/>) and model.safetensors (sharded past 5 GB) in

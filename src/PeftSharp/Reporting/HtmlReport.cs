@@ -10,7 +10,7 @@ namespace PeftSharp.Reporting;
 public sealed record SampleGeneration(string Prompt, string? Before, string After, string? Reference);
 
 /// <summary>Everything the run report shows.</summary>
-public sealed class ReportData
+public sealed record ReportData
 {
     public required string Title { get; init; }
     /// <summary>The metric log, one object per record (step, epoch, loss, learning_rate, grad_norm, tokens_per_second, eval_loss, ...).</summary>

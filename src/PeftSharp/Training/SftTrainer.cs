@@ -176,8 +176,11 @@ public sealed class SftTrainer
                 }
                 if (_eval != null && Due(args.EvalStrategy, args.EvalSteps ?? args.LoggingSteps, step, epochEnd))
                     stoppedEarly |= EvaluateAndTrack(state, tape, metricsPath, control);
-                if (Due(args.SaveStrategy, args.SaveSteps, step, epochEnd) || (last && args.SaveStrategy != IntervalStrategy.No))
+                if (Due(args.SaveStrategy, args.SaveSteps, step, epochEnd) || (last && args.SaveStrategy != IntervalStrategy.No) || control.ShouldSave)
+                {
                     SaveCheckpoint(state, optimizer, schedule);
+                    control.ShouldSave = false;
+                }
                 if (control.ShouldStop) break;
             }
         }

@@ -10,6 +10,9 @@ public sealed record TrainingProgress(int Step, int TotalSteps, double Epoch, do
 public sealed class TrainerControl
 {
     public bool ShouldStop { get; set; }
+
+    /// <summary>Save a checkpoint after the current step, whatever save_strategy says (transformers' should_save).</summary>
+    public bool ShouldSave { get; set; }
 }
 
 /// <summary>Hooks the trainer calls; every method has an empty default.</summary>

@@ -1,0 +1,53 @@
+using System.CommandLine;
+using PeftSharp.Config;
+using PeftSharp.Recipes;
+
+namespace PeftSharp.Cli.Commands;
+
+/// <summary>`peftsharp train CONFIG.yaml [--set key=value ...]`: LoRA, QLoRA or full fine-tuning from one config file.</summary>
+public static class TrainCommand
+{
+    public static Command Create()
+    {
+        var configFile = new Argument<string>("config") { Description = "A YAML or JSON config (sections model, lora, quantization, data, training)" };
+        var set = new Option<string[]>("--set") { Description = "Override a key: section.key=value (repeatable)", AllowMultipleArgumentsPerToken = true };
+        var command = new Command("train", "Fine-tune a model (LoRA, QLoRA or full) from a config file.") { configFile, set };
+        command.SetAction(r =>
+        {
+            var config = RunConfig.Load(r.GetValue(configFile)!, r.GetValue(set) ?? []);
+            using var cts = new CancellationTokenSource();
+            ConsoleCancelEventHandler onCancel = (_, e) =>
+            {
+                e.Cancel = true;
+                cts.Cancel();
+                Console.Error.WriteLine("stopping after this step and saving a checkpoint...");
+            };
+            Console.CancelKeyPress += onCancel;
+            try { Run(config, Console.Out, cts.Token); }
+            finally { Console.CancelKeyPress -= onCancel; }
+        });
+        return command;
+    }
+
+    public static FineTuningResult Run(RunConfig config, TextWriter output, CancellationToken cancellation = default)
+    {
+        foreach (var notice in config.Notices) output.WriteLine($"notice: {notice}");
+        output.WriteLine($"{config.Method} fine-tuning of {config.ModelNameOrPath} → {config.Training.OutputDir}");
+        var view = new TrainingProgressView(output);
+        var result = view.Run($"{config.Method}", () => FineTuning.Run(config, [view], cancellation));
+        PrintSummary(result, output, skipNotices: config.Notices.Count);
+        return result;
+    }
+
+    public static void PrintSummary(FineTuningResult r, TextWriter output, int skipNotices = 0)
+    {
+        foreach (var notice in r.Notices.Skip(skipNotices)) output.WriteLine($"notice: {notice}");
+        output.WriteLine(r.TrainableLine);
+        output.WriteLine($"steps: {r.Train.GlobalStep}, train loss: {r.Train.TrainingLoss:F4}" +
+            (r.Eval != null ? $", eval loss: {r.Eval.Loss:F4}, perplexity: {r.Eval.Perplexity:F3}" : "") +
+            (r.Generation != null ? $", BLEU: {r.Generation.Bleu.Score:F2}, ROUGE-L: {r.Generation.RougeL:F4}" : ""));
+        string what = r.Method == "full" ? "model" : "adapter";
+        output.WriteLine($"{what}: {r.OutputDir} ({r.OutputBytes / 1024.0:F1} KiB; base model {r.ModelBytes / 1048576.0:F1} MiB, {100.0 * r.OutputBytes / Math.Max(1, r.ModelBytes):F2}%)");
+        output.WriteLine($"report: {r.ReportPath}");
+    }
+}

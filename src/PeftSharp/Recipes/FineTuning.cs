@@ -1,0 +1,157 @@
+using System.Text.Json.Nodes;
+using PeftSharp.Config;
+using PeftSharp.Data;
+using PeftSharp.Formats;
+using PeftSharp.Formats.ChatTemplates;
+using PeftSharp.Formats.HfConfig;
+using PeftSharp.Formats.Tokenizers;
+using PeftSharp.Models;
+using PeftSharp.Peft;
+using PeftSharp.Quantization;
+using PeftSharp.Reporting;
+using PeftSharp.Tensors;
+using PeftSharp.Training;
+using PeftSharp.Training.Metrics;
+
+namespace PeftSharp.Recipes;
+
+/// <summary>What a fine-tuning run produced.</summary>
+public sealed record FineTuningResult(
+    string Method, string OutputDir, TrainResult Train, LossMetrics? Eval, GenerationResult? Generation,
+    string TrainableLine, long OutputBytes, long ModelBytes, string ReportPath, IReadOnlyList<string> Notices)
+{
+    /// <summary>What report.html shows, for callers that add to it (e.g. generations before training).</summary>
+    public required ReportData Report { get; init; }
+}
+
+/// <summary>
+/// One fine-tuning run from a <see cref="RunConfig"/>, as `peftsharp train` runs it: load the base
+/// (frozen for LoRA, 4-bit for QLoRA, trainable for full fine-tuning), wrap it with PEFT, read and
+/// tokenize the data, train with <see cref="SftTrainer"/>, save the adapter (PEFT's format) or the
+/// model, score the eval set, and write report.html.
+/// </summary>
+public static class FineTuning
+{
+    public static FineTuningResult Run(RunConfig config, IEnumerable<ITrainerCallback>? callbacks = null, CancellationToken cancellation = default,
+        int generationSamples = 8, int maxNewTokens = 32)
+    {
+        var args = config.Training;
+        var notices = new List<string>(config.Notices);
+        string folder = ModelFolder.Resolve(config.ModelNameOrPath);
+        var tokenizer = Tokenizer.FromFolder(config.Tokenizer ?? folder);
+        var template = SftData.ResolveChatTemplate(config.Data.ChatTemplate, folder);
+        int seed = args.Seed;
+
+        var loadOptions = config.Method switch
+        {
+            "full" => new LoadOptions { FullFineTune = true, GradientCheckpointing = args.GradientCheckpointing },
+            _ when config.Lora!.Bias == "all" => new LoadOptions { Trainable = name => name.EndsWith(".bias", StringComparison.Ordinal), GradientCheckpointing = args.GradientCheckpointing },
+            _ => new LoadOptions { GradientCheckpointing = args.GradientCheckpointing },
+        };
+        using var model = CausalLM.Load(folder, loadOptions);
+        if (config.LoadIn4Bit)
+        {
+            var bnb = BitsAndBytesConfig.FromJson(config.Quantization!);
+            QuantizedModel.QuantizeLinears(model, bnb);
+            notices.Add($"quantized the frozen base to 4 bits ({bnb.Bnb4bitQuantType}{(bnb.Bnb4bitUseDoubleQuant ? ", double quantization" : "")}, compute {bnb.Bnb4bitComputeDtype}).");
+        }
+
+        PeftModel? peft = null;
+        if (config.Lora != null)
+        {
+            config.Lora.BaseModelNameOrPath ??= config.ModelNameOrPath;
+            peft = PeftModel.Wrap(model, config.Lora, rng: new Rng((ulong)seed));
+            notices.AddRange(peft.Notices);
+        }
+        var (trainable, all) = peft?.CountParameters() ?? (model.Parameters.Where(p => p.RequiresGrad).Sum(p => p.Length), model.Parameters.Sum(p => p.Length));
+        string trainableLine = peft?.PrintTrainableParameters() ?? Planning.MemoryPlanner.PeftLine(trainable, all);
+
+        var data = SftData.Load(config.Data, tokenizer, template, args.DataSeed ?? seed);
+        notices.AddRange(data.Notices);
+
+        ITrainableState state = peft != null ? new PeftCheckpointState(peft) : new ParameterTrainableState(model.Parameters);
+        Directory.CreateDirectory(args.OutputDir);
+        var allCallbacks = (callbacks ?? []).Append(new StopOnCancellation(cancellation));
+        var trainer = new SftTrainer(model, args, data.Train, data.Eval, state, allCallbacks, new Rng((ulong)seed), config.Data.Shuffle);
+        var result = trainer.Train();
+        bool interrupted = cancellation.IsCancellationRequested;
+        if (interrupted) notices.Add($"interrupted at step {result.GlobalStep}: a checkpoint was saved; resume with resume_from_checkpoint: true.");
+
+        long outputBytes;
+        if (peft != null)
+        {
+            peft.SaveAdapter(args.OutputDir);
+            outputBytes = new FileInfo(Path.Combine(args.OutputDir, "adapter_model.safetensors")).Length;
+        }
+        else
+        {
+            PeftModel.SaveModel(model, args.OutputDir, DType.F32, folder);
+            outputBytes = Directory.EnumerateFiles(args.OutputDir, "*.safetensors").Sum(f => new FileInfo(f).Length);
+        }
+        long modelBytes = Directory.EnumerateFiles(folder, "*.safetensors").Sum(f => new FileInfo(f).Length);
+
+        LossMetrics? eval = data.Eval != null && !interrupted ? trainer.Evaluate() : null;
+        GenerationResult? generation = null;
+        var samples = new List<SampleGeneration>();
+        var genExamples = interrupted ? [] : data.EvalExamples.Where(e => e.Format != DatasetFormat.Text).Take(Math.Max(generationSamples, 0)).ToList();
+        if (genExamples.Count > 0)
+        {
+            generation = GenerationMetrics.Evaluate(model, tokenizer, template, genExamples, maxNewTokens);
+            for (int i = 0; i < genExamples.Count; i++)
+                samples.Add(new SampleGeneration(PromptText(genExamples[i]), null, generation.Predictions[i], generation.References[i]));
+        }
+
+        var final = new List<(string, string)> { ("train loss", $"{result.TrainingLoss:F4}"), ("steps", result.GlobalStep.ToString()) };
+        if (eval != null) final.AddRange([("eval loss", $"{eval.Loss:F4}"), ("perplexity", $"{eval.Perplexity:F3}"), ("mean token accuracy", $"{eval.MeanTokenAccuracy:F4}")]);
+        if (generation != null) final.AddRange([("BLEU", $"{generation.Bleu.Score:F2}"), ("ROUGE-L F1", $"{generation.RougeL:F4}")]);
+        final.Add((peft != null ? "adapter size" : "model size", $"{outputBytes / 1024.0:F1} KiB ({100.0 * outputBytes / Math.Max(1, modelBytes):F2}% of the base model's {modelBytes / 1048576.0:F1} MiB)"));
+
+        var logPath = Path.Combine(args.OutputDir, "metrics.jsonl");
+        var reportData = new ReportData
+        {
+            Title = $"PeftSharp {config.Method} run: {config.ModelNameOrPath}",
+            Log = File.Exists(logPath) ? HtmlReport.ReadLog(logPath) : [],
+            Config = config.Effective,
+            Summary = [trainableLine, .. notices],
+            FinalMetrics = final,
+            Samples = samples,
+        };
+        var report = HtmlReport.Write(args.OutputDir, reportData);
+        return new FineTuningResult(config.Method, args.OutputDir, result, eval, generation, trainableLine, outputBytes, modelBytes, report, notices)
+        {
+            Report = reportData,
+        };
+    }
+
+    public static string PromptText(SftExample e) =>
+        e.Prompt ?? (e.Messages != null ? string.Join("\n", e.Messages.Where(m => m.Role != "assistant").Select(m => $"{m.Role}: {m.Content}")) : e.Text ?? "");
+}
+
+/// <summary>Ctrl+C: stop after the current step and save a checkpoint there.</summary>
+internal sealed class StopOnCancellation(CancellationToken token) : ITrainerCallback
+{
+    public void OnStep(TrainingProgress progress, TrainerControl control)
+    {
+        if (!token.IsCancellationRequested) return;
+        control.ShouldStop = true;
+        control.ShouldSave = true;
+    }
+}
+
+/// <summary>
+/// A LoRA run's checkpoint: the adapter in PEFT's format (adapter_config.json +
+/// adapter_model.safetensors, loadable by Python's peft) plus the trainable parameters under their
+/// internal names for exact resume.
+/// </summary>
+public sealed class PeftCheckpointState(PeftModel peft) : ITrainableState
+{
+    private readonly ParameterTrainableState _parameters = new(peft.TrainableParameters);
+
+    public void Save(string directory)
+    {
+        peft.SaveAdapter(directory, peft.ActiveAdapter);
+        _parameters.Save(directory);
+    }
+
+    public void Load(string directory) => _parameters.Load(directory);
+}
