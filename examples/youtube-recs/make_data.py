@@ -49,10 +49,15 @@ INTERESTS = {
     "basketball": ["Shooting Form Fixes", "Passing Drills", "Great Comebacks"],
 }
 
+# Every phrasing of an interest gets that interest's top title, so a held-out phrasing is
+# predictable from the others; "watched X" gets the next title in the interest's list.
 TEMPLATES = [
     "User likes {x} videos.",
     "User often watches {x} content.",
     "User enjoys {x}.",
+    "User is interested in {x}.",
+    "User is a fan of {x}.",
+    "User searches for {x} videos.",
 ]
 
 
@@ -60,9 +65,9 @@ def main():
     here = os.path.dirname(os.path.abspath(__file__))
     rows = []
     for interest, titles in INTERESTS.items():
-        for k, template in enumerate(TEMPLATES):
+        for template in TEMPLATES:
             rows.append({"prompt": template.format(x=interest) + "\nRecommendation:",
-                         "completion": f" I recommend '{titles[k]}'"})
+                         "completion": f" I recommend '{titles[0]}'"})
         for k in range(3):
             rows.append({"prompt": f"User watched '{titles[k]}' and likes {interest}.\nRecommendation:",
                          "completion": f" I recommend '{titles[(k + 1) % 3]}'"})

@@ -10,6 +10,7 @@ public static class CommandCatalog
         yield return InfoCommand.Create();
         yield return PlanCommand.Create();
         yield return TrainCommand.Create();
+        yield return DemoCommand.Create();
         yield return TokenizeCommand.Create();
         yield return InitModelCommand.Create();
         yield return GenerateCommand.Create();

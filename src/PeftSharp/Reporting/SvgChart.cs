@@ -29,7 +29,9 @@ public static class SvgChart
         if (x1 == x0) { x0 -= 0.5; x1 += 0.5; }
         if (y1 == y0) { y0 -= 0.5; y1 += 0.5; }
         double pad = (y1 - y0) * 0.05;
+        bool nonNegative = y0 >= 0;
         y0 -= pad; y1 += pad;
+        if (nonNegative && !logY && y0 < 0) y0 = 0;
         double Px(double x) => Left + (x - x0) / (x1 - x0) * (Width - Left - Right);
         double Py(double y) => Height - Bottom - (Ty(y) - y0) / (y1 - y0) * (Height - Top - Bottom);
 

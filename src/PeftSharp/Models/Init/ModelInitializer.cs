@@ -1,4 +1,5 @@
 using PeftSharp.Formats.HfConfig;
+using PeftSharp.Formats.Tokenizers;
 using PeftSharp.Formats.Safetensors;
 using PeftSharp.Tensors;
 
@@ -14,6 +15,12 @@ public sealed class InitModelOptions
 
     /// <summary>Everything but model.safetensors (for real-size shapes that only plan/inspect read).</summary>
     public bool ConfigOnly { get; set; }
+
+    /// <summary>Texts to learn the tokenizer's merges from (default: a small built-in English corpus).</summary>
+    public IReadOnlyList<string>? TokenizerCorpus { get; set; }
+
+    /// <summary>How many BPE merges to learn from <see cref="TokenizerCorpus"/>.</summary>
+    public int TokenizerMerges { get; set; } = TinyTokenizer.MergeCount;
 }
 
 /// <summary>The folder written: its config, skeleton and files.</summary>
@@ -36,7 +43,7 @@ public static class ModelInitializer
             ?? throw new PeftSharpException($"preset '{options.Preset}' needs an architecture: --arch {string.Join("|", ModelPresets.Architectures)}.");
         if (!ModelPresets.Architectures.Contains(arch))
             throw new PeftSharpException($"unknown architecture '{options.Architecture}'; expected one of {string.Join(", ", ModelPresets.Architectures)}.");
-        var tokenizer = TinyTokenizer.For(arch);
+        var tokenizer = TinyTokenizer.For(arch, options.TokenizerCorpus == null ? null : BpeTrainer.TrainByteLevel(options.TokenizerCorpus, options.TokenizerMerges));
         var config = ModelPresets.CreateConfig(options.Preset, arch, tokenizer.VocabSize);
         config.BosTokenId = tokenizer.BosTokenId;
         config.EosTokenIds = [tokenizer.EosTokenId];

@@ -16,10 +16,13 @@ public sealed class TinyTokenizer
     /// <summary>Merges learned from the built-in corpus.</summary>
     public const int MergeCount = 400;
 
-    private static readonly Lazy<BpeVocabulary> Vocabulary = new(() => BpeTrainer.TrainByteLevel([TinyCorpus.Text], MergeCount));
+    private static readonly Lazy<BpeVocabulary> BuiltinVocabulary = new(() => BpeTrainer.TrainByteLevel([TinyCorpus.Text], MergeCount));
 
-    private TinyTokenizer(string family, AddedToken[] added, string? bos, string eos, string pad, string[] generationEos)
+    private readonly BpeVocabulary _vocabulary;
+
+    private TinyTokenizer(BpeVocabulary vocabulary, string family, AddedToken[] added, string? bos, string eos, string pad, string[] generationEos)
     {
+        _vocabulary = vocabulary;
         Family = family;
         AddedTokens = added;
         BosToken = bos;
@@ -39,7 +42,7 @@ public sealed class TinyTokenizer
     public IReadOnlyList<string> GenerationEosTokens { get; }
 
     /// <summary>Tokens in the vocabulary, added tokens included.</summary>
-    public int VocabSize => Vocabulary.Value.Tokens.Count + AddedTokens.Count;
+    public int VocabSize => _vocabulary.Tokens.Count + AddedTokens.Count;
 
     public int? BosTokenId => BosToken == null ? null : IdOf(BosToken);
     public int EosTokenId => IdOf(EosToken);
@@ -49,8 +52,10 @@ public sealed class TinyTokenizer
     public int IdOf(string addedToken) => AddedTokens.Single(t => t.Content == addedToken).Id;
 
     /// <summary>The tokenizer for a model type: gpt2 (&lt;|endoftext|&gt; as bos, eos and pad), llama/mistral (&lt;s&gt;, &lt;/s&gt;, &lt;pad&gt;, bos added to every text) or qwen2 (no bos, eos &lt;|im_end|&gt;, pad &lt;|endoftext|&gt;).</summary>
-    public static TinyTokenizer For(string modelType)
+    /// <param name="vocabulary">Byte-level BPE learned elsewhere (e.g. from the training text); default: learned from <see cref="TinyCorpus"/>.</param>
+    public static TinyTokenizer For(string modelType, BpeVocabulary? vocabulary = null)
     {
+        vocabulary ??= BuiltinVocabulary.Value;
         string family = modelType switch
         {
             "gpt2" => "gpt2",
@@ -63,13 +68,13 @@ public sealed class TinyTokenizer
             "llama" => ["<s>", "</s>", "<pad>", "<|im_start|>", "<|im_end|>"],
             _ => ["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
         };
-        int first = Vocabulary.Value.Tokens.Count;
+        int first = vocabulary.Tokens.Count;
         var added = specials.Select((s, i) => new AddedToken(first + i, s, Special: true)).ToArray();
         return family switch
         {
-            "gpt2" => new TinyTokenizer(family, added, "<|endoftext|>", "<|endoftext|>", "<|endoftext|>", ["<|endoftext|>", "<|im_end|>"]),
-            "llama" => new TinyTokenizer(family, added, "<s>", "</s>", "<pad>", ["</s>", "<|im_end|>"]),
-            _ => new TinyTokenizer(family, added, null, "<|im_end|>", "<|endoftext|>", ["<|im_end|>", "<|endoftext|>"]),
+            "gpt2" => new TinyTokenizer(vocabulary, family, added, "<|endoftext|>", "<|endoftext|>", "<|endoftext|>", ["<|endoftext|>", "<|im_end|>"]),
+            "llama" => new TinyTokenizer(vocabulary, family, added, "<s>", "</s>", "<pad>", ["</s>", "<|im_end|>"]),
+            _ => new TinyTokenizer(vocabulary, family, added, null, "<|im_end|>", "<|endoftext|>", ["<|im_end|>", "<|endoftext|>"]),
         };
     }
 
@@ -93,7 +98,7 @@ public sealed class TinyTokenizer
                 },
             };
         }
-        return BpeTrainer.ToTokenizerJson(Vocabulary.Value, AddedTokens.ToList(), post);
+        return BpeTrainer.ToTokenizerJson(_vocabulary, AddedTokens.ToList(), post);
     }
 
     /// <summary>tokenizer_config.json: special tokens, the ChatML chat template, and added_tokens_decoder.</summary>
