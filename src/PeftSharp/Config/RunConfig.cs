@@ -87,6 +87,11 @@ public sealed class RunConfig
     public static RunConfig Load(string path, IEnumerable<string>? overrides = null)
     {
         var tree = ConfigTree.LoadFile(path);
+        // Data files given relative to the config file are found beside it (set through --set: relative to the working directory).
+        if (tree["data"] is JsonObject data)
+            foreach (var key in new[] { "train_file", "eval_file" })
+                if (data[key] is JsonValue v && v.GetValueKind() == System.Text.Json.JsonValueKind.String && !Path.IsPathRooted(v.GetValue<string>()))
+                    data[key] = Path.GetFullPath(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, v.GetValue<string>()));
         try { return FromTree(tree, overrides); }
         catch (PeftSharpException e) { throw new PeftSharpException($"{path}: {e.Message}"); }
     }
