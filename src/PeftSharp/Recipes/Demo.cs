@@ -13,6 +13,14 @@ namespace PeftSharp.Recipes;
 /// <summary>The demo's inputs: the pretraining text and the recommendation pairs (prompt-completion JSONL).</summary>
 public sealed record DemoData(string PretrainText, string RecommendationsJsonl);
 
+/// <summary>How big the demo is: the CLI runs the defaults; tests run a smaller model for fewer epochs.</summary>
+public sealed record DemoSettings
+{
+    public string Preset { get; init; } = "small";
+    public int PretrainEpochs { get; init; } = 30;
+    public int LoraEpochs { get; init; } = 12;
+}
+
 public sealed record DemoResult(FineTuningResult Pretrain, FineTuningResult Lora, GenerationResult Before, GenerationResult After,
     string BaseModelDir, string AdapterDir, string ReportPath, TimeSpan Elapsed);
 
@@ -26,8 +34,9 @@ public sealed record DemoResult(FineTuningResult Pretrain, FineTuningResult Lora
 public static class Demo
 {
     public static DemoResult Run(string outputDir, DemoData data, TextWriter log, Func<string, IEnumerable<ITrainerCallback>>? callbacks = null,
-        CancellationToken cancellation = default)
+        CancellationToken cancellation = default, DemoSettings? settings = null)
     {
+        settings ??= new DemoSettings();
         var clock = System.Diagnostics.Stopwatch.StartNew();
         outputDir = Path.GetFullPath(outputDir);
         string dataDir = Path.Combine(outputDir, "data"), initDir = Path.Combine(outputDir, "base-init"),
@@ -37,10 +46,10 @@ public static class Demo
         AtomicFile.WriteAllText(pretrainFile, data.PretrainText);
         AtomicFile.WriteAllText(recsFile, data.RecommendationsJsonl);
 
-        log.WriteLine("1/4 building a small GPT-2-shaped base model (random weights, seed 0)");
+        log.WriteLine($"1/4 building a {settings.Preset} GPT-2-shaped base model (random weights, seed 0)");
         var init = ModelInitializer.Write(initDir, new InitModelOptions
         {
-            Architecture = "gpt2", Preset = "small", Seed = 0,
+            Architecture = "gpt2", Preset = settings.Preset, Seed = 0,
             TokenizerCorpus = [data.PretrainText, data.RecommendationsJsonl], TokenizerMerges = 600,
         });
         log.WriteLine($"    {init.Skeleton.ParameterCount:N0} parameters in {initDir}");
@@ -55,7 +64,7 @@ public static class Demo
             training:
               output_dir: "{Yaml(baseDir)}"
               learning_rate: 2.0e-3
-              num_train_epochs: 30
+              num_train_epochs: {settings.PretrainEpochs}
               per_device_train_batch_size: 16
               lr_scheduler_type: cosine
               warmup_steps: 0.05
@@ -82,7 +91,7 @@ public static class Demo
             training:
               output_dir: "{Yaml(loraDir)}"
               learning_rate: 3.0e-3
-              num_train_epochs: 12
+              num_train_epochs: {settings.LoraEpochs}
               per_device_train_batch_size: 8
               lr_scheduler_type: linear
               warmup_steps: 0.05
