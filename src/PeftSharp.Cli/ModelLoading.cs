@@ -7,7 +7,7 @@ namespace PeftSharp.Cli;
 public static class ModelLoading
 {
     /// <summary>Loads the causal LM in <paramref name="folder"/>.</summary>
-    public static ICausalLM Load(string folder) => CausalLM.Load(folder);
+    public static ICausalLM Load(string folder) => Quantization.QuantizedModel.Load(folder);
 
     /// <summary>Applies the PEFT adapter in <paramref name="adapterFolder"/> to <paramref name="model"/>; returns the model to use.</summary>
     public static ICausalLM ApplyAdapter(ICausalLM model, string adapterFolder) =>

@@ -188,6 +188,7 @@ public abstract unsafe class CausalLM : ICausalLM
 
     private IBaseLinear LoadLinear(LinearModuleInfo info)
     {
+        if (_weights.Options.LinearOverride?.Invoke(info) is { } custom) return custom;
         int fin = info.InFeatures, fout = info.OutFeatures;
         Parameter? Bias() => info.HasBias ? _weights.Dense(info.Name + ".bias", [fout], WeightInit.Zeros) : null;
         if (!info.IsConv1D && _weights.Half(info.Name + ".weight", fout, fin) is { } half) return new HalfLinear(info, half, Bias());

@@ -15,5 +15,11 @@ public sealed record LoadOptions
     /// <summary>Recompute each decoder layer's forward during backward (see <see cref="CausalLM.GradientCheckpointing"/>).</summary>
     public bool GradientCheckpointing { get; init; }
 
+    /// <summary>
+    /// Builds a module's base layer instead of reading its weight from the checkpoint (null: read it), e.g. a
+    /// 4-bit layer from a bitsandbytes checkpoint. The layer's bias, if any, is the override's business.
+    /// </summary>
+    public Func<LinearModuleInfo, IBaseLinear?>? LinearOverride { get; init; }
+
     internal bool IsTrainable(string name) => FullFineTune || (Trainable?.Invoke(name) ?? false);
 }

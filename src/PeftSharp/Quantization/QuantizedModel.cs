@@ -13,6 +13,30 @@ namespace PeftSharp.Quantization;
 public static unsafe class QuantizedModel
 {
     /// <summary>
+    /// Loads a model folder: a bitsandbytes 4-bit checkpoint (config.json with quantization_config, as
+    /// transformers or `peftsharp quantize` write it) gets its <see cref="Linear4Bit"/> layers read as
+    /// they are stored; any other folder loads as <see cref="CausalLM.Load"/> does.
+    /// </summary>
+    public static CausalLM Load(string folderOrHubId, LoadOptions? options = null)
+    {
+        string folder = Formats.ModelFolder.Resolve(folderOrHubId);
+        var bnb = QuantizedCheckpoint.ReadConfig(folder);
+        if (bnb == null) return CausalLM.Load(folder, options);
+        var layers = QuantizedCheckpoint.ReadLinears(folder);
+        try
+        {
+            return CausalLM.Load(folder, (options ?? new LoadOptions()) with
+            {
+                LinearOverride = info => layers.Remove(info.Name, out var layer) ? layer : null,
+            });
+        }
+        finally
+        {
+            foreach (var unused in layers.Values) unused.Dispose();
+        }
+    }
+
+    /// <summary>
     /// Replaces the layer of every quantizable slot of <paramref name="model"/> with a <see cref="Linear4Bit"/>
     /// quantized from its current weight (read through <see cref="IBaseLinear.ReadWeight"/>), and disposes the
     /// replaced layer. Run it before wrapping layers with adapters; slots already 4-bit are left as they are.

@@ -48,7 +48,7 @@ public static class FineTuning
             _ when config.Lora!.Bias == "all" => new LoadOptions { Trainable = name => name.EndsWith(".bias", StringComparison.Ordinal), GradientCheckpointing = args.GradientCheckpointing },
             _ => new LoadOptions { GradientCheckpointing = args.GradientCheckpointing },
         };
-        using var model = CausalLM.Load(folder, loadOptions);
+        using var model = QuantizedModel.Load(folder, loadOptions);
         if (config.LoadIn4Bit)
         {
             var bnb = BitsAndBytesConfig.FromJson(config.Quantization!);

@@ -255,3 +255,31 @@ public sealed unsafe class QuantizedCheckpointTests : IDisposable
         }
     }
 }
+
+public sealed class QuantizedCheckpointLoadTests : IDisposable
+{
+    private readonly string _root = Directory.CreateTempSubdirectory("peftsharp-bnbload").FullName;
+
+    public void Dispose() => Directory.Delete(_root, true);
+
+    [Fact]
+    public unsafe void APreQuantizedCheckpointLoadsAsItsFourBitLayersAndMatchesQuantizeOnLoad()
+    {
+        string model = Path.Combine(_root, "model"), quantized = Path.Combine(_root, "nf4");
+        PeftSharp.Models.Init.ModelInitializer.Write(model, new PeftSharp.Models.Init.InitModelOptions { Architecture = "qwen2", Preset = "tiny", Seed = 4 });
+        var bnb = new BitsAndBytesConfig { LoadIn4bit = true, Bnb4bitQuantType = "nf4", Bnb4bitUseDoubleQuant = true };
+        QuantizedCheckpoint.Write(model, quantized, bnb);
+
+        using var loaded = QuantizedModel.Load(quantized);
+        using var onLoad = PeftSharp.Models.CausalLM.Load(model);
+        QuantizedModel.QuantizeLinears(onLoad, bnb);
+        Assert.All(loaded.Linears.Where(s => !s.Info.IsOutputLayer), s => Assert.IsType<Linear4Bit>(s.Layer));
+
+        var batch = new PeftSharp.Models.TokenBatch(1, 6, [3, 9, 27, 81, 12, 5]);
+        using var tape = new PeftSharp.Autograd.Tape();
+        var ops = new PeftSharp.Autograd.Ops(tape);
+        var a = loaded.Forward(ops, batch).AsSpan().ToArray();
+        var b = onLoad.Forward(ops, batch).AsSpan().ToArray();
+        Assert.Equal(b, a);
+    }
+}
