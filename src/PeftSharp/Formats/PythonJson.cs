@@ -37,7 +37,7 @@ public static class PythonJson
                     if (!first) sb.Append(',');
                     first = false;
                     NewLine(sb, indent, depth + 1);
-                    WriteString(sb, key);
+                    AppendString(sb, key);
                     sb.Append(": ");
                     Write(sb, value, indent, sortKeys, depth + 1);
                 }
@@ -76,7 +76,7 @@ public static class PythonJson
             case JsonElement e:
                 switch (e.ValueKind)
                 {
-                    case JsonValueKind.String: WriteString(sb, e.GetString()!); return;
+                    case JsonValueKind.String: AppendString(sb, e.GetString()!); return;
                     case JsonValueKind.True: sb.Append("true"); return;
                     case JsonValueKind.False: sb.Append("false"); return;
                     case JsonValueKind.Null: sb.Append("null"); return;
@@ -87,7 +87,7 @@ public static class PythonJson
                         return;
                 }
                 break;
-            case string s: WriteString(sb, s); return;
+            case string s: AppendString(sb, s); return;
             case bool b: sb.Append(b ? "true" : "false"); return;
             case int or long or short or byte or sbyte or uint or ulong or ushort:
                 sb.Append(Convert.ToString(element, CultureInfo.InvariantCulture)); return;
@@ -155,10 +155,15 @@ public static class PythonJson
         return sb.ToString();
     }
 
-    private static void WriteString(StringBuilder sb, string s)
+    /// <summary>
+    /// Appends <paramref name="value"/> as a quoted JSON string: quote, backslash and control characters
+    /// escaped as Python's json and Rust's serde_json both do; with <paramref name="asciiOnly"/> every
+    /// non-ASCII UTF-16 unit too (json.dumps' default ensure_ascii=True).
+    /// </summary>
+    public static void AppendString(StringBuilder sb, string value, bool asciiOnly = true)
     {
         sb.Append('"');
-        foreach (char c in s)
+        foreach (char c in value)
         {
             switch (c)
             {
@@ -170,7 +175,7 @@ public static class PythonJson
                 case '\b': sb.Append("\\b"); break;
                 case '\f': sb.Append("\\f"); break;
                 default:
-                    if (c < 0x20 || c > 0x7e) sb.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
+                    if (c < 0x20 || (asciiOnly && c > 0x7e)) sb.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
                     else sb.Append(c);
                     break;
             }

@@ -30,7 +30,7 @@ internal static class PyJson
             case double d:
                 sb.Append(double.IsNaN(d) ? "NaN" : double.IsPositiveInfinity(d) ? "Infinity" : double.IsNegativeInfinity(d) ? "-Infinity" : Py.FormatFloat(d));
                 break;
-            case string s: WriteString(sb, s, ascii); break;
+            case string s: PythonJson.AppendString(sb, s, ascii); break;
             case IList<object?> list:
                 if (list.Count == 0) { sb.Append("[]"); break; }
                 sb.Append('[');
@@ -53,7 +53,7 @@ internal static class PyJson
                     if (!first) sb.Append(itemSep);
                     first = false;
                     NewLine(sb, indent, level + 1);
-                    WriteString(sb, key, ascii);
+                    PythonJson.AppendString(sb, key, ascii);
                     sb.Append(keySep);
                     Write(sb, val, ascii, indent, itemSep, keySep, sort, level + 1);
                 }
@@ -70,28 +70,5 @@ internal static class PyJson
         if (indent == null) return;
         sb.Append('\n');
         for (int i = 0; i < level; i++) sb.Append(indent);
-    }
-
-    private static void WriteString(StringBuilder sb, string s, bool ascii)
-    {
-        sb.Append('"');
-        foreach (char c in s)
-        {
-            switch (c)
-            {
-                case '"': sb.Append("\\\""); break;
-                case '\\': sb.Append("\\\\"); break;
-                case '\n': sb.Append("\\n"); break;
-                case '\r': sb.Append("\\r"); break;
-                case '\t': sb.Append("\\t"); break;
-                case '\b': sb.Append("\\b"); break;
-                case '\f': sb.Append("\\f"); break;
-                default:
-                    if (c < 0x20 || (ascii && c > 0x7e)) sb.Append("\\u").Append(((int)c).ToString("x4", CultureInfo.InvariantCulture));
-                    else sb.Append(c);
-                    break;
-            }
-        }
-        sb.Append('"');
     }
 }

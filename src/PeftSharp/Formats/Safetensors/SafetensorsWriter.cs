@@ -74,9 +74,9 @@ public static class SafetensorsWriter
             {
                 if (!firstEntry) sb.Append(',');
                 firstEntry = false;
-                Json.AppendString(sb, key, asciiOnly: false);
+                PythonJson.AppendString(sb, key, asciiOnly: false);
                 sb.Append(':');
-                Json.AppendString(sb, value, asciiOnly: false);
+                PythonJson.AppendString(sb, value, asciiOnly: false);
             }
             sb.Append('}');
             first = false;
@@ -86,7 +86,7 @@ public static class SafetensorsWriter
         {
             if (!first) sb.Append(',');
             first = false;
-            Json.AppendString(sb, t.Name, asciiOnly: false);
+            PythonJson.AppendString(sb, t.Name, asciiOnly: false);
             sb.Append(":{\"dtype\":\"").Append(t.DType.SafetensorsName()).Append("\",\"shape\":[");
             for (int i = 0; i < t.Shape.Length; i++)
             {
