@@ -13,6 +13,7 @@ public static class BenchCatalog
         ["ops"] = OpsBench.Run,
         ["gemm"] = GemmBench.Run,
         ["model"] = ModelBench.Run,
+        ["train"] = TrainBench.Run,
     };
 
     public static int Run(string[] args)

@@ -44,7 +44,7 @@ public static class ModelBench
     /// <summary>One trainable norm weight in the first layer: every activation after it needs a gradient, no linear weight does.</summary>
     private static bool FirstNorm(string parameter) => parameter is "transformer.h.0.ln_1.weight" or "model.layers.0.input_layernorm.weight";
 
-    private static ModelConfig Config(string name)
+    internal static ModelConfig Config(string name)
     {
         string configs = Path.Combine(AppContext.BaseDirectory, "..", "..", "..", "..", "..", "tests", "PeftSharp.Tests", "Golden", "configs");
         return name switch
@@ -122,7 +122,7 @@ public static class ModelBench
     private static TokenBatch TokenBatch(Rng rng, int batch, int seqLen, int vocab) =>
         new(batch, seqLen, Enumerable.Range(0, batch * seqLen).Select(_ => rng.NextInt(vocab)).ToArray());
 
-    private static double PeakRssMib()
+    internal static double PeakRssMib()
     {
         const string status = "/proc/self/status";
         if (File.Exists(status))

@@ -14,6 +14,7 @@ public static class CommandCatalog
         yield return TokenizeCommand.Create();
         yield return InitModelCommand.Create();
         yield return GenerateCommand.Create();
+        yield return ChatCommand.Create();
         yield return InspectCommand.Create();
         yield return MergeCommand.Create();
         yield return QuantizeCommand.Create();

@@ -133,7 +133,7 @@ public static class GenerateCommand
         }
     }
 
-    private static Tokenizer LoadTokenizer(string folder)
+    internal static Tokenizer LoadTokenizer(string folder)
     {
         bool hasTokenizer = File.Exists(Path.Combine(folder, "tokenizer.json"))
             || (File.Exists(Path.Combine(folder, "vocab.json")) && File.Exists(Path.Combine(folder, "merges.txt")));

@@ -107,21 +107,23 @@ public static class MemoryPlanner
     public static string Gib(long bytes) => $"{bytes / (double)(1L << 30):F2} GiB";
 
     /// <summary>
-    /// f32 activation bytes of one training step: per decoder layer, every op output plus an equal
-    /// gradient buffer (the arena keeps both until the step ends); the logits and their gradient;
-    /// each LoRA module's rank-r intermediate and its output (and their gradients), where
-    /// <paramref name="loraRanks"/> is the sum of the ranks of all wrapped modules. With
-    /// checkpointing only each layer's input is kept, plus one layer's activations while it is recomputed.
+    /// f32 activation bytes of one training step, as the engine's tape arena holds them at its peak (checked
+    /// against measured arena high-water marks within 15%): per decoder layer, every op output plus an equal
+    /// gradient buffer (the arena keeps both until the step ends) and the per-row statistics of norms and
+    /// attention; each LoRA module's rank-r intermediate in forward and in backward, where
+    /// <paramref name="loraRanks"/> is the sum of the ranks of all wrapped modules; the embeddings, the final
+    /// norm and its gradient, the logits and their gradient. With checkpointing each layer keeps only its
+    /// output and that output's gradient, plus one layer's activations (and a copy of its input's gradient)
+    /// while it is recomputed in backward.
     /// </summary>
     public static long ActivationBytes(ModelConfig config, long tokens, long loraRanks, bool checkpointing)
     {
-        long layers = config.LayerCount;
-        long layerFloats = PerLayerFloatsPerToken(config) * tokens + AttentionStatsFloats(config, tokens);
-        long layerBytes = 4 * 2 * layerFloats;
-        long loraBytes = 4 * 2 * tokens * loraRanks;
-        long embedAndHead = 4 * (2 * tokens * config.HiddenSize + 2 * tokens * config.VocabSize);
-        if (!checkpointing) return layers * layerBytes + loraBytes + embedAndHead;
-        return layers * 4 * 2 * tokens * config.HiddenSize + layerBytes + loraBytes / Math.Max(1, layers) + embedAndHead;
+        long layers = config.LayerCount, hidden = config.HiddenSize;
+        long layerFloats = 2 * PerLayerFloatsPerToken(config) * tokens + LayerStatsFloats(config, tokens);
+        long loraFloats = 2 * tokens * loraRanks;
+        long outerFloats = OuterFloatsPerToken(config) * tokens;
+        if (!checkpointing) return 4 * (layers * layerFloats + loraFloats + outerFloats);
+        return 4 * (layers * 2 * tokens * hidden + layerFloats + tokens * hidden + loraFloats / Math.Max(1, layers) + outerFloats);
     }
 
     /// <summary>Floats per token that a decoder layer's forward produces (each op output once).</summary>
@@ -146,5 +148,19 @@ public static class MemoryPlanner
         }
     }
 
-    private static long AttentionStatsFloats(ModelConfig config, long tokens) => tokens * config.HeadCount + 2 * tokens;
+    /// <summary>Per-row statistics a decoder layer saves for backward (no gradient): norm mean/rstd and attention logsumexp.</summary>
+    private static long LayerStatsFloats(ModelConfig config, long tokens) =>
+        tokens * config.HeadCount + (config is Gpt2Config ? 4 : 2) * tokens;
+
+    /// <summary>
+    /// Floats per token outside the decoder layers: the embedding lookups (GPT-2: token, position and their sum),
+    /// the final norm and its gradient (+ statistics), the logits and their gradient, the loss's per-row statistics.
+    /// </summary>
+    private static long OuterFloatsPerToken(ModelConfig config)
+    {
+        long e = config.HiddenSize;
+        long embeddings = config is Gpt2Config ? 3 * e : e;
+        long finalNorm = 2 * e + (config is Gpt2Config ? 2 : 1);
+        return embeddings + finalNorm + 2L * config.VocabSize + 2;
+    }
 }

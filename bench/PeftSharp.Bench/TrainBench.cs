@@ -1,0 +1,86 @@
+using System.Diagnostics;
+using System.Text.Json;
+using PeftSharp.Autograd;
+using PeftSharp.Formats.HfConfig;
+using PeftSharp.Models;
+using PeftSharp.Peft;
+using PeftSharp.Quantization;
+using PeftSharp.Tensors;
+using PeftSharp.Training.Optimizers;
+
+namespace PeftSharp.Bench;
+
+/// <summary>
+/// `train --model distilgpt2|gpt2|stories15m|qwen2.5-0.5b --target c_attn|q_proj,v_proj|all-linear [-r 8] [--batch 4] [--seq 256]
+/// [--quant nf4] [--steps 5] [--checkpointing]`: LoRA training steps (forward, loss, backward, AdamW) on a model of that shape
+/// with random f32 weights (the base optionally quantized to NF4 with double quantization and bf16 compute first) and random
+/// token batches. After one warm-up step, times the rest; one JSON line with tokens/s, ms per step, peak RSS and the arena peak.
+/// </summary>
+public static class TrainBench
+{
+    public static int Run(string[] args)
+    {
+        string name = Option(args, "--model", "distilgpt2");
+        string target = Option(args, "--target", "c_attn");
+        int r = int.Parse(Option(args, "-r", "8"));
+        int batch = int.Parse(Option(args, "--batch", "4"));
+        int seq = int.Parse(Option(args, "--seq", "256"));
+        int steps = int.Parse(Option(args, "--steps", "5"));
+        string? quant = args.Contains("--quant") ? Option(args, "--quant", "nf4") : null;
+        bool checkpointing = args.Contains("--checkpointing");
+        if (quant is not (null or "nf4" or "fp4")) throw new ArgumentException($"--quant {quant}: expected nf4 or fp4.");
+
+        var config = ModelBench.Config(name);
+        using var model = CausalLM.CreateRandom(config, new Rng(1));
+        model.GradientCheckpointing = checkpointing;
+        if (quant != null)
+            QuantizedModel.QuantizeLinears(model, new BitsAndBytesConfig
+            {
+                LoadIn4bit = true, Bnb4bitQuantType = quant, Bnb4bitUseDoubleQuant = true, Bnb4bitComputeDtype = "bfloat16",
+            });
+        var targets = target == TargetModules.AllLinearKeyword ? TargetModules.AllLinear : TargetModules.FromNames(target.Split(','));
+        using var peft = PeftModel.Wrap(model, new LoraConfig { R = r, LoraAlpha = 2 * r, TargetModules = targets }, rng: new Rng(2));
+        var (trainable, all) = peft.CountParameters();
+        using var optimizer = new AdamW(peft.TrainableParameters, learningRate: 1e-4f);
+
+        var rng = new Rng(3);
+        using var tape = new Tape(1 << 20);
+        var ops = new Ops(tape);
+        void Step()
+        {
+            var tokens = new TokenBatch(batch, seq, Enumerable.Range(0, batch * seq).Select(_ => rng.NextInt(config.VocabSize)).ToArray());
+            tape.Backward(peft.Model.Loss(ops, tokens));
+            tape.Reset();
+            optimizer.Step();
+            optimizer.ZeroGrad();
+        }
+        Step();
+        var watch = Stopwatch.StartNew();
+        for (int i = 0; i < steps; i++) Step();
+        double seconds = watch.Elapsed.TotalSeconds / steps;
+        Console.WriteLine(JsonSerializer.Serialize(new
+        {
+            op = "train",
+            model = name,
+            target,
+            r,
+            batch,
+            seq,
+            quant = quant ?? "none",
+            checkpointing,
+            tok_per_s = Math.Round(batch * seq / seconds, 1),
+            step_ms = Math.Round(seconds * 1e3, 1),
+            peak_rss_mb = ModelBench.PeakRssMib(),
+            arena_peak_mb = Math.Round(tape.Arena.HighWater * 4.0 / (1 << 20), 1),
+            trainable,
+            @params = all,
+        }));
+        return 0;
+    }
+
+    private static string Option(string[] args, string name, string fallback)
+    {
+        int i = Array.IndexOf(args, name);
+        return i >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;
+    }
+}
