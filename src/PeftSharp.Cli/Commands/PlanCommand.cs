@@ -43,7 +43,7 @@ public static class PlanCommand
     {
         var configPath = File.Exists(modelReference) ? modelReference : Path.Combine(ModelFolder.Resolve(modelReference), ModelConfig.FileName);
         var config = ModelConfig.Load(configPath);
-        var stored = config.TorchDtype is "float32" ? 4 : 2;
+        var stored = config.TorchDtype is "float32" or null ? 4 : 2;
         var plan = MemoryPlanner.Make(config, request with { StoredBytesPerParameter = stored });
         output.WriteLine($"model: {config.ModelType}, {plan.Skeleton.ParameterCount:N0} parameters, weights stored as {config.TorchDtype ?? "float32"}");
         output.WriteLine($"batch {request.BatchSize} x seq {request.SeqLength}, memory budget {MemoryPlanner.Gib(request.MemoryBudget)}");

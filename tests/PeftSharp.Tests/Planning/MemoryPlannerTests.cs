@@ -76,3 +76,18 @@ public class MemoryPlannerTests
     [Fact]
     public void RejectsNonSizes() => Assert.Throws<PeftSharpException>(() => PlanCommand.ParseBytes("lots"));
 }
+
+public class PlanCommandDtypeTests
+{
+    [Fact]
+    public void AConfigWithoutTorchDtypeIsPlannedAsFloat32()
+    {
+        var output = new StringWriter();
+        var path = Path.Combine(TestAssets.RepoRoot, "tests", "PeftSharp.Tests", "Golden", "configs", "distilgpt2.json");
+        PeftSharp.Cli.Commands.PlanCommand.Run(path, new PeftSharp.Planning.PlanRequest(), output);
+        var lora = output.ToString().Split('\n').Single(l => l.StartsWith("lora "));
+        // 81,912,576 base + 147,456 adapter parameters, 4 bytes each = 0.31 GiB.
+        Assert.Contains(" 0.31 GiB", lora.Split("147,456")[1][..12]);
+        Assert.Contains("weights stored as float32", output.ToString());
+    }
+}
