@@ -8,7 +8,7 @@ using PeftSharp.Tensors;
 namespace PeftSharp.Bench;
 
 /// <summary>
-/// `model [--model distilgpt2|gpt2|stories15m|qwen2.5-0.5b] [--iterations N] [--modes forward,train_frozen_base,greedy_decode,train_full,train_full_checkpointed] [--shapes 4x256,1x512]`: a model of that shape with
+/// `model [--model distilgpt2|gpt2|stories15m|qwen2.5-0.5b] [--iterations N] [--modes forward,train_frozen_base,greedy_decode,train_full,train_full_checkpointed,profile] [--shapes 4x256,1x512]`: a model of that shape with
 /// random weights. JSON lines: forward tokens/s, training-step tokens/s (batch 4×256 and 1×512; a frozen
 /// base whose loss backpropagates to the inputs only, and full fine-tuning, with and without gradient
 /// checkpointing, with the arena peak), greedy decode tokens/s (32-token prompt, 128 new) and peak RSS; medians over the iterations after one warm-up.
@@ -25,6 +25,10 @@ public static class ModelBench
         var modes = Option(args, "--modes", "").Split(',', StringSplitOptions.RemoveEmptyEntries);
         bool Wanted(string mode) => modes.Length == 0 || modes.Contains(mode);
 
+        if (Wanted("profile") && config is Gpt2Config gpt2)
+            foreach (var (b, t) in shapes)
+                ModelProfile.Run(name, gpt2.HiddenSize, gpt2.HeadCount, gpt2.LayerCount, gpt2.VocabSize, b, t);
+        if (modes.Length == 1 && modes[0] == "profile") return 0;
         using (var frozen = CausalLM.CreateRandom(config, new Rng(1), new LoadOptions { Trainable = FirstNorm }))
         {
             foreach (var (b, t) in shapes)

@@ -211,7 +211,7 @@ internal static unsafe class AttentionBlocked
         return MathF.Max(MathF.Max(m4[0], m4[1]), MathF.Max(m4[2], m4[3]));
     }
 
-    /// <summary>row[c] = exp(row[c] − shift) over one block row (−∞ → 0); returns the sum.</summary>
+    /// <summary>row[c] = exp(row[c] − shift) over one block row (−∞ → 0, see <see cref="FastMath.Exp"/>); returns the sum.</summary>
     private static float ExpShifted(float* row, float shift)
     {
         var total = Vector512<float>.Zero;
@@ -219,7 +219,7 @@ internal static unsafe class AttentionBlocked
         for (int c = 0; c < Block; c += 16)
         {
             var x = Vector512.Load(row + c);
-            var e = Vector512.ConditionalSelect(Vector512.Equals(x, Vector512.Create(float.NegativeInfinity)), Vector512<float>.Zero, Vector512.Exp(x - shiftV));
+            var e = FastMath.Exp(x - shiftV);
             e.Store(row + c);
             total += e;
         }

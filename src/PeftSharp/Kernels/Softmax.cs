@@ -34,7 +34,7 @@ public static unsafe class Softmax
     {
         public float Invoke(float a, float b, float c, float d) => MathF.Exp(a - shift);
         public Vector256<float> Invoke(Vector256<float> a, Vector256<float> b, Vector256<float> c, Vector256<float> d) => Vector256.Exp(a - Vector256.Create(shift));
-        public Vector512<float> Invoke(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d) => Vector512.Exp(a - Vector512.Create(shift));
+        public Vector512<float> Invoke(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d) => FastMath.Exp(a - Vector512.Create(shift));
     }
 
     internal readonly struct IdentityOp : IElementOp
@@ -143,6 +143,6 @@ public static unsafe class CrossEntropy
     {
         public float Invoke(float a, float b, float c, float d) => MathF.Exp(a - lse) * scale;
         public Vector256<float> Invoke(Vector256<float> a, Vector256<float> b, Vector256<float> c, Vector256<float> d) => Vector256.Exp(a - Vector256.Create(lse)) * scale;
-        public Vector512<float> Invoke(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d) => Vector512.Exp(a - Vector512.Create(lse)) * scale;
+        public Vector512<float> Invoke(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d) => FastMath.Exp(a - Vector512.Create(lse)) * scale;
     }
 }
