@@ -116,12 +116,26 @@ public static unsafe class Elementwise
         return sum;
     }
 
-    /// <summary>max a[i] (n ≥ 1).</summary>
+    /// <summary>max a[i] (n ≥ 1); four independent accumulators on the Vector512 path so the max chain does not serialize.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Max(long n, float* a)
     {
         long i = 0;
         float max = float.NegativeInfinity;
-        if (Simd.Use512 && n >= 16)
+        if (Simd.Use512 && n >= 64)
+        {
+            Vector512<float> m0 = Vector512.Load(a), m1 = Vector512.Load(a + 16), m2 = Vector512.Load(a + 32), m3 = Vector512.Load(a + 48);
+            for (i = 64; i <= n - 64; i += 64)
+            {
+                m0 = Vector512.Max(m0, Vector512.Load(a + i));
+                m1 = Vector512.Max(m1, Vector512.Load(a + i + 16));
+                m2 = Vector512.Max(m2, Vector512.Load(a + i + 32));
+                m3 = Vector512.Max(m3, Vector512.Load(a + i + 48));
+            }
+            var acc = Vector512.Max(Vector512.Max(m0, m1), Vector512.Max(m2, m3));
+            for (int l = 0; l < 16; l++) max = MathF.Max(max, acc[l]);
+        }
+        else if (Simd.Use512 && n >= 16)
         {
             var acc = Vector512.Load(a);
             for (i = 16; i <= n - 16; i += 16) acc = Vector512.Max(acc, Vector512.Load(a + i));
