@@ -8,10 +8,10 @@ using PeftSharp.Tensors;
 namespace PeftSharp.Bench;
 
 /// <summary>
-/// `model [--model distilgpt2|gpt2|stories15m|qwen2.5-0.5b] [--iterations N]`: a model of that shape with
+/// `model [--model distilgpt2|gpt2|stories15m|qwen2.5-0.5b] [--iterations N] [--modes forward,train_frozen_base,greedy_decode,train_full,train_full_checkpointed,profile] [--shapes 4x256,1x512]`: a model of that shape with
 /// random weights. JSON lines: forward tokens/s, training-step tokens/s (batch 4×256 and 1×512; a frozen
 /// base whose loss backpropagates to the inputs only, and full fine-tuning, with and without gradient
-/// checkpointing, with the arena peak), greedy decode tokens/s (32-token prompt, 128 new) and peak RSS.
+/// checkpointing, with the arena peak), greedy decode tokens/s (32-token prompt, 128 new) and peak RSS; medians over the iterations after one warm-up.
 /// </summary>
 public static class ModelBench
 {
@@ -20,23 +20,33 @@ public static class ModelBench
         string name = Option(args, "--model", "distilgpt2");
         int iterations = int.Parse(Option(args, "--iterations", "2"));
         var config = Config(name);
-        (int Batch, int SeqLen)[] shapes = [(4, 256), (1, 512)];
+        var shapes = Option(args, "--shapes", "4x256,1x512").Split(',', StringSplitOptions.RemoveEmptyEntries)
+            .Select(s => s.Split('x')).Select(p => (Batch: int.Parse(p[0]), SeqLen: int.Parse(p[1]))).ToArray();
+        var modes = Option(args, "--modes", "").Split(',', StringSplitOptions.RemoveEmptyEntries);
+        bool Wanted(string mode) => modes.Length == 0 || modes.Contains(mode);
 
+        if (Wanted("profile") && config is Gpt2Config gpt2)
+            foreach (var (b, t) in shapes)
+                ModelProfile.Run(name, gpt2.HiddenSize, gpt2.HeadCount, gpt2.LayerCount, gpt2.VocabSize, b, t);
+        if (modes.Length == 1 && modes[0] == "profile") return 0;
         using (var frozen = CausalLM.CreateRandom(config, new Rng(1), new LoadOptions { Trainable = FirstNorm }))
         {
             foreach (var (b, t) in shapes)
             {
-                Report(name, "forward", b, t, iterations, frozen, train: false);
-                Report(name, "train_frozen_base", b, t, iterations, frozen, train: true);
+                if (Wanted("forward")) Report(name, "forward", b, t, iterations, frozen, train: false);
+                if (Wanted("train_frozen_base")) Report(name, "train_frozen_base", b, t, iterations, frozen, train: true);
             }
-            Decode(name, frozen, prompt: 32, generate: 128);
+            if (Wanted("greedy_decode")) Decode(name, frozen, prompt: 32, generate: 128, repeats: iterations);
         }
+        if (!Wanted("train_full") && !Wanted("train_full_checkpointed")) return 0;
         using (var full = CausalLM.CreateRandom(config, new Rng(1), new LoadOptions { FullFineTune = true }))
             foreach (var (b, t) in shapes)
                 foreach (bool checkpointing in new[] { false, true })
                 {
+                    string mode = checkpointing ? "train_full_checkpointed" : "train_full";
+                    if (!Wanted(mode)) continue;
                     full.GradientCheckpointing = checkpointing;
-                    Report(name, checkpointing ? "train_full_checkpointed" : "train_full", b, t, iterations, full, train: true);
+                    Report(name, mode, b, t, iterations, full, train: true);
                 }
         return 0;
     }
@@ -73,9 +83,14 @@ public static class ModelBench
             tape.Reset();
         }
         Step();
-        var watch = Stopwatch.StartNew();
-        for (int i = 0; i < iterations; i++) Step();
-        double seconds = watch.Elapsed.TotalSeconds / iterations;
+        var times = new double[Math.Max(1, iterations)];
+        for (int i = 0; i < times.Length; i++)
+        {
+            long start = Stopwatch.GetTimestamp();
+            Step();
+            times[i] = Stopwatch.GetElapsedTime(start).TotalSeconds;
+        }
+        double seconds = Median(times);
         Console.WriteLine(JsonSerializer.Serialize(new
         {
             bench = "model",
@@ -90,7 +105,27 @@ public static class ModelBench
         }));
     }
 
-    private static void Decode(string model, CausalLM lm, int prompt, int generate)
+    /// <summary>One untimed warm-up run (JIT, buffers), then the median of <paramref name="repeats"/> timed runs.</summary>
+    private static void Decode(string model, CausalLM lm, int prompt, int generate, int repeats)
+    {
+        DecodeOnce(lm, prompt, 4);
+        var runs = Enumerable.Range(0, Math.Max(1, repeats)).Select(_ => DecodeOnce(lm, prompt, generate)).ToArray();
+        double prefill = Median(runs.Select(r => r.Prefill)), decode = Median(runs.Select(r => r.Decode));
+        Console.WriteLine(JsonSerializer.Serialize(new
+        {
+            bench = "model",
+            model,
+            mode = "greedy_decode",
+            prompt_tokens = prompt,
+            new_tokens = generate,
+            repeats = runs.Length,
+            prefill_tokens_per_s = Math.Round(prompt / prefill, 1),
+            decode_tokens_per_s = Math.Round(generate / decode, 1),
+            peak_rss_mib = PeakRssMib(),
+        }));
+    }
+
+    private static (double Prefill, double Decode) DecodeOnce(CausalLM lm, int prompt, int generate)
     {
         var rng = new Rng(3);
         var ids = Enumerable.Range(0, prompt).Select(_ => rng.NextInt(lm.VocabSize)).ToArray();
@@ -105,18 +140,13 @@ public static class ModelBench
             for (int v = 1; v < logits.Length; v++) if (logits[v] > logits[next]) next = v;
             session.Append([next], [], 1, logits);
         }
-        double decode = watch.Elapsed.TotalSeconds - prefill;
-        Console.WriteLine(JsonSerializer.Serialize(new
-        {
-            bench = "model",
-            model,
-            mode = "greedy_decode",
-            prompt_tokens = prompt,
-            new_tokens = generate,
-            prefill_tokens_per_s = Math.Round(prompt / prefill, 1),
-            decode_tokens_per_s = Math.Round(generate / decode, 1),
-            peak_rss_mib = PeakRssMib(),
-        }));
+        return (prefill, watch.Elapsed.TotalSeconds - prefill);
+    }
+
+    private static double Median(IEnumerable<double> values)
+    {
+        var sorted = values.Order().ToArray();
+        return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
     }
 
     private static TokenBatch TokenBatch(Rng rng, int batch, int seqLen, int vocab) =>

@@ -67,9 +67,9 @@ public static unsafe class Activations
     internal static float Sigmoid(float x) => 1f / (1f + MathF.Exp(-x));
 
     private static Vector256<float> Tanh(Vector256<float> u) => Vector256<float>.One - Vector256.Create(2f) / (Vector256.Exp(u + u) + Vector256<float>.One);
-    private static Vector512<float> Tanh(Vector512<float> u) => Vector512<float>.One - Vector512.Create(2f) / (Vector512.Exp(u + u) + Vector512<float>.One);
+    private static Vector512<float> Tanh(Vector512<float> u) => Vector512<float>.One - Vector512.Create(2f) / (FastMath.Exp(u + u) + Vector512<float>.One);
     private static Vector256<float> Sigmoid(Vector256<float> x) => Vector256<float>.One / (Vector256<float>.One + Vector256.Exp(-x));
-    private static Vector512<float> Sigmoid(Vector512<float> x) => Vector512<float>.One / (Vector512<float>.One + Vector512.Exp(-x));
+    private static Vector512<float> Sigmoid(Vector512<float> x) => Vector512<float>.One / (Vector512<float>.One + FastMath.Exp(-x));
 
     private readonly struct GeluOp : IElementOp
     {

@@ -24,6 +24,21 @@ public static unsafe class Attention
         int batch, int tokens, int heads, int kvHeads, int headDim)
     {
         CheckHeads(heads, kvHeads);
+        if (Simd.Use512) AttentionBlocked.Forward(q, k, v, attentionMask, segmentIds, output, lse, batch, tokens, heads, kvHeads, headDim);
+        else ForwardPerKey(q, k, v, attentionMask, segmentIds, output, lse, batch, tokens, heads, kvHeads, headDim);
+    }
+
+    /// <summary>The Vector256/scalar path: one key at a time with an online softmax over blocks of 64 keys.</summary>
+    private static void ForwardPerKey(
+        float* q,             // (B, T, H, D)
+        float* k,             // (B, T, Hkv, D)
+        float* v,             // (B, T, Hkv, D)
+        int* attentionMask,   // (B, T) or null
+        int* segmentIds,      // (B, T) or null
+        float* output,        // (B, T, H, D) out
+        float* lse,           // (B, H, T) out, saved
+        int batch, int tokens, int heads, int kvHeads, int headDim)
+    {
         int group = heads / kvHeads, T = tokens, D = headDim;
         float scale = 1f / MathF.Sqrt(D);
         Parallel.For(0, batch * heads, task =>
@@ -76,7 +91,7 @@ public static unsafe class Attention
     }
 
     /// <summary>
-    /// Flash-attention backward: with P recomputed as exp(q·k·scale - lse) and Δt = dOt·Ot,
+    /// Flash-attention backward (Vector512: blocked, <see cref="AttentionBlocked"/>): with P recomputed as exp(q·k·scale - lse) and Δt = dOt·Ot,
     /// dV += Pᵀ·dO, dS = P∘(dO·Vᵀ - Δ), dQ += dS·K·scale, dK += dSᵀ·Q·scale. Parallel over
     /// (batch, kv head) so each task owns its dK/dV rows and its group's dQ rows.
     /// </summary>
@@ -92,6 +107,21 @@ public static unsafe class Attention
         int batch, int tokens, int heads, int kvHeads, int headDim)
     {
         CheckHeads(heads, kvHeads);
+        if (Simd.Use512) AttentionBlocked.Backward(q, k, v, attentionMask, segmentIds, output, lse, dOutput, dq, dk, dv, batch, tokens, heads, kvHeads, headDim);
+        else BackwardPerKey(q, k, v, attentionMask, segmentIds, output, lse, dOutput, dq, dk, dv, batch, tokens, heads, kvHeads, headDim);
+    }
+
+    private static void BackwardPerKey(
+        float* q, float* k, float* v,
+        int* attentionMask, int* segmentIds,
+        float* output,                  // (B, T, H, D) saved forward output
+        float* lse,                     // (B, H, T) saved
+        float* dOutput,                 // (B, T, H, D)
+        float* dq,                      // (B, T, H, D) += or null
+        float* dk,                      // (B, T, Hkv, D) += or null
+        float* dv,                      // (B, T, Hkv, D) += or null
+        int batch, int tokens, int heads, int kvHeads, int headDim)
+    {
         int group = heads / kvHeads, T = tokens, D = headDim;
         float scale = 1f / MathF.Sqrt(D);
         Parallel.For(0, batch * kvHeads, task =>
@@ -119,7 +149,7 @@ public static unsafe class Attention
         });
     }
 
-    private static bool Visible(int* attentionMask, int* segmentIds, int b, int T, int t, int s)
+    internal static bool Visible(int* attentionMask, int* segmentIds, int b, int T, int t, int s)
     {
         long bs = (long)b * T;
         if (attentionMask != null && attentionMask[bs + s] == 0) return false;

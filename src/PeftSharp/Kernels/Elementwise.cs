@@ -22,14 +22,48 @@ public interface IElementOp
 /// </summary>
 public static unsafe class Elementwise
 {
-    /// <summary>dst[i] = op(a[i], b[i], c[i], d[i]), or dst[i] += op(...) with accumulate. dst may alias an input.</summary>
+    /// <summary>Maps of at least this many elements are split over the kernel threads.</summary>
+    private const long ParallelMinElements = 1 << 16;
+    private const long ParallelChunk = 1 << 14;
+
+    /// <summary>
+    /// dst[i] = op(a[i], b[i], c[i], d[i]), or dst[i] += op(...) with accumulate. dst may alias an input.
+    /// Long maps (activations over a whole batch) are split into chunks over the <see cref="Parallelism"/> pool.
+    /// </summary>
     public static void Map<TOp>(TOp op, long n, float* dst, bool accumulate, float* a, float* b = null, float* c = null, float* d = null)
         where TOp : struct, IElementOp
     {
         if (b == null) b = a;
         if (c == null) c = a;
         if (d == null) d = a;
-        long i = 0;
+        if (n < ParallelMinElements || Parallelism.MaxThreads <= 1)
+        {
+            MapRange(op, 0, n, dst, accumulate, a, b, c, d);
+            return;
+        }
+        var job = new MapJob<TOp> { Op = op, N = n, Dst = dst, Accumulate = accumulate, A = a, B = b, C = c, D = d };
+        Parallelism.For((int)((n + ParallelChunk - 1) / ParallelChunk), &MapChunk<TOp>, Unsafe.AsPointer(ref job));
+    }
+
+    private struct MapJob<TOp>
+    {
+        public TOp Op;
+        public long N;
+        public float* Dst, A, B, C, D;
+        public bool Accumulate;
+    }
+
+    private static void MapChunk<TOp>(int chunk, void* state) where TOp : struct, IElementOp
+    {
+        ref var job = ref Unsafe.AsRef<MapJob<TOp>>(state);
+        long i0 = chunk * ParallelChunk, i1 = Math.Min(job.N, i0 + ParallelChunk);
+        MapRange(job.Op, i0, i1, job.Dst, job.Accumulate, job.A, job.B, job.C, job.D);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void MapRange<TOp>(TOp op, long i, long n, float* dst, bool accumulate, float* a, float* b, float* c, float* d)
+        where TOp : struct, IElementOp
+    {
         if (Simd.Use512)
         {
             for (; i <= n - 16; i += 16)
@@ -82,12 +116,26 @@ public static unsafe class Elementwise
         return sum;
     }
 
-    /// <summary>max a[i] (n ≥ 1).</summary>
+    /// <summary>max a[i] (n ≥ 1); four independent accumulators on the Vector512 path so the max chain does not serialize.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static float Max(long n, float* a)
     {
         long i = 0;
         float max = float.NegativeInfinity;
-        if (Simd.Use512 && n >= 16)
+        if (Simd.Use512 && n >= 64)
+        {
+            Vector512<float> m0 = Vector512.Load(a), m1 = Vector512.Load(a + 16), m2 = Vector512.Load(a + 32), m3 = Vector512.Load(a + 48);
+            for (i = 64; i <= n - 64; i += 64)
+            {
+                m0 = Vector512.Max(m0, Vector512.Load(a + i));
+                m1 = Vector512.Max(m1, Vector512.Load(a + i + 16));
+                m2 = Vector512.Max(m2, Vector512.Load(a + i + 32));
+                m3 = Vector512.Max(m3, Vector512.Load(a + i + 48));
+            }
+            var acc = Vector512.Max(Vector512.Max(m0, m1), Vector512.Max(m2, m3));
+            for (int l = 0; l < 16; l++) max = MathF.Max(max, acc[l]);
+        }
+        else if (Simd.Use512 && n >= 16)
         {
             var acc = Vector512.Load(a);
             for (i = 16; i <= n - 16; i += 16) acc = Vector512.Max(acc, Vector512.Load(a + i));

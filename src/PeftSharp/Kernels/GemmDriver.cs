@@ -90,6 +90,11 @@ internal static unsafe class GemmDriver
             GemmDot.Run(pb);
             return;
         }
+        if (GemmSkinny.Applies(pb, path))
+        {
+            GemmSkinny.Run(pb);
+            return;
+        }
         if (pb.N <= NarrowColumns && pb.M >= 4 * pb.N && path != SimdPath.Scalar)
         {
             RunNarrow(pb, path);

@@ -18,7 +18,16 @@ public static unsafe class Norms
         float* y,      // (N, C) out
         long rows, int channels, float eps)
     {
-        for (long r = 0; r < rows; r++)
+        var job = new Job { X = x, Weight = weight, Bias = bias, Mean = mean, Rstd = rstd, Y = y, Rows = rows, Channels = channels, Eps = eps };
+        ForRows(&job, &LayerNormForwardRows);
+    }
+
+    private static void LayerNormForwardRows(Job* j, long r0, long r1)
+    {
+        float* x = j->X, weight = j->Weight, bias = j->Bias, mean = j->Mean, rstd = j->Rstd, y = j->Y;
+        int channels = j->Channels;
+        float eps = j->Eps;
+        for (long r = r0; r < r1; r++)
         {
             float* xr = x + r * channels;
             float m = Elementwise.Sum(new IdentityOp(), channels, xr) / channels;
@@ -42,13 +51,25 @@ public static unsafe class Norms
         float* dbias,   // (C) += , or null
         long rows, int channels)
     {
-        for (long r = 0; r < rows; r++)
+        for (long r = 0; r < rows && (dweight != null || dbias != null); r++)
+        {
+            float* xr = x + r * channels, dyr = dy + r * channels;
+            if (dbias != null) Elementwise.Axpy(channels, 1f, dyr, dbias);
+            if (dweight != null) Elementwise.Map(new NormTimesOp(mean[r], rstd[r]), channels, dweight, true, xr, dyr);
+        }
+        if (dx == null) return;
+        var job = new Job { X = x, Weight = weight, Mean = mean, Rstd = rstd, Dy = dy, Dx = dx, Rows = rows, Channels = channels };
+        ForRows(&job, &LayerNormBackwardRows);
+    }
+
+    private static void LayerNormBackwardRows(Job* j, long r0, long r1)
+    {
+        float* x = j->X, weight = j->Weight, mean = j->Mean, rstd = j->Rstd, dy = j->Dy, dx = j->Dx;
+        int channels = j->Channels;
+        for (long r = r0; r < r1; r++)
         {
             float* xr = x + r * channels, dyr = dy + r * channels;
             float m = mean[r], s = rstd[r];
-            if (dbias != null) Elementwise.Axpy(channels, 1f, dyr, dbias);
-            if (dweight != null) Elementwise.Map(new NormTimesOp(m, s), channels, dweight, true, xr, dyr);
-            if (dx == null) continue;
             float dnormMean = Elementwise.Sum(new Elementwise.MulOp(), channels, weight, dyr) / channels;
             float dnormNormMean = Elementwise.Sum(new WeightedNormDotOp(m, s), channels, xr, weight, dyr) / channels;
             Elementwise.Map(new LayerNormDxOp(m, s, dnormMean, dnormNormMean), channels, dx + r * channels, true, xr, weight, dyr);
@@ -63,7 +84,16 @@ public static unsafe class Norms
         float* y,      // (N, C) out
         long rows, int channels, float eps)
     {
-        for (long r = 0; r < rows; r++)
+        var job = new Job { X = x, Weight = weight, Rstd = rstd, Y = y, Rows = rows, Channels = channels, Eps = eps };
+        ForRows(&job, &RmsNormForwardRows);
+    }
+
+    private static void RmsNormForwardRows(Job* j, long r0, long r1)
+    {
+        float* x = j->X, weight = j->Weight, rstd = j->Rstd, y = j->Y;
+        int channels = j->Channels;
+        float eps = j->Eps;
+        for (long r = r0; r < r1; r++)
         {
             float* xr = x + r * channels;
             float s = 1f / MathF.Sqrt(Elementwise.Sum(new SquaredDeviationOp(0f), channels, xr) / channels + eps);
@@ -81,15 +111,56 @@ public static unsafe class Norms
         float* dweight, // (C) += , or null
         long rows, int channels)
     {
-        for (long r = 0; r < rows; r++)
+        for (long r = 0; r < rows && dweight != null; r++)
+            Elementwise.Map(new NormTimesOp(0f, rstd[r]), channels, dweight, true, x + r * channels, dy + r * channels);
+        if (dx == null) return;
+        var job = new Job { X = x, Weight = weight, Rstd = rstd, Dy = dy, Dx = dx, Rows = rows, Channels = channels };
+        ForRows(&job, &RmsNormBackwardRows);
+    }
+
+    private static void RmsNormBackwardRows(Job* j, long r0, long r1)
+    {
+        float* x = j->X, weight = j->Weight, rstd = j->Rstd, dy = j->Dy, dx = j->Dx;
+        int channels = j->Channels;
+        for (long r = r0; r < r1; r++)
         {
             float* xr = x + r * channels, dyr = dy + r * channels;
             float s = rstd[r];
-            if (dweight != null) Elementwise.Map(new NormTimesOp(0f, s), channels, dweight, true, xr, dyr);
-            if (dx == null) continue;
             float dnormNormMean = Elementwise.Sum(new WeightedNormDotOp(0f, s), channels, xr, weight, dyr) / channels;
             Elementwise.Map(new LayerNormDxOp(0f, s, 0f, dnormNormMean), channels, dx + r * channels, true, xr, weight, dyr);
         }
+    }
+
+    private struct Job
+    {
+        public float* X, Weight, Bias, Mean, Rstd, Y, Dy, Dx;
+        public long Rows;
+        public int Channels;
+        public float Eps;
+        public delegate*<Job*, long, long, void> Body;
+    }
+
+    /// <summary>Rows per work item when a norm is split over the kernel threads.</summary>
+    private const long RowsPerPart = 64;
+
+    /// <summary>Runs <paramref name="body"/> over all rows: on this thread when small, else in parts over the <see cref="Parallelism"/> pool.</summary>
+    private static void ForRows(Job* job, delegate*<Job*, long, long, void> body)
+    {
+        long rows = job->Rows;
+        if (rows * job->Channels < 1 << 16 || Parallelism.MaxThreads <= 1)
+        {
+            body(job, 0, rows);
+            return;
+        }
+        job->Body = body;
+        Parallelism.For((int)((rows + RowsPerPart - 1) / RowsPerPart), &RunPart, job);
+    }
+
+    private static void RunPart(int part, void* state)
+    {
+        var job = (Job*)state;
+        long r0 = part * RowsPerPart;
+        job->Body(job, r0, Math.Min(job->Rows, r0 + RowsPerPart));
     }
 
     private readonly struct IdentityOp : IElementOp

@@ -34,7 +34,7 @@ public static unsafe class Softmax
     {
         public float Invoke(float a, float b, float c, float d) => MathF.Exp(a - shift);
         public Vector256<float> Invoke(Vector256<float> a, Vector256<float> b, Vector256<float> c, Vector256<float> d) => Vector256.Exp(a - Vector256.Create(shift));
-        public Vector512<float> Invoke(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d) => Vector512.Exp(a - Vector512.Create(shift));
+        public Vector512<float> Invoke(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d) => FastMath.Exp(a - Vector512.Create(shift));
     }
 
     internal readonly struct IdentityOp : IElementOp
@@ -73,16 +73,8 @@ public static unsafe class CrossEntropy
         int rows, int vocab)
     {
         ValidateTargets(targets, rows, vocab);
-        Parallel.For(0, rows, r =>
-        {
-            float* lr = logits + (long)r * vocab;
-            int t = targets[r];
-            if (t == IgnoreIndex) { losses[r] = 0f; lse[r] = 0f; return; }
-            float max = Elementwise.Max(vocab, lr);
-            float s = max + MathF.Log(Elementwise.Sum(new Softmax.ExpShiftOp(max), vocab, lr));
-            lse[r] = s;
-            losses[r] = s - lr[t];
-        });
+        var job = new Job { Logits = logits, Targets = targets, Losses = losses, Lse = lse, Rows = rows, Vocab = vocab };
+        Parallelism.For(rows, &ForwardRow, &job);
         double sum = 0;
         int count = 0;
         for (int r = 0; r < rows; r++)
@@ -117,18 +109,49 @@ public static unsafe class CrossEntropy
     {
         int count = CountTargets(targets, rows);
         float scale = count == 0 ? 0f : dloss / count;
-        Parallel.For(0, rows, r =>
+        var job = new Job { Logits = logits, Targets = targets, Lse = lse, DLogits = dlogits, Scale = scale, Rows = rows, Vocab = vocab, Accumulate = accumulate };
+        Parallelism.For(rows, &BackwardRow, &job);
+    }
+
+    private struct Job
+    {
+        public float* Logits, Losses, Lse, DLogits;
+        public int* Targets;
+        public float Scale;
+        public int Rows, Vocab;
+        public bool Accumulate;
+    }
+
+    private static void ForwardRow(int r, void* state)
+    {
+        var j = (Job*)state;
+        float* lr = j->Logits + (long)r * j->Vocab;
+        int t = j->Targets[r];
+        if (t == IgnoreIndex)
         {
-            float* lr = logits + (long)r * vocab, dr = dlogits + (long)r * vocab;
-            int t = targets[r];
-            if (t == IgnoreIndex)
-            {
-                if (!accumulate) new Span<float>(dr, vocab).Clear();
-                return;
-            }
-            Elementwise.Map(new ScaledSoftmaxOp(lse[r], scale), vocab, dr, accumulate, lr);
-            dr[t] -= scale;
-        });
+            j->Losses[r] = 0f;
+            j->Lse[r] = 0f;
+            return;
+        }
+        float max = Elementwise.Max(j->Vocab, lr);
+        float s = max + MathF.Log(Elementwise.Sum(new Softmax.ExpShiftOp(max), j->Vocab, lr));
+        j->Lse[r] = s;
+        j->Losses[r] = s - lr[t];
+    }
+
+    private static void BackwardRow(int r, void* state)
+    {
+        var j = (Job*)state;
+        int vocab = j->Vocab;
+        float* lr = j->Logits + (long)r * vocab, dr = j->DLogits + (long)r * vocab;
+        int t = j->Targets[r];
+        if (t == IgnoreIndex)
+        {
+            if (!j->Accumulate) new Span<float>(dr, vocab).Clear();
+            return;
+        }
+        Elementwise.Map(new ScaledSoftmaxOp(j->Lse[r], j->Scale), vocab, dr, j->Accumulate, lr);
+        dr[t] -= j->Scale;
     }
 
     private static void ValidateTargets(int* targets, int rows, int vocab)
@@ -143,6 +166,6 @@ public static unsafe class CrossEntropy
     {
         public float Invoke(float a, float b, float c, float d) => MathF.Exp(a - lse) * scale;
         public Vector256<float> Invoke(Vector256<float> a, Vector256<float> b, Vector256<float> c, Vector256<float> d) => Vector256.Exp(a - Vector256.Create(lse)) * scale;
-        public Vector512<float> Invoke(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d) => Vector512.Exp(a - Vector512.Create(lse)) * scale;
+        public Vector512<float> Invoke(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d) => FastMath.Exp(a - Vector512.Create(lse)) * scale;
     }
 }

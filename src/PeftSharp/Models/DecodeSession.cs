@@ -96,10 +96,30 @@ internal sealed unsafe class DecodeSession : IDecodeSession
                 Buffer.MemoryCopy(v.Data + src, vc + dst, row * sizeof(float), row * sizeof(float));
             }
         var output = ops.Tape.NewTensor(q.Shape, requiresGrad: false);
+        if (length == 0 && count > 1)
+        {
+            // A prefill over an empty cache is plain causal attention over the new tokens: the blocked kernel.
+            var mask = new int[_batch * count];
+            bool padded = false;
+            for (int b = 0; b < _batch; b++)
+                for (int i = 0; i < count; i++)
+                    padded |= (mask[b * count + i] = _slotMask[b * maxTokens + i]) == 0;
+            var lse = ops.Tape.NewTensor([_batch * heads * count], requiresGrad: false);
+            fixed (int* pm = mask)
+                Kernels.Attention.Forward(q.Data, k.Data, v.Data, padded ? pm : null, null, output.Data, lse.Data, _batch, count, heads, kvHeads, d);
+            return output;
+        }
         float* qd = q.Data, od = output.Data;
         float scale = 1f / MathF.Sqrt(d);
         int[] slotMask = _slotMask;
-        Parallel.For(0, _batch * heads, task =>
+        // One decoding step is a few microseconds of work per head: threads only pay off for long caches or many queries.
+        if ((long)_batch * heads * count * (length + count) * d < 1 << 18)
+            for (int task = 0; task < _batch * heads; task++) AttendHead(task);
+        else
+            Parallel.For(0, _batch * heads, AttendHead);
+        return output;
+
+        void AttendHead(int task)
         {
             int b = task / heads, h = task % heads, kvh = h / group;
             float* s = scores + (long)task * maxTokens;
@@ -127,8 +147,7 @@ internal sealed unsafe class DecodeSession : IDecodeSession
                 }
                 Elementwise.Scale(d, 1f / sum, acc, acc);
             }
-        });
-        return output;
+        }
     }
 
     public void Dispose()

@@ -1,0 +1,134 @@
+using System.Runtime.CompilerServices;
+using System.Runtime.Intrinsics;
+using PeftSharp.Tensors;
+
+namespace PeftSharp.Kernels;
+
+/// <summary>
+/// Products with very few rows (m ≤ 4: a decoding step) of the form X·Wᵀ, with W stored row by row (n×k, F32,
+/// BF16 or F16): each W row is a dot product with every X row, so W, the large operand, streams through exactly
+/// once and is never packed. Four W rows × four X rows at a time in 16 zmm accumulators (X rows past m repeat
+/// the last one; their results are dropped). A 16-bit W is widened four rows at a time into a per-thread buffer
+/// that stays in L1. The n rows are split over the threads.
+/// </summary>
+internal static unsafe class GemmSkinny
+{
+    public const int MaxRows = 4;
+    private const int Cols = 4;
+    /// <summary>Below this many multiply-adds the product runs on one thread (a GEMV is memory bound, so this is low).</summary>
+    private const long ParallelMinMacs = 1L << 17;
+
+    public static bool Applies(in GemmProblem pb, SimdPath path)
+        => path == SimdPath.Vector512 && pb.M <= MaxRows && pb.K >= 16
+           && !pb.A.Trans && pb.A.Type == DType.F32 && pb.A.RoundTo == DType.F32
+           && pb.B.Trans && pb.B.Type is DType.F32 or DType.BF16 or DType.F16 && pb.B.RoundTo == DType.F32;
+
+    public static void Run(in GemmProblem pb)
+    {
+        var job = new Job
+        {
+            A = (float*)pb.A.Data, Lda = pb.A.Ld, B = pb.B.Data, Ldb = pb.B.Ld, BType = pb.B.Type,
+            C = pb.C, Ldc = pb.Ldc, M = pb.M, N = pb.N, K = pb.K, Accumulate = pb.Accumulate,
+        };
+        long macs = (long)pb.M * pb.N * pb.K;
+        int groups = (pb.N + Cols - 1) / Cols;
+        int threads = macs < ParallelMinMacs ? 1 : Parallelism.MaxThreads;
+        job.Parts = threads <= 1 ? 1 : Math.Min(4 * threads, groups);
+        if (job.Parts <= 1) RunColumns(job, 0, pb.N);
+        else Parallelism.For(job.Parts, &RunPart, &job);
+    }
+
+    private struct Job
+    {
+        public float* A, C;
+        public void* B;
+        public long Lda, Ldb, Ldc;
+        public DType BType;
+        public int M, N, K, Parts;
+        public bool Accumulate;
+    }
+
+    private static void RunPart(int part, void* state)
+    {
+        ref var job = ref *(Job*)state;
+        int groups = (job.N + Cols - 1) / Cols;
+        int g0 = (int)((long)groups * part / job.Parts), g1 = (int)((long)groups * (part + 1) / job.Parts);
+        RunColumns(job, g0 * Cols, Math.Min(job.N, g1 * Cols));
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void RunColumns(in Job job, int j0, int j1)
+    {
+        int k = job.K, m = job.M;
+        float* result = stackalloc float[MaxRows * Cols];
+        float* a0 = job.A, a1 = job.A + Math.Min(1, m - 1) * job.Lda, a2 = job.A + Math.Min(2, m - 1) * job.Lda, a3 = job.A + Math.Min(3, m - 1) * job.Lda;
+        bool f32 = job.BType == DType.F32;
+        int elementSize = f32 ? 4 : 2;
+        float* widened = f32 ? null : GemmScratch.Current.Row((long)Cols * k);
+        for (int j = j0; j < j1; j += Cols)
+        {
+            int cols = Math.Min(Cols, j1 - j);
+            float* w0, w1, w2, w3;
+            if (f32)
+            {
+                float* w = (float*)job.B + j * job.Ldb;
+                w0 = w;
+                w1 = w + Math.Min(1, cols - 1) * job.Ldb;
+                w2 = w + Math.Min(2, cols - 1) * job.Ldb;
+                w3 = w + Math.Min(3, cols - 1) * job.Ldb;
+            }
+            else
+            {
+                for (int c = 0; c < cols; c++)
+                    GemmPacking.Widen((byte*)job.B + (j + c) * job.Ldb * elementSize, job.BType, widened + (long)c * k, k);
+                w0 = widened;
+                w1 = widened + (long)Math.Min(1, cols - 1) * k;
+                w2 = widened + (long)Math.Min(2, cols - 1) * k;
+                w3 = widened + (long)Math.Min(3, cols - 1) * k;
+            }
+            DotTile(a0, a1, a2, a3, w0, w1, w2, w3, k, result);
+            for (int r = 0; r < m; r++)
+            {
+                float* c = job.C + r * job.Ldc + j;
+                float* s = result + r * Cols;
+                if (job.Accumulate) for (int t = 0; t < cols; t++) c[t] += s[t];
+                else for (int t = 0; t < cols; t++) c[t] = s[t];
+            }
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void DotTile(float* a0, float* a1, float* a2, float* a3, float* b0, float* b1, float* b2, float* b3, int k, float* result)
+    {
+        var c00 = Vector512<float>.Zero; var c01 = Vector512<float>.Zero; var c02 = Vector512<float>.Zero; var c03 = Vector512<float>.Zero;
+        var c10 = Vector512<float>.Zero; var c11 = Vector512<float>.Zero; var c12 = Vector512<float>.Zero; var c13 = Vector512<float>.Zero;
+        var c20 = Vector512<float>.Zero; var c21 = Vector512<float>.Zero; var c22 = Vector512<float>.Zero; var c23 = Vector512<float>.Zero;
+        var c30 = Vector512<float>.Zero; var c31 = Vector512<float>.Zero; var c32 = Vector512<float>.Zero; var c33 = Vector512<float>.Zero;
+        int p = 0;
+        for (; p + 16 <= k; p += 16)
+        {
+            var x0 = Vector512.Load(a0 + p); var x1 = Vector512.Load(a1 + p); var x2 = Vector512.Load(a2 + p); var x3 = Vector512.Load(a3 + p);
+            var w0 = Vector512.Load(b0 + p);
+            c00 = Vector512.FusedMultiplyAdd(x0, w0, c00); c10 = Vector512.FusedMultiplyAdd(x1, w0, c10); c20 = Vector512.FusedMultiplyAdd(x2, w0, c20); c30 = Vector512.FusedMultiplyAdd(x3, w0, c30);
+            var w1 = Vector512.Load(b1 + p);
+            c01 = Vector512.FusedMultiplyAdd(x0, w1, c01); c11 = Vector512.FusedMultiplyAdd(x1, w1, c11); c21 = Vector512.FusedMultiplyAdd(x2, w1, c21); c31 = Vector512.FusedMultiplyAdd(x3, w1, c31);
+            var w2 = Vector512.Load(b2 + p);
+            c02 = Vector512.FusedMultiplyAdd(x0, w2, c02); c12 = Vector512.FusedMultiplyAdd(x1, w2, c12); c22 = Vector512.FusedMultiplyAdd(x2, w2, c22); c32 = Vector512.FusedMultiplyAdd(x3, w2, c32);
+            var w3 = Vector512.Load(b3 + p);
+            c03 = Vector512.FusedMultiplyAdd(x0, w3, c03); c13 = Vector512.FusedMultiplyAdd(x1, w3, c13); c23 = Vector512.FusedMultiplyAdd(x2, w3, c23); c33 = Vector512.FusedMultiplyAdd(x3, w3, c33);
+        }
+        result[0] = Vector512.Sum(c00); result[1] = Vector512.Sum(c01); result[2] = Vector512.Sum(c02); result[3] = Vector512.Sum(c03);
+        result[4] = Vector512.Sum(c10); result[5] = Vector512.Sum(c11); result[6] = Vector512.Sum(c12); result[7] = Vector512.Sum(c13);
+        result[8] = Vector512.Sum(c20); result[9] = Vector512.Sum(c21); result[10] = Vector512.Sum(c22); result[11] = Vector512.Sum(c23);
+        result[12] = Vector512.Sum(c30); result[13] = Vector512.Sum(c31); result[14] = Vector512.Sum(c32); result[15] = Vector512.Sum(c33);
+        for (; p < k; p++)
+        {
+            float x0 = a0[p], x1 = a1[p], x2 = a2[p], x3 = a3[p];
+            float w0 = b0[p], w1 = b1[p], w2 = b2[p], w3 = b3[p];
+            result[0] += x0 * w0; result[1] += x0 * w1; result[2] += x0 * w2; result[3] += x0 * w3;
+            result[4] += x1 * w0; result[5] += x1 * w1; result[6] += x1 * w2; result[7] += x1 * w3;
+            result[8] += x2 * w0; result[9] += x2 * w1; result[10] += x2 * w2; result[11] += x2 * w3;
+            result[12] += x3 * w0; result[13] += x3 * w1; result[14] += x3 * w2; result[15] += x3 * w3;
+        }
+    }
+}
