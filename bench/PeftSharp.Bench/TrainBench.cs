@@ -31,13 +31,16 @@ public static class TrainBench
         if (quant is not (null or "nf4" or "fp4")) throw new ArgumentException($"--quant {quant}: expected nf4 or fp4.");
 
         var config = ModelBench.Config(name);
-        using var model = CausalLM.CreateRandom(config, new Rng(1));
+        var bnb = new BitsAndBytesConfig
+        {
+            LoadIn4bit = true, Bnb4bitQuantType = quant ?? "nf4", Bnb4bitUseDoubleQuant = true, Bnb4bitComputeDtype = "bfloat16",
+        };
+        // QLoRA: each linear is quantized as it is created (random f32 weights of one layer at a time),
+        // so the peak memory is the 4-bit model's, as when loading a bf16 checkpoint layer by layer.
+        var layerRng = new Rng(4);
+        var options = quant == null ? null : new LoadOptions { LinearOverride = info => info.IsOutputLayer ? null : RandomQuantized(info, bnb, layerRng) };
+        using var model = CausalLM.CreateRandom(config, new Rng(1), options);
         model.GradientCheckpointing = checkpointing;
-        if (quant != null)
-            QuantizedModel.QuantizeLinears(model, new BitsAndBytesConfig
-            {
-                LoadIn4bit = true, Bnb4bitQuantType = quant, Bnb4bitUseDoubleQuant = true, Bnb4bitComputeDtype = "bfloat16",
-            });
         var targets = target == TargetModules.AllLinearKeyword ? TargetModules.AllLinear : TargetModules.FromNames(target.Split(','));
         using var peft = PeftModel.Wrap(model, new LoraConfig { R = r, LoraAlpha = 2 * r, TargetModules = targets }, rng: new Rng(2));
         var (trainable, all) = peft.CountParameters();
@@ -82,5 +85,14 @@ public static class TrainBench
     {
         int i = Array.IndexOf(args, name);
         return i >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;
+    }
+
+    private static unsafe Linear4Bit RandomQuantized(LinearModuleInfo info, BitsAndBytesConfig config, Rng rng)
+    {
+        var weight = new float[(long)info.OutFeatures * info.InFeatures];
+        rng.FillNormal(weight, 0f, 0.02f);
+        var bias = new float[info.OutFeatures];
+        fixed (float* w = weight, b = bias)
+            return Linear4Bit.Quantize(info, w, PeftSharp.Tensors.DType.F32, info.HasBias ? b : null, config);
     }
 }
