@@ -222,7 +222,12 @@ public sealed unsafe class Ops(Tape tape)
     /// Mean cross-entropy of logits (N, V) against targets (N; -100 = ignored) → a scalar tensor.
     /// Backward recomputes softmax from the logits and the saved logsumexp.
     /// </summary>
-    public Tensor CrossEntropy(Tensor logits, int[] targets)
+    /// <param name="overwriteLogits">
+    /// Backward writes d(logits) over the logits themselves instead of a second buffer of the same size
+    /// (vocab × tokens floats: the largest activation of a language model). Only for a caller that owns
+    /// the logits and reads them nowhere else after this op.
+    /// </param>
+    public Tensor CrossEntropy(Tensor logits, int[] targets, bool overwriteLogits = false)
     {
         int rows = logits.Rows, vocab = logits.Columns;
         if (targets.Length != rows) throw new ArgumentException($"CrossEntropy: {targets.Length} targets for {rows} logit rows.");
@@ -233,8 +238,10 @@ public sealed unsafe class Ops(Tape tape)
             Tape.Record(() =>
             {
                 if (loss.Grad == null) return;
+                bool inPlace = overwriteLogits && logits.RequiresGrad && logits.ViewOf == null && logits.Grad == null;
+                if (inPlace) logits.Grad = logits.Data;
                 fixed (int* t = targets)
-                    Kernels.CrossEntropy.Backward(logits.Data, t, lse, *loss.Grad, Tape.GradOf(logits), rows, vocab, accumulate: true);
+                    Kernels.CrossEntropy.Backward(logits.Data, t, lse, *loss.Grad, Tape.GradOf(logits), rows, vocab, accumulate: !inPlace);
             });
         return loss;
     }

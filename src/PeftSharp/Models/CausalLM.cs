@@ -99,7 +99,7 @@ public abstract unsafe class CausalLM : ICausalLM
         return _slots[^1].Layer.Forward(ops, hidden);
     }
 
-    public Tensor Loss(Ops ops, TokenBatch batch) => ops.CrossEntropy(Forward(ops, batch), ShiftedTargets(batch));
+    public Tensor Loss(Ops ops, TokenBatch batch) => ops.CrossEntropy(Forward(ops, batch), ShiftedTargets(batch), overwriteLogits: true);
 
     /// <summary>
     /// Targets for logits row (b, t): labels[b, t + 1] (labels default to the input ids with padding

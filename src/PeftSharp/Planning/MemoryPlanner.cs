@@ -154,13 +154,13 @@ public static class MemoryPlanner
 
     /// <summary>
     /// Floats per token outside the decoder layers: the embedding lookups (GPT-2: token, position and their sum),
-    /// the final norm and its gradient (+ statistics), the logits and their gradient, the loss's per-row statistics.
+    /// the final norm and its gradient (+ statistics), the logits (their gradient is written over them), the loss's per-row statistics.
     /// </summary>
     private static long OuterFloatsPerToken(ModelConfig config)
     {
         long e = config.HiddenSize;
         long embeddings = config is Gpt2Config ? 3 * e : e;
         long finalNorm = 2 * e + (config is Gpt2Config ? 2 : 1);
-        return embeddings + finalNorm + 2L * config.VocabSize + 2;
+        return embeddings + finalNorm + config.VocabSize + 2;
     }
 }
