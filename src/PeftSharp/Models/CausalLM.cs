@@ -137,11 +137,40 @@ public abstract unsafe class CausalLM : ICausalLM
         for (int i = 0; i < LayerCount; i++)
         {
             int layer = i;
-            h = GradientCheckpointing && ops.Tape.GradEnabled
-                ? ops.Tape.Checkpoint(h, x => Block(ops, layer, x, context))
-                : Block(ops, layer, h, context);
+            if (GradientCheckpointing && ops.Tape.GradEnabled)
+            {
+                h = ops.Tape.Checkpoint(h, x => Block(ops, layer, x, context));
+                continue;
+            }
+            int nodes = ops.Tape.NodeCount;
+            var mark = ops.Tape.Arena.Mark();
+            var output = Block(ops, layer, h, context);
+            h = ops.Tape.NodeCount == nodes && !output.RequiresGrad ? KeepOnly(ops, output, mark) : output;
         }
         return FinalNorm(ops, h);
+    }
+
+    private NativeBuffer<float>? _layerOutput;
+
+    /// <summary>
+    /// A layer that recorded no backward node (inference, or a frozen prefix of the model) leaves nothing that
+    /// backward could read: its output is kept and every intermediate activation it allocated is released, so
+    /// a no-grad forward holds one layer's activations at a time instead of all of them.
+    /// </summary>
+    private Tensor KeepOnly(Ops ops, Tensor output, ArenaMark mark)
+    {
+        long n = output.Length;
+        if (_layerOutput == null || _layerOutput.Length < n)
+        {
+            _layerOutput?.Dispose();
+            _layerOutput = new NativeBuffer<float>(n, clear: false);
+        }
+        long bytes = n * sizeof(float);
+        Buffer.MemoryCopy(output.Data, _layerOutput.Pointer, bytes, bytes);
+        ops.Tape.Arena.Release(mark);
+        var kept = ops.Tape.NewTensor(output.Shape, requiresGrad: false);
+        Buffer.MemoryCopy(_layerOutput.Pointer, kept.Data, bytes, bytes);
+        return kept;
     }
 
     internal LinearSlot HeadSlot => _slots[^1];
@@ -216,6 +245,7 @@ public abstract unsafe class CausalLM : ICausalLM
 
     public void Dispose()
     {
+        _layerOutput?.Dispose();
         foreach (var slot in _slots) slot.Layer.Dispose();
         foreach (var p in _own) p.Dispose();
         DisposeExtra();
