@@ -5,20 +5,27 @@ namespace PeftSharp.Tensors;
 /// <summary>
 /// A block of native memory aligned to 64 bytes (one cache line, one Vector512), with a 64-bit
 /// element count. Parameters, gradients, activations and optimizer state live in these blocks;
-/// the GC never moves them, so kernels take raw pointers.
+/// the GC never moves them, so kernels take raw pointers. Blocks of a mebibyte or more come from the page
+/// allocator (<see cref="PageMemory"/>), so freeing them returns them to the system.
 /// </summary>
 public sealed unsafe class NativeBuffer<T> : IDisposable where T : unmanaged
 {
     public const int Alignment = 64;
     private T* _pointer;
+    private readonly bool _paged;
 
     public NativeBuffer(long length, bool clear = true)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(length);
         Length = length;
         nuint bytes = (nuint)Math.Max(1, length) * (nuint)sizeof(T);
-        _pointer = (T*)NativeMemory.AlignedAlloc(bytes, Alignment);
-        if (clear) NativeMemory.Clear(_pointer, bytes);
+        _paged = bytes >= PageMemory.Threshold && PageMemory.Available;
+        if (_paged) _pointer = (T*)PageMemory.Allocate(bytes);
+        else
+        {
+            _pointer = (T*)NativeMemory.AlignedAlloc(bytes, Alignment);
+            if (clear) NativeMemory.Clear(_pointer, bytes);
+        }
         GC.AddMemoryPressure((long)bytes);
     }
 
@@ -51,14 +58,20 @@ public sealed unsafe class NativeBuffer<T> : IDisposable where T : unmanaged
     public void Dispose()
     {
         if (_pointer == null) return;
-        NativeMemory.AlignedFree(_pointer);
+        Free();
         GC.RemoveMemoryPressure((long)Math.Max(1, Length) * sizeof(T));
         _pointer = null;
         GC.SuppressFinalize(this);
     }
 
+    private void Free()
+    {
+        if (_paged) PageMemory.Free(_pointer, (nuint)Math.Max(1, Length) * (nuint)sizeof(T));
+        else NativeMemory.AlignedFree(_pointer);
+    }
+
     ~NativeBuffer()
     {
-        if (_pointer != null) NativeMemory.AlignedFree(_pointer);
+        if (_pointer != null) Free();
     }
 }
