@@ -8,8 +8,9 @@ using PeftSharp.Tensors;
 namespace PeftSharp.Bench;
 
 /// <summary>
-/// `model [--model distilgpt2|gpt2|stories15m|qwen2.5-0.5b] [--iterations N] [--modes forward,train_frozen_base,greedy_decode,train_full,train_full_checkpointed,profile] [--shapes 4x256,1x512]`: a model of that shape with
-/// random weights. JSON lines: forward tokens/s, training-step tokens/s (batch 4×256 and 1×512; a frozen
+/// `model [--model distilgpt2|gpt2|stories15m|qwen2.5-0.5b] [--iterations N] [--modes forward,forward_loss,train_frozen_base,greedy_decode,train_full,train_full_checkpointed,profile] [--shapes 4x256,1x512]`: a model of that shape with
+/// random weights. JSON lines: forward tokens/s (to the logits; forward_loss: to the evaluation loss, the logits
+/// scored a vocabulary block at a time), training-step tokens/s (batch 4×256 and 1×512; a frozen
 /// base whose loss backpropagates to the inputs only, and full fine-tuning, with and without gradient
 /// checkpointing, with the arena peak), greedy decode tokens/s (32-token prompt, 128 new) and peak RSS; medians over the iterations after one warm-up.
 /// </summary>
@@ -34,6 +35,7 @@ public static class ModelBench
             foreach (var (b, t) in shapes)
             {
                 if (Wanted("forward")) Report(name, "forward", b, t, iterations, frozen, train: false);
+                if (Wanted("forward_loss")) Report(name, "forward_loss", b, t, iterations, frozen, train: false, loss: true);
                 if (Wanted("train_frozen_base")) Report(name, "train_frozen_base", b, t, iterations, frozen, train: true);
             }
             if (Wanted("greedy_decode")) Decode(name, frozen, prompt: 32, generate: 128, repeats: iterations);
@@ -70,7 +72,7 @@ public static class ModelBench
         };
     }
 
-    private static void Report(string model, string mode, int batch, int seqLen, int iterations, CausalLM lm, bool train)
+    private static void Report(string model, string mode, int batch, int seqLen, int iterations, CausalLM lm, bool train, bool loss = false)
     {
         var rng = new Rng(2);
         var tokens = TokenBatch(rng, batch, seqLen, lm.VocabSize);
@@ -79,6 +81,7 @@ public static class ModelBench
         void Step()
         {
             if (train) tape.Backward(lm.Loss(ops, tokens));
+            else if (loss) lm.Loss(ops, tokens);
             else lm.Forward(ops, tokens);
             tape.Reset();
         }

@@ -4,7 +4,7 @@
 Debian's python3-torch (1.13) here; transformers is not installable, so the model is the plain-PyTorch
 GPT-2 of tests/PeftSharp.Tests/Golden/models/make_model_goldens.py (transformers' semantics), with
 random weights and LoRA (r 8, alpha 16) on c_attn. Prints one JSON line per case, like bench/.
-Run: python3 bench/reference/pytorch_gpt2.py [--threads 2]
+Run: python3 bench/reference/pytorch_gpt2.py [--threads 2] [--forward-loss]
 """
 import argparse
 import importlib.util
@@ -49,6 +49,8 @@ def main():
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--forward-loss", action="store_true",
+                    help="time forward + loss (evaluation) after the forward, instead of the LoRA step")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
@@ -65,6 +67,17 @@ def main():
         dt = (time.perf_counter() - t) / args.steps
     print(json.dumps({"bench": "pytorch", "model": "distilgpt2", "mode": "forward", "batch": args.batch, "seq_len": args.seq,
                       "threads": args.threads, "tokens_per_s": round(tokens / dt, 1), "peak_rss_mib": round(peak_rss_mb(), 1)}), flush=True)
+
+    if args.forward_loss:
+        with torch.no_grad():
+            goldens.causal_lm_loss(goldens.gpt2_forward(params, CONFIG, ids, mask), ids)
+            t = time.perf_counter()
+            for _ in range(args.steps):
+                goldens.causal_lm_loss(goldens.gpt2_forward(params, CONFIG, ids, mask), ids)
+            dt = (time.perf_counter() - t) / args.steps
+        print(json.dumps({"bench": "pytorch", "model": "distilgpt2", "mode": "forward_loss", "batch": args.batch, "seq_len": args.seq,
+                          "threads": args.threads, "tokens_per_s": round(tokens / dt, 1), "peak_rss_mib": round(peak_rss_mb(), 1)}), flush=True)
+        return
 
     lora = {}
     for i in range(CONFIG["n_layer"]):

@@ -68,7 +68,9 @@ public sealed unsafe class Arena : IDisposable
     /// <summary>Forgets every allocation (all pointers handed out become invalid).</summary>
     public void Reset()
     {
-        if (_blocks.Count > 1)
+        // One block as large as the peak, also when Release already dropped the chained blocks (a no-grad
+        // forward releases each layer's): otherwise every step would chain and map fresh blocks again.
+        if (_blocks.Count > 1 || _blocks[0].Length < HighWater)
         {
             foreach (var b in _blocks) b.Dispose();
             _blocks.Clear();

@@ -154,7 +154,7 @@ public static unsafe class CrossEntropy
         dr[t] -= j->Scale;
     }
 
-    private static void ValidateTargets(int* targets, int rows, int vocab)
+    internal static void ValidateTargets(int* targets, int rows, int vocab)
     {
         for (int r = 0; r < rows; r++)
             if (targets[r] != IgnoreIndex && (uint)targets[r] >= (uint)vocab)

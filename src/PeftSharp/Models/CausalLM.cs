@@ -2,6 +2,7 @@ using PeftSharp.Autograd;
 using PeftSharp.Formats;
 using PeftSharp.Formats.HfConfig;
 using PeftSharp.Formats.Safetensors;
+using PeftSharp.Kernels;
 using PeftSharp.Tensors;
 
 namespace PeftSharp.Models;
@@ -99,7 +100,71 @@ public abstract unsafe class CausalLM : ICausalLM
         return _slots[^1].Layer.Forward(ops, hidden);
     }
 
-    public Tensor Loss(Ops ops, TokenBatch batch) => ops.CrossEntropy(Forward(ops, batch), ShiftedTargets(batch), overwriteLogits: true);
+    /// <summary>
+    /// The causal-LM loss. Without gradients (evaluation) the logits are computed and scored a block of vocabulary
+    /// columns at a time (<see cref="ScoreNextTokens"/>), so they are never held whole.
+    /// </summary>
+    public Tensor Loss(Ops ops, TokenBatch batch)
+    {
+        if (ops.Tape.GradEnabled) return ops.CrossEntropy(Forward(ops, batch), ShiftedTargets(batch), overwriteLogits: true);
+        int rows = batch.Batch * batch.SeqLen;
+        var loss = ops.Tape.NewTensor([1], requiresGrad: false);
+        *loss.Data = ScoreNextTokens(ops, batch, ShiftedTargets(batch), new float[rows], new int[rows]);
+        return loss;
+    }
+
+    /// <summary>
+    /// <see cref="ICausalLM.ScoreNextTokens"/>: when the output layer is a frozen f32 or 16-bit matrix (not wrapped by
+    /// an adapter), its logits are computed for a block of vocabulary columns at a time (about 16 MiB) and folded into
+    /// an online logsumexp, so evaluation holds one block instead of (rows, vocab) logits.
+    /// </summary>
+    public float ScoreNextTokens(Ops ops, TokenBatch batch, ReadOnlySpan<int> targets, Span<float> losses, Span<int> argmax)
+    {
+        Validate(batch);
+        var tape = ops.Tape;
+        bool grad = tape.GradEnabled;
+        tape.GradEnabled = false;
+        var mark = tape.Arena.Mark();
+        try
+        {
+            var positions = batch.PositionIds ?? DefaultPositions(batch.Batch, batch.SeqLen);
+            var context = new SequenceAttention(batch.Batch, batch.SeqLen, positions, batch.AttentionMask, batch.SegmentIds);
+            var hidden = Hidden(ops, batch.InputIds, context);
+            int rows = hidden.Rows, k = hidden.Columns;
+            float* x = hidden.Data;
+            switch (_slots[^1].Layer)
+            {
+                case DenseLinear dense:
+                    {
+                        float* w = dense.Weight.Data, bias = dense.Bias == null ? null : dense.Bias.Data;
+                        return NextTokenScores.Score(tape, targets, losses, argmax, rows, VocabSize, (column, width, block) =>
+                        {
+                            Gemm.LinearForward(x, w + (long)column * k, bias == null ? null : bias + column, block, rows, width, k);
+                            return block;
+                        }, NextTokenScores.BlockWidth(rows, VocabSize));
+                    }
+                case HalfLinear half:
+                    {
+                        ushort* w = half.Weight.Data;
+                        var type = half.Weight.DType;
+                        float* bias = half.Bias == null ? null : half.Bias.Data;
+                        return NextTokenScores.Score(tape, targets, losses, argmax, rows, VocabSize, (column, width, block) =>
+                        {
+                            Gemm.LinearForward(x, w + (long)column * k, type, bias == null ? null : bias + column, block, rows, width, k);
+                            return block;
+                        }, NextTokenScores.BlockWidth(rows, VocabSize));
+                    }
+                default:
+                    var logits = _slots[^1].Layer.Forward(ops, hidden);
+                    return NextTokenScores.Score(tape, targets, losses, argmax, rows, VocabSize, (_, _, _) => logits.Data, VocabSize, scratch: false);
+            }
+        }
+        finally
+        {
+            tape.Arena.Release(mark);
+            tape.GradEnabled = grad;
+        }
+    }
 
     /// <summary>
     /// Targets for logits row (b, t): labels[b, t + 1] (labels default to the input ids with padding

@@ -36,6 +36,28 @@ public interface ICausalLM : IDisposable
     /// <summary>The causal-LM loss: labels shifted inside, mean over tokens whose label is not -100.</summary>
     Tensor Loss(Ops ops, TokenBatch batch);
 
+    /// <summary>
+    /// Scores every position's next token without gradients: <paramref name="losses"/>[r] = -log softmax(logits[r])[targets[r]]
+    /// (0 where the target is -100) and <paramref name="argmax"/>[r] = the first index of the row's largest logit; returns
+    /// the mean loss over scored rows. A model may compute the logits a block of vocabulary columns at a time and never
+    /// hold all of them; this default computes them whole.
+    /// </summary>
+    unsafe float ScoreNextTokens(Ops ops, TokenBatch batch, ReadOnlySpan<int> targets, Span<float> losses, Span<int> argmax)
+    {
+        bool grad = ops.Tape.GradEnabled;
+        ops.Tape.GradEnabled = false;
+        try
+        {
+            var logits = Forward(ops, batch);
+            return NextTokenScores.Score(ops.Tape, targets, losses, argmax, logits.Rows, logits.Columns,
+                (_, _, _) => logits.Data, logits.Columns, scratch: false);
+        }
+        finally
+        {
+            ops.Tape.GradEnabled = grad;
+        }
+    }
+
     /// <summary>Starts a KV-cache decoding session for <paramref name="batch"/> sequences of up to <paramref name="maxTokens"/> tokens.</summary>
     IDecodeSession StartDecoding(int batch, int maxTokens);
 }

@@ -1,4 +1,3 @@
-using System.Numerics.Tensors;
 using PeftSharp.Autograd;
 using PeftSharp.Data;
 using PeftSharp.Models;
@@ -8,7 +7,7 @@ namespace PeftSharp.Training;
 /// <summary>Token-weighted evaluation: loss (mean over every target token, not a mean of batch means), perplexity = exp(loss), mean token accuracy (argmax == label).</summary>
 public sealed record LossMetrics(double Loss, double Perplexity, double MeanTokenAccuracy, long TargetTokens);
 
-public static unsafe class LossEvaluation
+public static class LossEvaluation
 {
     /// <summary>
     /// Runs the model without gradients over <paramref name="data"/> in order, batches of <paramref name="batchSize"/>
@@ -32,17 +31,17 @@ public static unsafe class LossEvaluation
                 int n = Math.Min(batchSize, data.Count - start);
                 for (int i = 0; i < n; i++) indices[i] = start + i;
                 var batch = data.Collate(indices.AsSpan(0, n));
-                var logits = model.Forward(ops, batch);
-                int vocab = logits.Columns, rows = batch.Batch * batch.SeqLen;
+                int rows = batch.Batch * batch.SeqLen;
                 var targets = ShiftedTargets(batch);
-                float* losses = tape.Arena.Allocate(rows, clear: false), lse = tape.Arena.Allocate(rows, clear: false);
-                fixed (int* t = targets) Kernels.CrossEntropy.Forward(logits.Data, t, losses, lse, rows, vocab);
+                var losses = new float[rows];
+                var argmax = new int[rows];
+                model.ScoreNextTokens(ops, batch, targets, losses, argmax);
                 for (int r = 0; r < rows; r++)
                 {
                     if (targets[r] == -100) continue;
                     lossSum += losses[r];
                     count++;
-                    if (TensorPrimitives.IndexOfMax(new ReadOnlySpan<float>(logits.Data + (long)r * vocab, vocab)) == targets[r]) correct++;
+                    if (argmax[r] == targets[r]) correct++;
                 }
                 tape.Reset();
             }
