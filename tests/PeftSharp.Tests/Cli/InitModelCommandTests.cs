@@ -43,6 +43,23 @@ public sealed class InitModelCommandTests : IDisposable
     }
 
     [Fact]
+    public void DtypeOptionWritesBf16WeightsAndRejectsUnknownNames()
+    {
+        string folder = Path.Combine(_root, "b");
+        Assert.Equal(CliRunner.Ok, Invoke("init-model", "--arch", "qwen2", "--dtype", "bf16", "--out", folder));
+        Assert.Equal("bfloat16", ModelConfig.Load(folder).TorchDtype);
+        using (var checkpoint = PeftSharp.Formats.Safetensors.SafetensorsCheckpoint.Open(folder))
+            Assert.All(checkpoint.Tensors, t => Assert.Equal(PeftSharp.Tensors.DType.BF16, t.DType));
+
+        var errors = new StringWriter();
+        var root = new RootCommand();
+        root.Subcommands.Add(InitModelCommand.Create());
+        Assert.Equal(CliRunner.UserError, CliRunner.Run(root, ["init-model", "--arch", "qwen2", "--dtype", "int4", "--out", Path.Combine(_root, "z")], errors));
+        Assert.Contains("--dtype 'int4'", errors.ToString());
+        Assert.False(Directory.Exists(Path.Combine(_root, "z")));
+    }
+
+    [Fact]
     public void UserErrorsExitWithOne()
     {
         Assert.Equal(CliRunner.UserError, Invoke("init-model", "--preset", "tiny", "--out", Path.Combine(_root, "x")));

@@ -1,6 +1,7 @@
 using PeftSharp.Formats.HfConfig;
 using PeftSharp.Formats.Tokenizers;
 using PeftSharp.Formats.Safetensors;
+using PeftSharp.Kernels;
 using PeftSharp.Tensors;
 
 namespace PeftSharp.Models.Init;
@@ -12,6 +13,12 @@ public sealed class InitModelOptions
     public string? Architecture { get; set; }
     public string Preset { get; set; } = "tiny";
     public ulong Seed { get; set; }
+
+    /// <summary>
+    /// Storage dtype of the weights, transformers' names: "float32" (default), "bfloat16" or "float16"
+    /// (aliases f32/fp32, bf16, f16/fp16). The values are drawn in float32 and rounded to nearest even.
+    /// </summary>
+    public string Dtype { get; set; } = "float32";
 
     /// <summary>Everything but model.safetensors (for real-size shapes that only plan/inspect read).</summary>
     public bool ConfigOnly { get; set; }
@@ -28,7 +35,7 @@ public sealed record InitModelResult(string Folder, ModelConfig Config, ModelSke
 
 /// <summary>
 /// Writes a complete Hugging Face model folder with random weights: config.json, model.safetensors
-/// (float32, transformers' names and shapes, GPT-2 Conv1D weights stored [in, out]), tokenizer.json,
+/// (float32, bfloat16 or float16; transformers' names and shapes, GPT-2 Conv1D weights stored [in, out]), tokenizer.json,
 /// tokenizer_config.json (ChatML template) and generation_config.json. The same seed gives the same bytes.
 /// </summary>
 public static class ModelInitializer
@@ -43,12 +50,13 @@ public static class ModelInitializer
             ?? throw new PeftSharpException($"preset '{options.Preset}' needs an architecture: --arch {string.Join("|", ModelPresets.Architectures)}.");
         if (!ModelPresets.Architectures.Contains(arch))
             throw new PeftSharpException($"unknown architecture '{options.Architecture}'; expected one of {string.Join(", ", ModelPresets.Architectures)}.");
+        var (torchDtype, dtype) = ParseDtype(options.Dtype);
         var tokenizer = TinyTokenizer.For(arch, options.TokenizerCorpus == null ? null : BpeTrainer.TrainByteLevel(options.TokenizerCorpus, options.TokenizerMerges));
         var config = ModelPresets.CreateConfig(options.Preset, arch, tokenizer.VocabSize);
         config.BosTokenId = tokenizer.BosTokenId;
         config.EosTokenIds = [tokenizer.EosTokenId];
         config.PadTokenId = tokenizer.PadTokenId;
-        config.TorchDtype = options.ConfigOnly ? ModelPresets.RealDtype(options.Preset) : "float32";
+        config.TorchDtype = options.ConfigOnly ? ModelPresets.RealDtype(options.Preset) : torchDtype;
         var skeleton = ModelSkeleton.FromConfig(config);
 
         Directory.CreateDirectory(folder);
@@ -71,41 +79,91 @@ public static class ModelInitializer
         if (!options.ConfigOnly)
         {
             string weights = Path.Combine(folder, SafetensorsCheckpoint.SingleFileName);
-            SafetensorsWriter.Write(weights, RandomWeights(skeleton, options.Seed));
+            SafetensorsWriter.Write(weights, RandomWeights(skeleton, options.Seed, dtype));
             files.Add(weights);
         }
         return new InitModelResult(Path.GetFullPath(folder), config, skeleton, files);
     }
 
+    /// <summary>The dtypes init-model writes, by transformers' name.</summary>
+    public static IReadOnlyList<string> Dtypes { get; } = ["float32", "bfloat16", "float16"];
+
+    /// <summary>transformers' name and safetensors dtype of <paramref name="dtype"/> (a name of <see cref="Dtypes"/> or an alias).</summary>
+    public static (string TorchDtype, DType DType) ParseDtype(string dtype) => dtype.ToLowerInvariant() switch
+    {
+        "float32" or "f32" or "fp32" => ("float32", DType.F32),
+        "bfloat16" or "bf16" => ("bfloat16", DType.BF16),
+        "float16" or "f16" or "fp16" => ("float16", DType.F16),
+        _ => throw new PeftSharpException($"--dtype '{dtype}' is not supported; expected {string.Join(", ", Dtypes)} (or bf16, fp16, f16, fp32, f32)."),
+    };
+
     /// <summary>
-    /// Float32 weights for every parameter of <paramref name="skeleton"/>, initialized as transformers'
+    /// Weights for every parameter of <paramref name="skeleton"/>, initialized as transformers'
     /// _init_weights does: normal(0, 0.02) for linear and embedding weights (GPT-2's c_proj weights:
     /// 0.02 / sqrt(2·n_layer)), zero biases, ones for norm weights, and a zero row for the Llama-family
-    /// embedding's padding id. Drawn from one <see cref="Rng"/> stream in parameter order.
+    /// embedding's padding id. Drawn in float32 from one <see cref="Rng"/> stream in parameter order;
+    /// BF16/F16 round each value to nearest even, a chunk at a time, so that only the 2-byte form of
+    /// the model is held.
     /// </summary>
-    public static IReadOnlyList<SafetensorsEntry> RandomWeights(ModelSkeleton skeleton, ulong seed)
+    public static IReadOnlyList<SafetensorsEntry> RandomWeights(ModelSkeleton skeleton, ulong seed, DType dtype = DType.F32)
     {
+        if (dtype is not (DType.F32 or DType.BF16 or DType.F16))
+            throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "expected F32, BF16 or F16.");
         var rng = new Rng(seed);
         var config = skeleton.Config;
         float projectionStd = InitializerRange / MathF.Sqrt(2f * config.LayerCount);
         var entries = new List<SafetensorsEntry>(skeleton.Parameters.Count);
+        float[]? scratch = null;
         foreach (var p in skeleton.Parameters)
         {
-            var values = new float[checked((int)p.Count)];
-            bool bias = p.Name.EndsWith(".bias", StringComparison.Ordinal);
-            if (p.Shape.Length == 1)
+            int count = checked((int)p.Count);
+            var init = p.Shape.Length > 1 ? Init.Normal : p.Name.EndsWith(".bias", StringComparison.Ordinal) ? Init.Zeros : Init.Ones;
+            float std = config is Gpt2Config && p.Name.EndsWith("c_proj.weight", StringComparison.Ordinal) ? projectionStd : InitializerRange;
+            int pad = p.Name == "model.embed_tokens.weight" && config.PadTokenId is int id && id < config.VocabSize ? id : -1;
+            if (dtype == DType.F32)
             {
-                if (!bias) values.AsSpan().Fill(1f);
+                var values = new float[count];
+                Fill(values, init, std, rng);
+                if (pad >= 0) values.AsSpan(pad * config.HiddenSize, config.HiddenSize).Clear();
+                entries.Add(SafetensorsEntry.FromFloat32(p.Name, p.Shape, values));
+                continue;
             }
-            else
+            var bytes = new byte[checked(2 * count)];
+            scratch ??= new float[NarrowChunk];
+            for (int done = 0; done < count; done += NarrowChunk)
             {
-                bool gpt2Projection = config is Gpt2Config && p.Name.EndsWith("c_proj.weight", StringComparison.Ordinal);
-                rng.FillNormal(values, 0f, gpt2Projection ? projectionStd : InitializerRange);
-                if (p.Name == "model.embed_tokens.weight" && config.PadTokenId is int pad && pad < config.VocabSize)
-                    values.AsSpan(pad * config.HiddenSize, config.HiddenSize).Clear();
+                int n = Math.Min(NarrowChunk, count - done);
+                Fill(scratch.AsSpan(0, n), init, std, rng);
+                Narrow(scratch, bytes.AsSpan(2 * done, 2 * n), dtype);
             }
-            entries.Add(SafetensorsEntry.FromFloat32(p.Name, p.Shape, values));
+            if (pad >= 0) bytes.AsSpan(2 * pad * config.HiddenSize, 2 * config.HiddenSize).Clear();
+            entries.Add(SafetensorsEntry.FromBytes(p.Name, dtype, p.Shape, bytes));
         }
         return entries;
+    }
+
+    /// <summary>Floats drawn and narrowed at a time; even, so that chunked normal draws pair up as one whole draw does.</summary>
+    private const int NarrowChunk = 1 << 16;
+
+    private enum Init { Ones, Zeros, Normal }
+
+    private static void Fill(Span<float> values, Init init, float std, Rng rng)
+    {
+        switch (init)
+        {
+            case Init.Ones: values.Fill(1f); break;
+            case Init.Zeros: values.Clear(); break;
+            default: rng.FillNormal(values, 0f, std); break;
+        }
+    }
+
+    private static unsafe void Narrow(float[] source, Span<byte> destination, DType dtype)
+    {
+        fixed (float* s = source)
+        fixed (byte* d = destination)
+        {
+            if (dtype == DType.BF16) Precision.F32ToBf16(s, (ushort*)d, destination.Length / 2);
+            else Precision.F32ToF16(s, (Half*)d, destination.Length / 2);
+        }
     }
 }
