@@ -13,6 +13,8 @@ namespace PeftSharp.Bench;
 /// scored a vocabulary block at a time), training-step tokens/s (batch 4×256 and 1×512; a frozen
 /// base whose loss backpropagates to the inputs only, and full fine-tuning, with and without gradient
 /// checkpointing, with the arena peak), greedy decode tokens/s (32-token prompt, 128 new) and peak RSS; medians over the iterations after one warm-up.
+/// `--model-dir DIR` loads a Hugging Face folder instead (16-bit weights stay views of the file) and first prints a `load`
+/// line: the safetensors size, the load time and the resident memory right after loading.
 /// </summary>
 public static class ModelBench
 {
@@ -20,7 +22,7 @@ public static class ModelBench
     {
         string name = Option(args, "--model", "distilgpt2");
         int iterations = int.Parse(Option(args, "--iterations", "2"));
-        var config = Config(name);
+        var config = args.Contains("--model-dir") ? ModelConfig.Load(Option(args, "--model-dir", "")) : Config(name);
         var shapes = Option(args, "--shapes", "4x256,1x512").Split(',', StringSplitOptions.RemoveEmptyEntries)
             .Select(s => s.Split('x')).Select(p => (Batch: int.Parse(p[0]), SeqLen: int.Parse(p[1]))).ToArray();
         var modes = Option(args, "--modes", "").Split(',', StringSplitOptions.RemoveEmptyEntries);
@@ -30,7 +32,11 @@ public static class ModelBench
             foreach (var (b, t) in shapes)
                 ModelProfile.Run(name, gpt2.HiddenSize, gpt2.HeadCount, gpt2.LayerCount, gpt2.VocabSize, b, t);
         if (modes.Length == 1 && modes[0] == "profile") return 0;
-        using (var frozen = CausalLM.CreateRandom(config, new Rng(1), new LoadOptions { Trainable = FirstNorm }))
+        string? folder = args.Contains("--model-dir") ? Option(args, "--model-dir", "") : null;
+        if (folder != null) name = Path.GetFileName(Path.GetFullPath(folder).TrimEnd('/'));
+        using (var frozen = folder == null
+            ? CausalLM.CreateRandom(config, new Rng(1), new LoadOptions { Trainable = FirstNorm })
+            : Load(folder, new LoadOptions { Trainable = FirstNorm }))
         {
             foreach (var (b, t) in shapes)
             {
@@ -51,6 +57,35 @@ public static class ModelBench
                     Report(name, mode, b, t, iterations, full, train: true);
                 }
         return 0;
+    }
+
+    private static CausalLM Load(string folder, LoadOptions options)
+    {
+        long start = Stopwatch.GetTimestamp();
+        var model = CausalLM.Load(folder, options);
+        double seconds = Stopwatch.GetElapsedTime(start).TotalSeconds;
+        long bytes = Directory.GetFiles(folder, "*.safetensors").Sum(f => new FileInfo(f).Length);
+        Console.WriteLine(JsonSerializer.Serialize(new
+        {
+            bench = "model",
+            model = Path.GetFileName(Path.GetFullPath(folder).TrimEnd('/')),
+            mode = "load",
+            safetensors_mib = Math.Round(bytes / (1024.0 * 1024), 1),
+            load_ms = Math.Round(seconds * 1e3, 1),
+            rss_mib = CurrentRssMib(),
+            peak_rss_mib = PeakRssMib(),
+        }));
+        return model;
+    }
+
+    internal static double CurrentRssMib()
+    {
+        const string status = "/proc/self/status";
+        if (File.Exists(status))
+            foreach (var line in File.ReadLines(status))
+                if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
+                    return Math.Round(long.Parse(line[6..].Trim().Split(' ')[0]) / 1024.0, 1);
+        return Math.Round(Process.GetCurrentProcess().WorkingSet64 / (1024.0 * 1024), 1);
     }
 
     /// <summary>One trainable norm weight in the first layer: every activation after it needs a gradient, no linear weight does.</summary>

@@ -15,6 +15,8 @@ namespace PeftSharp.Bench;
 /// [--quant nf4] [--steps 5] [--checkpointing]`: LoRA training steps (forward, loss, backward, AdamW) on a model of that shape
 /// with random f32 weights (the base optionally quantized to NF4 with double quantization and bf16 compute first) and random
 /// token batches. After one warm-up step, times the rest; one JSON line with tokens/s, ms per step, peak RSS and the arena peak.
+/// `--model-dir DIR [--float32]` loads a Hugging Face folder as `peftsharp train` does instead (16-bit weights stay views of
+/// the file unless --float32; with --quant the linears are quantized from them, and their pages released, one at a time).
 /// </summary>
 public static class TrainBench
 {
@@ -30,7 +32,9 @@ public static class TrainBench
         bool checkpointing = args.Contains("--checkpointing");
         if (quant is not (null or "nf4" or "fp4")) throw new ArgumentException($"--quant {quant}: expected nf4 or fp4.");
 
-        var config = ModelBench.Config(name);
+        string? folder = args.Contains("--model-dir") ? Option(args, "--model-dir", "") : null;
+        if (folder != null) name = Path.GetFileName(Path.GetFullPath(folder).TrimEnd('/'));
+        var config = folder == null ? ModelBench.Config(name) : ModelConfig.Load(folder);
         var bnb = new BitsAndBytesConfig
         {
             LoadIn4bit = true, Bnb4bitQuantType = quant ?? "nf4", Bnb4bitUseDoubleQuant = true, Bnb4bitComputeDtype = "bfloat16",
@@ -39,7 +43,9 @@ public static class TrainBench
         // so the peak memory is the 4-bit model's, as when loading a bf16 checkpoint layer by layer.
         var layerRng = new Rng(4);
         var options = quant == null ? null : new LoadOptions { LinearOverride = info => info.IsOutputLayer ? null : RandomQuantized(info, bnb, layerRng) };
-        using var model = CausalLM.CreateRandom(config, new Rng(1), options);
+        using var model = folder == null ? CausalLM.CreateRandom(config, new Rng(1), options)
+            : QuantizedModel.Load(folder, new LoadOptions { Float32 = args.Contains("--float32") });
+        if (folder != null && quant != null) QuantizedModel.QuantizeLinears(model, bnb);
         model.GradientCheckpointing = checkpointing;
         var targets = target == TargetModules.AllLinearKeyword ? TargetModules.AllLinear : TargetModules.FromNames(target.Split(','));
         using var peft = PeftModel.Wrap(model, new LoraConfig { R = r, LoraAlpha = 2 * r, TargetModules = targets }, rng: new Rng(2));
@@ -70,6 +76,7 @@ public static class TrainBench
             batch,
             seq,
             quant = quant ?? "none",
+            base_dtype = folder == null ? "float32 (random)" : args.Contains("--float32") ? "float32" : config.TorchDtype ?? "as stored",
             checkpointing,
             tok_per_s = Math.Round(batch * seq / seconds, 1),
             step_ms = Math.Round(seconds * 1e3, 1),

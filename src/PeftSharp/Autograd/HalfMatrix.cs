@@ -10,8 +10,10 @@ namespace PeftSharp.Autograd;
 /// </summary>
 public sealed unsafe class HalfMatrix
 {
-    public HalfMatrix(string name, int rows, int columns, ushort* data, DType type)
+    /// <param name="releasePages">For a view of a file: drops its pages from resident memory (<see cref="ReleasePages"/>).</param>
+    public HalfMatrix(string name, int rows, int columns, ushort* data, DType type, Action? releasePages = null)
     {
+        _releasePages = releasePages;
         if (type is not (DType.BF16 or DType.F16)) throw new ArgumentException($"{name}: a half matrix is BF16 or F16, not {type}.", nameof(type));
         Name = name;
         Rows = rows;
@@ -20,6 +22,8 @@ public sealed unsafe class HalfMatrix
         DType = type;
     }
 
+    private readonly Action? _releasePages;
+
     public string Name { get; }
     public int Rows { get; }
     public int Columns { get; }
@@ -27,6 +31,12 @@ public sealed unsafe class HalfMatrix
     public DType DType { get; }
     public long Length => (long)Rows * Columns;
     public string ShapeText => $"[{Rows}, {Columns}]";
+
+    /// <summary>
+    /// Once the matrix has been copied or quantized and will not be read again: a view of a file drops its pages
+    /// from the process's resident memory; other storage is left alone.
+    /// </summary>
+    public void ReleasePages() => _releasePages?.Invoke();
 
     /// <summary>Widens rows [row, row + count) into <paramref name="destination"/> (count × Columns f32).</summary>
     public void WidenRows(long row, long count, float* destination)

@@ -123,6 +123,12 @@ public sealed class RunConfig
             throw new PeftSharpException("quantization.load_in_4bit freezes the base in 4 bits, so it needs a lora section to train adapters (QLoRA).");
 
         var training = TrainingArguments.FromJson(sections["training"]);
+        if (quant?.Bool("load_in_4bit", false) == true && sections["training"]["gradient_checkpointing"] == null)
+        {
+            // PEFT's prepare_model_for_kbit_training(use_gradient_checkpointing=True), which QLoRA recipes call.
+            training.GradientCheckpointing = true;
+            notices.Add("load_in_4bit: gradient_checkpointing is on, as prepare_model_for_kbit_training sets it (training.gradient_checkpointing: false turns it off).");
+        }
         var data = DataArguments.FromJson(sections["data"]);
         if (data.TrainFile == null) throw new PeftSharpException("data.train_file is required.");
 

@@ -39,11 +39,18 @@ internal sealed unsafe class WeightSource : IDisposable
         try
         {
             if (_checkpoint == null) Initialize(p, init);
-            else if (!transpose) Find(name, fileShape).ReadFloat32(p.Data);
+            else if (!transpose)
+            {
+                var tensor = Find(name, fileShape);
+                tensor.ReadFloat32(p.Data);
+                tensor.ReleasePages();
+            }
             else
             {
                 using var stored = new NativeBuffer<float>(p.Length, clear: false);
-                Find(name, fileShape).ReadFloat32(stored.Pointer);
+                var tensor = Find(name, fileShape);
+                tensor.ReadFloat32(stored.Pointer);
+                tensor.ReleasePages();
                 int rows = fileShape[0], cols = fileShape[1];
                 for (int r = 0; r < rows; r++)
                     for (int c = 0; c < cols; c++)
@@ -63,7 +70,7 @@ internal sealed unsafe class WeightSource : IDisposable
     {
         if (_checkpoint == null || Options.Float32 || Options.IsTrainable(name)) return null;
         var t = Find(name, [rows, columns]);
-        return t.DType is DType.BF16 or DType.F16 ? new HalfMatrix(name, rows, columns, (ushort*)t.Pointer, t.DType) : null;
+        return t.DType is DType.BF16 or DType.F16 ? new HalfMatrix(name, rows, columns, (ushort*)t.Pointer, t.DType, t.ReleasePages) : null;
     }
 
     private SafetensorsTensor Find(string name, int[] expected)

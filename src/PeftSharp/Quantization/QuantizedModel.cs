@@ -60,6 +60,7 @@ public static unsafe class QuantizedModel
             baseLayer.ReadWeight(weight.Pointer);
             var layer = Linear4Bit.Quantize(info, weight.Pointer, DType.F32, baseLayer.Bias == null ? null : baseLayer.Bias.Data, config);
             slot.Layer = layer;
+            if (baseLayer is HalfLinear half) half.Weight.ReleasePages();
             baseLayer.Dispose();
             quantized.Add(slot.Name);
         }

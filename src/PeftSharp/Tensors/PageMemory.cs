@@ -17,6 +17,8 @@ internal static unsafe class PageMemory
     private const int ProtRead = 1, ProtWrite = 2, MapPrivate = 2, MapAnonymous = 0x20;
     private static readonly delegate* unmanaged<void*, nuint, int, int, int, nint, void*> Map;
     private static readonly delegate* unmanaged<void*, nuint, int> Unmap;
+    private static readonly delegate* unmanaged<void*, nuint, int, int> Advise;
+    private const int AdviseDontNeed = 4;
 
     static PageMemory()
     {
@@ -27,6 +29,7 @@ internal static unsafe class PageMemory
             Map = (delegate* unmanaged<void*, nuint, int, int, int, nint, void*>)map;
             Unmap = (delegate* unmanaged<void*, nuint, int>)unmap;
         }
+        if (NativeLibrary.TryGetExport(libc, "madvise", out var advise)) Advise = (delegate* unmanaged<void*, nuint, int, int>)advise;
     }
 
     public static bool Available => Map != null;
@@ -42,5 +45,19 @@ internal static unsafe class PageMemory
     public static void Free(void* pointer, nuint bytes)
     {
         if (Unmap(pointer, bytes) != 0) throw new InvalidOperationException($"munmap of {bytes:N0} bytes failed.");
+    }
+
+    /// <summary>
+    /// Drops the whole pages inside [<paramref name="start"/>, start + <paramref name="bytes"/>) of a read-only
+    /// file mapping from this process's resident set (madvise DONTNEED): a loader calls it once it has copied or
+    /// quantized a tensor it will not read again, so the file's pages do not stay counted beside the copy. Touching
+    /// them again re-reads the file. Never call it on anonymous memory (its contents would be zeroed).
+    /// </summary>
+    public static void DropFilePages(void* start, long bytes)
+    {
+        if (Advise == null || bytes <= 0) return;
+        const long page = 4096;
+        long first = ((long)start + page - 1) & ~(page - 1), end = ((long)start + bytes) & ~(page - 1);
+        if (end > first) Advise((void*)first, (nuint)(end - first), AdviseDontNeed);
     }
 }

@@ -117,6 +117,13 @@ public class RunConfigTests
     {
         var q = Parse(Seed003 + "\nquantization:\n  load_in_4bit: true\n  bnb_4bit_quant_type: nf4\n  bnb_4bit_use_double_quant: true\n  bnb_4bit_compute_dtype: bfloat16");
         Assert.Equal("qlora", q.Method);
+        // prepare_model_for_kbit_training turns gradient checkpointing on unless the config says otherwise.
+        Assert.True(q.Training.GradientCheckpointing);
+        Assert.Contains(q.Notices, n => n.Contains("gradient_checkpointing is on"));
+        var off = Parse(Seed003 + "\nquantization: {load_in_4bit: true}", "training.gradient_checkpointing=false");
+        Assert.False(off.Training.GradientCheckpointing);
+        Assert.DoesNotContain(off.Notices, n => n.Contains("gradient_checkpointing"));
+        Assert.False(Parse(Seed003).Training.GradientCheckpointing);
         Assert.Contains("needs a lora section", Error("model: {name_or_path: m}\ndata: {train_file: t}\nquantization: {load_in_4bit: true}"));
         Assert.Contains("load_in_8bit is not supported", Error(Seed003 + "\nquantization: {load_in_8bit: true}"));
         Assert.Contains("bnb_4bit_quant_type must be one of \"nf4\", \"fp4\"", Error(Seed003 + "\nquantization: {load_in_4bit: true, bnb_4bit_quant_type: nf8}"));

@@ -67,5 +67,12 @@ public sealed unsafe class SafetensorsTensor
     /// <summary>Writes the tensor's <see cref="ElementCount"/> values as float32 at <paramref name="destination"/>.</summary>
     public void ReadFloat32(float* destination) => Widening.ToFloat32(DType, Pointer, destination, ElementCount);
 
+    /// <summary>
+    /// Drops the tensor's pages from the process's resident memory (the file stays mapped; reading the tensor again
+    /// re-reads them): loaders call it after copying or quantizing a tensor, so a model loaded into f32 or 4 bits
+    /// does not also keep the file's pages resident.
+    /// </summary>
+    public void ReleasePages() => Tensors.PageMemory.DropFilePages(Pointer, ByteLength);
+
     public override string ToString() => $"{Name} {DType.SafetensorsName()}[{string.Join(", ", Shape)}]";
 }
