@@ -27,6 +27,19 @@ public class DynamicMapTests
         Assert.Equal(1, map.ToArray().Count(v => v > 0f && v < 1e-6f));
     }
 
+    [Fact]
+    public void SignedMapIsBitExactWithPyTorchsEvaluation()
+    {
+        string path = Path.Combine(TestAssets.RepoRoot, "tests", "PeftSharp.Tests", "Golden", "quant", "dynamic_map_signed.json");
+        var golden = System.Text.Json.JsonDocument.Parse(File.ReadAllText(path)).RootElement.GetProperty("float32_bits")
+            .EnumerateArray().Select(e => e.GetUInt32()).ToArray();
+        var ours = DynamicMap.Create().Select(BitConverter.SingleToUInt32Bits).ToArray();
+        Assert.Equal(256, golden.Length);
+        var differing = Enumerable.Range(0, 256).Where(i => golden[i] != ours[i]).ToArray();
+        Assert.True(differing.Length == 0, $"{differing.Length} entries differ, first at {differing.FirstOrDefault()}: "
+            + $"{BitConverter.UInt32BitsToSingle(golden[differing.FirstOrDefault()]):R} expected");
+    }
+
     private static void AssertClose(float expected, float actual) =>
         Assert.True(Math.Abs(expected - actual) <= 2e-7 * Math.Abs(expected), $"expected {expected:R}, got {actual:R}");
 
