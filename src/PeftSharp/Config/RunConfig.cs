@@ -46,7 +46,7 @@ public sealed class RunConfig
             new("bnb_4bit_quant_type", ValueKind.Enum, "4-bit code: nf4 (recommended) or fp4", Allowed: ["nf4", "fp4"]),
             new("bnb_4bit_use_double_quant", ValueKind.Bool, "quantize the quantization scales too (saves ~0.37 bit/param)"),
             new("bnb_4bit_compute_dtype", ValueKind.Enum, "dtype of the dequantized weights in the matmul", Allowed: ["float32", "bfloat16", "float16"]),
-            new("bnb_4bit_quant_storage", ValueKind.Enum, "storage element type of packed weights", Allowed: ["uint8"]),
+            new("bnb_4bit_quant_storage", ValueKind.Enum, "element type the packed 4-bit bytes are saved as (the bytes are the same)", Allowed: PeftSharp.Quantization.BitsAndBytesConfig.AllowedQuantStorage),
             new("llm_int8_skip_modules", ValueKind.StringList, "modules kept unquantized (default: the output layer)"),
         ]),
         new("data", "the datasets and SFTConfig's data options", DataArguments.Keys),

@@ -124,6 +124,10 @@ public class RunConfigTests
         Assert.False(off.Training.GradientCheckpointing);
         Assert.DoesNotContain(off.Notices, n => n.Contains("gradient_checkpointing"));
         Assert.False(Parse(Seed003).Training.GradientCheckpointing);
+        // Any storage bitsandbytes accepts (the packed bytes are the same), nothing else.
+        var bf16Storage = Parse(Seed003 + "\nquantization: {load_in_4bit: true, bnb_4bit_quant_storage: bfloat16}");
+        Assert.Equal("bfloat16", PeftSharp.Quantization.BitsAndBytesConfig.FromJson(bf16Storage.Quantization!).Bnb4bitQuantStorage);
+        Assert.Contains("bnb_4bit_quant_storage", Error(Seed003 + "\nquantization: {load_in_4bit: true, bnb_4bit_quant_storage: int4}"));
         Assert.Contains("needs a lora section", Error("model: {name_or_path: m}\ndata: {train_file: t}\nquantization: {load_in_4bit: true}"));
         Assert.Contains("load_in_8bit is not supported", Error(Seed003 + "\nquantization: {load_in_8bit: true}"));
         Assert.Contains("bnb_4bit_quant_type must be one of \"nf4\", \"fp4\"", Error(Seed003 + "\nquantization: {load_in_4bit: true, bnb_4bit_quant_type: nf8}"));
