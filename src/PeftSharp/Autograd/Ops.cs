@@ -246,6 +246,69 @@ public sealed unsafe class Ops(Tape tape)
         return loss;
     }
 
+    /// <summary>
+    /// CrossEntropy(<paramref name="head"/>(<paramref name="hidden"/>), targets), the mean over non-ignored rows, without
+    /// holding the (rows, vocab) logits: each chunk of <paramref name="chunkRows"/> rows gets its logits, its loss and,
+    /// since the loss is the graph's end, its logit gradient and its input gradient at once (the head's own backward
+    /// runs right away, then the chunk's memory is released); backward only scales the saved input gradient.
+    /// The head must hold no trainable parameter (their gradients would be taken before the loss's upstream
+    /// gradient is known); the caller falls back to <see cref="CrossEntropy"/> for one that does.
+    /// </summary>
+    public Tensor CrossEntropyInRowChunks(Tensor hidden, Func<Tensor, Tensor> head, int[] targets, int chunkRows)
+    {
+        int rows = hidden.Rows, columns = hidden.Columns;
+        if (targets.Length != rows) throw new ArgumentException($"CrossEntropyInRowChunks: {targets.Length} targets for {rows} rows.");
+        ArgumentOutOfRangeException.ThrowIfLessThan(chunkRows, 1);
+        bool grad = Tape.AnyRequiresGrad(hidden);
+        var loss = Tape.NewTensor([1], grad);
+        float* dHidden = grad ? Tape.Scratch((long)rows * columns) : null;
+        int total;
+        fixed (int* t = targets) total = Kernels.CrossEntropy.CountTargets(t, rows);
+        double sum = 0;
+        for (int r0 = 0; r0 < rows; r0 += chunkRows)
+        {
+            int n = Math.Min(chunkRows, rows - r0);
+            var mark = Tape.Arena.Mark();
+            int nodes = Tape.NodeCount;
+            var x = new Tensor([n, columns], hidden.Data + (long)r0 * columns, grad);
+            var logits = head(x);
+            if (logits.Rows != n) throw new InvalidOperationException($"The head returned {logits.ShapeText} for {n} rows.");
+            int vocab = logits.Columns;
+            float* losses = Tape.Scratch(n), lse = Tape.Scratch(n);
+            fixed (int* t = targets)
+            {
+                int* chunkTargets = t + r0;
+                Kernels.CrossEntropy.Forward(logits.Data, chunkTargets, losses, lse, n, vocab);
+                for (int i = 0; i < n; i++)
+                    if (chunkTargets[i] != Kernels.CrossEntropy.IgnoreIndex) sum += losses[i];
+                if (grad)
+                {
+                    float* dx = dHidden + (long)r0 * columns;
+                    int valid = Kernels.CrossEntropy.CountTargets(chunkTargets, n);
+                    if (logits.RequiresGrad && valid > 0)
+                    {
+                        // Backward divides by the chunk's count: d(chunk mean)·valid/total = d(overall mean).
+                        Kernels.CrossEntropy.Backward(logits.Data, chunkTargets, lse, (float)valid / total, logits.Data, n, vocab, accumulate: false);
+                        logits.Grad = logits.Data;
+                    }
+                    Tape.BackwardNow(nodes);
+                    if (x.Grad != null) Buffer.MemoryCopy(x.Grad, dx, (long)n * columns * sizeof(float), (long)n * columns * sizeof(float));
+                    else new Span<float>(dx, n * columns).Clear();
+                }
+            }
+            if (Tape.NodeCount != nodes) throw new InvalidOperationException("The head recorded backward nodes that did not run.");
+            Tape.Arena.Release(mark);
+        }
+        *loss.Data = total == 0 ? 0f : (float)(sum / total);
+        if (grad)
+            Tape.Record(() =>
+            {
+                if (loss.Grad == null) return;
+                Elementwise.Axpy((long)rows * columns, *loss.Grad, dHidden, Tape.GradOf(hidden));
+            });
+        return loss;
+    }
+
     /// <summary>A view with another shape over the same data and gradient (no copy, no node).</summary>
     public static Tensor Reshape(Tensor x, params int[] shape)
     {

@@ -135,6 +135,16 @@ public sealed unsafe class Tape : IDisposable
         }
     }
 
+    /// <summary>
+    /// Runs the backward nodes recorded since there were <paramref name="nodes"/> at once, newest first, and drops
+    /// them: for a part of the graph whose output gradient is already known during forward (a loss chunk).
+    /// </summary>
+    internal void BackwardNow(int nodes)
+    {
+        for (int i = _backward.Count - 1; i >= nodes; i--) _backward[i]();
+        _backward.RemoveRange(nodes, _backward.Count - nodes);
+    }
+
     /// <summary>Called by ops before they draw from <paramref name="rng"/>: logs its state inside a checkpointed forward, restores it when recomputing.</summary>
     internal void BeforeRandomDraw(Rng rng)
     {

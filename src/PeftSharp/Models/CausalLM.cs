@@ -102,15 +102,44 @@ public abstract unsafe class CausalLM : ICausalLM
 
     /// <summary>
     /// The causal-LM loss. Without gradients (evaluation) the logits are computed and scored a block of vocabulary
-    /// columns at a time (<see cref="ScoreNextTokens"/>), so they are never held whole.
+    /// columns at a time (<see cref="ScoreNextTokens"/>), so they are never held whole; in training, a frozen output
+    /// layer whose logits would exceed <see cref="LossLogitsBudget"/> goes by row chunks (<see cref="LossChunkRows"/>).
     /// </summary>
     public Tensor Loss(Ops ops, TokenBatch batch)
     {
-        if (ops.Tape.GradEnabled) return ops.CrossEntropy(Forward(ops, batch), ShiftedTargets(batch), overwriteLogits: true);
+        if (ops.Tape.GradEnabled)
+        {
+            Validate(batch);
+            var positions = batch.PositionIds ?? DefaultPositions(batch.Batch, batch.SeqLen);
+            var context = new SequenceAttention(batch.Batch, batch.SeqLen, positions, batch.AttentionMask, batch.SegmentIds);
+            var hidden = Hidden(ops, batch.InputIds, context);
+            var head = _slots[^1].Layer;
+            int chunk = LossChunkRows(hidden.Rows, VocabSize);
+            if (chunk < hidden.Rows && !head.Parameters.Any(p => p.RequiresGrad))
+                return ops.CrossEntropyInRowChunks(hidden, x => head.Forward(ops, x), ShiftedTargets(batch), chunk);
+            return ops.CrossEntropy(head.Forward(ops, hidden), ShiftedTargets(batch), overwriteLogits: true);
+        }
         int rows = batch.Batch * batch.SeqLen;
         var loss = ops.Tape.NewTensor([1], requiresGrad: false);
         *loss.Data = ScoreNextTokens(ops, batch, ShiftedTargets(batch), new float[rows], new int[rows]);
         return loss;
+    }
+
+    /// <summary>Logits a training loss holds at most at once (256 MiB of f32) before it goes by row chunks.</summary>
+    public const long LossLogitsBudget = 1L << 26;
+
+    /// <summary>Smallest row chunk: below it, re-packing the output layer's weight for every chunk costs more than it saves.</summary>
+    public const int MinLossChunkRows = 512;
+
+    /// <summary>
+    /// Rows per chunk of the training loss (<see cref="Ops.CrossEntropyInRowChunks"/>): all of them while their logits fit
+    /// <see cref="LossLogitsBudget"/>, else as many as fit, at least <see cref="MinLossChunkRows"/>. A frozen output layer over a
+    /// large vocabulary (Qwen2's 151,936 × 2,048 tokens: 1.2 GB of logits) then holds a chunk's logits instead of all of them.
+    /// </summary>
+    public static int LossChunkRows(int rows, int vocab)
+    {
+        if ((long)rows * vocab <= LossLogitsBudget) return rows;
+        return (int)Math.Min(rows, Math.Max(MinLossChunkRows, LossLogitsBudget / vocab));
     }
 
     /// <summary>

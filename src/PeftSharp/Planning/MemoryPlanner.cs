@@ -63,8 +63,8 @@ public static class MemoryPlanner
         long loraRanks = matched.Sum(m => (long)lora.RankFor(m.Name));
         long actFull = ActivationBytes(skeleton.Config, tokens, loraRanks, checkpointing: false);
         long actCkpt = ActivationBytes(skeleton.Config, tokens, loraRanks, checkpointing: true);
-        long actBase = ActivationBytes(skeleton.Config, tokens, 0, checkpointing: false);
-        long actBaseCkpt = ActivationBytes(skeleton.Config, tokens, 0, checkpointing: true);
+        long actBase = ActivationBytes(skeleton.Config, tokens, 0, checkpointing: false, trainableHead: true);
+        long actBaseCkpt = ActivationBytes(skeleton.Config, tokens, 0, checkpointing: true, trainableHead: true);
 
         var estimates = new List<MemoryEstimate>
         {
@@ -116,12 +116,12 @@ public static class MemoryPlanner
     /// output and that output's gradient, plus one layer's activations (and a copy of its input's gradient)
     /// while it is recomputed in backward.
     /// </summary>
-    public static long ActivationBytes(ModelConfig config, long tokens, long loraRanks, bool checkpointing)
+    public static long ActivationBytes(ModelConfig config, long tokens, long loraRanks, bool checkpointing, bool trainableHead = false)
     {
         long layers = config.LayerCount, hidden = config.HiddenSize;
         long layerFloats = 2 * PerLayerFloatsPerToken(config) * tokens + LayerStatsFloats(config, tokens);
         long loraFloats = 2 * tokens * loraRanks;
-        long outerFloats = OuterFloatsPerToken(config) * tokens;
+        long outerFloats = OuterFloatsPerToken(config) * tokens + LossFloats(config, tokens, trainableHead);
         if (!checkpointing) return 4 * (layers * layerFloats + loraFloats + outerFloats);
         return 4 * (layers * 2 * tokens * hidden + layerFloats + tokens * hidden + loraFloats / Math.Max(1, layers) + outerFloats);
     }
@@ -161,6 +161,16 @@ public static class MemoryPlanner
         long e = config.HiddenSize;
         long embeddings = config is Gpt2Config ? 3 * e : e;
         long finalNorm = 2 * e + (config is Gpt2Config ? 2 : 1);
-        return embeddings + finalNorm + config.VocabSize + 2;
+        return embeddings + finalNorm + 2;
+    }
+
+    /// <summary>
+    /// The logits (their gradient is written over them), or with a row-chunked loss (a frozen output layer) (<see cref="Models.CausalLM.LossChunkRows"/>)
+    /// one chunk's logits, its input gradient and the saved input gradient of every row.
+    /// </summary>
+    private static long LossFloats(ModelConfig config, long tokens, bool trainableHead)
+    {
+        long chunk = trainableHead ? tokens : Models.CausalLM.LossChunkRows((int)Math.Min(int.MaxValue, tokens), config.VocabSize);
+        return chunk >= tokens ? tokens * config.VocabSize : chunk * config.VocabSize + (chunk + tokens) * config.HiddenSize;
     }
 }
