@@ -24,12 +24,15 @@ public sealed class GenerateArgs
     public ulong? Seed { get; init; }
     public bool Chat { get; init; }
     public bool OutputIds { get; init; }
+    /// <summary>Stop strings (transformers' stop_strings): generation ends at the first one; the text is cut before it.</summary>
+    public IReadOnlyList<string> Stop { get; init; } = [];
 }
 
 /// <summary>
 /// `peftsharp generate --model DIR [--adapter DIR] --prompt TEXT | --prompt-ids 1,2,3 [--chat] [--output-ids]
-/// [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S]`:
-/// prints the continuation as it is generated. Defaults come from the model's generation_config.json;
+/// [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--repetition-penalty R] [--seed S] [--stop TEXT]...`:
+/// prints the continuation as it is generated (with stop strings, holding back the last characters that could
+/// still belong to one). Defaults come from the model's generation_config.json;
 /// passing --temperature (above 0), --top-k or --top-p turns sampling on, --temperature 0 forces greedy.
 /// </summary>
 public static class GenerateCommand
@@ -51,8 +54,9 @@ public static class GenerateCommand
         var seed = new Option<ulong?>("--seed") { Description = "Sampling seed (default: random)." };
         var chat = new Option<bool>("--chat") { Description = "Wrap the prompt in the model's chat template as a user message." };
         var outputIds = new Option<bool>("--output-ids") { Description = "Print the generated token ids as a JSON array instead of text." };
+        var stop = new Option<string[]>("--stop") { Description = "Stop when the text contains this string (cut before it); repeat for several." };
         var command = new Command("generate", "Generate a continuation of a prompt with a model (and optionally an adapter).");
-        foreach (var option in new Option[] { model, adapter, prompt, promptIds, maxNew, temperature, topK, topP, penalty, seed, chat, outputIds })
+        foreach (var option in new Option[] { model, adapter, prompt, promptIds, maxNew, temperature, topK, topP, penalty, seed, chat, outputIds, stop })
             command.Options.Add(option);
         command.SetAction(parseResult =>
         {
@@ -70,6 +74,7 @@ public static class GenerateCommand
                 Seed = parseResult.GetValue(seed),
                 Chat = parseResult.GetValue(chat),
                 OutputIds = parseResult.GetValue(outputIds),
+                Stop = parseResult.GetValue(stop) ?? [],
             };
             Run(args, ModelLoading.Load, Console.Out);
         });
@@ -101,7 +106,8 @@ public static class GenerateCommand
             throw new PeftSharpException("give the prompt either as text (--prompt) or as token ids (--prompt-ids), not both.");
         if (args.Chat && args.Prompt == null) throw new PeftSharpException("--chat needs a text prompt (--prompt).");
         string folder = ModelFolder.Resolve(args.Model);
-        bool needsTokenizer = args.Prompt != null || !args.OutputIds;
+        if (args.Stop.Any(string.IsNullOrEmpty)) throw new PeftSharpException("--stop: a stop string must not be empty.");
+        bool needsTokenizer = args.Prompt != null || !args.OutputIds || args.Stop.Count > 0;
         Tokenizer? tokenizer = needsTokenizer ? LoadTokenizer(folder) : null;
         int[] promptIds = args.PromptIds ?? EncodePrompt(tokenizer!, folder, args.Prompt!, args.Chat);
 
@@ -116,13 +122,31 @@ public static class GenerateCommand
             options.MaxNewTokens = Math.Min(options.MaxNewTokens, room);
 
             using var session = model.StartDecoding(1, promptIds.Length + options.MaxNewTokens);
-            var streamer = args.OutputIds ? null : new StreamingDecoder(ids => tokenizer!.Decode(ids, skipSpecialTokens: true));
+            string Decode(int[] ids) => tokenizer!.Decode(ids, skipSpecialTokens: true);
+            var streamer = args.OutputIds ? null : new StreamingDecoder(Decode);
+            // The stop check sees the same text the streamer prints (multi-byte characters completed first).
+            var stopDecoder = options.StopStrings.Count > 0 ? new StreamingDecoder(Decode) : null;
+            // onToken runs before the stop check sees the token: a stop string it completes lies in the last
+            // (longest stop) characters, so those wait until the next token or the end.
+            int holdBack = options.StopStrings.Count == 0 ? 0 : options.StopStrings.Max(t => t.Length);
+            var pending = new System.Text.StringBuilder();
+            int printed = 0;
             var result = Generator.Generate(session, [promptIds], options, onToken: streamer == null ? null : (_, id) =>
             {
-                output.Write(streamer.Push(id));
+                pending.Append(streamer.Push(id));
+                if (pending.Length <= holdBack) return;
+                string ready = pending.ToString(0, pending.Length - holdBack);
+                pending.Remove(0, ready.Length);
+                printed += ready.Length;
+                output.Write(ready);
                 output.Flush();
-            })[0];
-            if (streamer != null) output.WriteLine(streamer.Flush());
+            }, decodeForStops: stopDecoder == null ? null : id => stopDecoder.Push(id))[0];
+            if (streamer != null)
+            {
+                pending.Append(streamer.Flush());
+                string rest = result.Reason == FinishReason.StopString ? result.Text![Math.Min(printed, result.Text!.Length)..] : pending.ToString();
+                output.WriteLine(rest);
+            }
             else output.WriteLine("[" + string.Join(",", result.Tokens) + "]");
             output.Flush();
             return result;
@@ -180,6 +204,7 @@ public static class GenerateCommand
             options.DoSample |= args.Temperature is not 0.0;
         }
         if (args.RepetitionPenalty is double r) options.RepetitionPenalty = r;
+        if (args.Stop.Count > 0) options.StopStrings = args.Stop.ToArray();
         options.Seed = args.Seed ?? BitConverter.ToUInt64(System.Security.Cryptography.RandomNumberGenerator.GetBytes(8));
         options.Validate();
         return options;

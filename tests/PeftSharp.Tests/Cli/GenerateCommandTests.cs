@@ -99,6 +99,34 @@ public sealed class GenerateCommandTests : IDisposable
         Assert.True(output.Pieces.Count > 1, "the continuation should be written as it is generated, in several pieces");
     }
 
+    [Theory]
+    [InlineData(3)]
+    [InlineData(7)]
+    public void StopStringsEndTheTextBeforeThemAndAreNeverPrinted(int at)
+    {
+        string folder = TinyFolder("gpt2");
+        var tokenizer = Tokenizer.FromFolder(folder);
+        var config = ModelConfig.Load(folder);
+        var free = GenerateCommand.Run(new GenerateArgs { Model = folder, Prompt = "The cat sat", MaxNewTokens = 12, Temperature = 0 },
+            _ => new FakeCausalLM(config), TextWriter.Null);
+        string text = tokenizer.Decode(free.Tokens, skipSpecialTokens: true);
+        // A stop string made of the text of two generated tokens, starting with token `at`.
+        string before = tokenizer.Decode(free.Tokens[..at], skipSpecialTokens: true);
+        string stop = tokenizer.Decode(free.Tokens[..(at + 2)], skipSpecialTokens: true)[before.Length..];
+        Assert.False(string.IsNullOrWhiteSpace(stop));
+        int cut = text.IndexOf(stop, StringComparison.Ordinal);
+
+        var output = new RecordingWriter();
+        var result = GenerateCommand.Run(new GenerateArgs { Model = folder, Prompt = "The cat sat", MaxNewTokens = 12, Temperature = 0, Stop = ["never appears", stop] },
+            _ => new FakeCausalLM(config), output);
+        Assert.Equal(FinishReason.StopString, result.Reason);
+        Assert.Equal(text[..cut], result.Text);
+        Assert.Equal(text[..cut] + Environment.NewLine, output.ToString());
+        Assert.DoesNotContain(output.Pieces, piece => piece.Contains(stop, StringComparison.Ordinal));
+        Assert.Throws<PeftSharpException>(() => GenerateCommand.Run(new GenerateArgs { Model = folder, Prompt = "x", Stop = [""] },
+            _ => new FakeCausalLM(config), TextWriter.Null));
+    }
+
     [Fact]
     public void ChatPromptGoesThroughTheChatTemplate()
     {
