@@ -70,7 +70,8 @@ public static class MemoryPlanner
         {
             new("full", total, total * 4, total * 4, total * 8, actBase, actBaseCkpt),
             new("lora", loraParams, total * request.StoredBytesPerParameter + loraParams * 4, loraParams * 4, loraParams * 8, actFull, actCkpt),
-            new("qlora", loraParams, (long)Math.Ceiling(linearWeights * Nf4DoubleQuantBits / 8) + otherParams * 4 + loraParams * 4,
+            // Embeddings and the output layer are not quantized and stay in their stored dtype (views of the file).
+            new("qlora", loraParams, (long)Math.Ceiling(linearWeights * Nf4DoubleQuantBits / 8) + otherParams * request.StoredBytesPerParameter + loraParams * 4,
                 loraParams * 4, loraParams * 8, actFull, actCkpt),
         };
 
@@ -119,11 +120,25 @@ public static class MemoryPlanner
     public static long ActivationBytes(ModelConfig config, long tokens, long loraRanks, bool checkpointing, bool trainableHead = false)
     {
         long layers = config.LayerCount, hidden = config.HiddenSize;
-        long layerFloats = 2 * PerLayerFloatsPerToken(config) * tokens + LayerStatsFloats(config, tokens);
+        long layerForward = PerLayerFloatsPerToken(config) * tokens + LayerStatsFloats(config, tokens);
+        long layerFloats = layerForward + PerLayerFloatsPerToken(config) * tokens;
         long loraFloats = 2 * tokens * loraRanks;
-        long outerFloats = OuterFloatsPerToken(config) * tokens + LossFloats(config, tokens, trainableHead);
-        if (!checkpointing) return 4 * (layers * layerFloats + loraFloats + outerFloats);
-        return 4 * (layers * 2 * tokens * hidden + layerFloats + tokens * hidden + loraFloats / Math.Max(1, layers) + outerFloats);
+        long outerFloats = OuterFloatsPerToken(config) * tokens;
+        var (logits, lossForward, lossSaved) = LossFloats(config, tokens, trainableHead);
+        // The peak is where backward holds the most; a row-chunked loss peaks in forward instead, holding one
+        // chunk of logits, and is gone (but for the saved input gradient) before backward allocates gradients.
+        long forward, backward;
+        if (!checkpointing)
+        {
+            forward = layers * layerForward + loraFloats / 2 + outerFloats + lossForward;
+            backward = layers * layerFloats + loraFloats + outerFloats + logits + lossSaved;
+        }
+        else
+        {
+            forward = layers * tokens * hidden + outerFloats + lossForward;
+            backward = layers * 2 * tokens * hidden + layerFloats + tokens * hidden + loraFloats / Math.Max(1, layers) + outerFloats + logits + lossSaved;
+        }
+        return 4 * Math.Max(forward, backward);
     }
 
     /// <summary>Floats per token that a decoder layer's forward produces (each op output once).</summary>
@@ -165,12 +180,15 @@ public static class MemoryPlanner
     }
 
     /// <summary>
-    /// The logits (their gradient is written over them), or with a row-chunked loss (a frozen output layer) (<see cref="Models.CausalLM.LossChunkRows"/>)
-    /// one chunk's logits, its input gradient and the saved input gradient of every row.
+    /// The loss's floats: the logits (their gradient is written over them), held through backward; or, with a row-chunked
+    /// loss (a frozen output layer past <see cref="Models.CausalLM.LossLogitsBudget"/>), one chunk's logits and input
+    /// gradient plus every row's saved input gradient in forward, and only the latter in backward.
     /// </summary>
-    private static long LossFloats(ModelConfig config, long tokens, bool trainableHead)
+    private static (long Logits, long Forward, long Saved) LossFloats(ModelConfig config, long tokens, bool trainableHead)
     {
         long chunk = trainableHead ? tokens : Models.CausalLM.LossChunkRows((int)Math.Min(int.MaxValue, tokens), config.VocabSize);
-        return chunk >= tokens ? tokens * config.VocabSize : chunk * config.VocabSize + (chunk + tokens) * config.HiddenSize;
+        if (chunk >= tokens) return (tokens * config.VocabSize, 0, 0);
+        long saved = tokens * config.HiddenSize;
+        return (0, chunk * config.VocabSize + chunk * config.HiddenSize + saved, saved);
     }
 }

@@ -31,7 +31,8 @@ public class MemoryPlannerTests
         long linear = skeleton.Linears.Where(l => !l.IsOutputLayer).Sum(l => (long)l.InFeatures * l.OutFeatures);
         long other = skeleton.ParameterCount - linear;
         long lora = q.TrainableParameters;
-        double bitsPerLinear = (q.Weights - other * 4 - lora * 4) * 8.0 / linear;
+        // Embeddings and lm_head stay bf16 (2 bytes, the request's default stored dtype), adapters f32.
+        double bitsPerLinear = (q.Weights - other * 2 - lora * 4) * 8.0 / linear;
         Assert.InRange(bitsPerLinear, 4.12, 4.13);
     }
 
