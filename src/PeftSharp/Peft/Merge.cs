@@ -135,7 +135,9 @@ public sealed partial class PeftModel
         switch (s.Layer)
         {
             case LoraLinear l when !l.AdaptersDisabled && !l.Merged:
-                w = l.MergedWeight(l.ActiveAdapters);
+                var merged = scratch.Weight(count).AsSpan(0, count);
+                l.MergedWeight(l.ActiveAdapters, merged, scratch.Transposed(count));
+                w = merged;
                 break;
             case ModulesToSaveLinear m when !m.AdaptersDisabled && m.ActiveAdapter != null:
                 w = m.Copies[m.ActiveAdapter].Weight.AsSpan();
@@ -164,7 +166,11 @@ public sealed partial class PeftModel
         return w;
     }
 
-    /// <summary>Buffers reused from tensor to tensor while a merged model is written (one tensor is written at a time).</summary>
+    /// <summary>
+    /// Buffers reused from tensor to tensor while a merged model is written (one tensor is written at a time), so
+    /// that writing allocates about two of the largest weight instead of garbage for every layer. "Transposed" also
+    /// holds ΔW while a LoRA weight is merged (before the transpose needs it).
+    /// </summary>
     private sealed class MergeScratch
     {
         private float[] _weight = [], _transposed = [];
