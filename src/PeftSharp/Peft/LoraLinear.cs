@@ -313,18 +313,28 @@ public sealed unsafe class LoraLinear : IWrappedLinear
     /// </summary>
     public float[] MergedWeight(IEnumerable<string> names)
     {
-        int n = Info.OutFeatures, k = Info.InFeatures;
-        var w = new float[(long)n * k];
-        fixed (float* pw = w) BaseLayer.ReadWeight(pw);
-        foreach (var name in names) FoldInto(w, name, out _);
+        var w = new float[(long)Info.OutFeatures * Info.InFeatures];
+        MergedWeight(names, w, new float[w.Length]);
         return w;
     }
 
-    private void FoldInto(float[] w, string name, out float[]? doraNorm)
+    /// <summary>
+    /// <see cref="MergedWeight(IEnumerable{string})"/> into <paramref name="destination"/> (out·in floats), with
+    /// <paramref name="scratch"/> (at least out·in floats) holding each ΔW: for writers that reuse their buffers from layer to layer.
+    /// </summary>
+    public void MergedWeight(IEnumerable<string> names, Span<float> destination, Span<float> scratch)
+    {
+        long count = (long)Info.OutFeatures * Info.InFeatures;
+        if (destination.Length != count || scratch.Length < count)
+            throw new ArgumentException($"{Info.Name}: the merged weight needs {count} floats and as many scratch floats, got {destination.Length} and {scratch.Length}.");
+        fixed (float* pw = destination) BaseLayer.ReadWeight(pw);
+        foreach (var name in names) FoldInto(destination, scratch[..destination.Length], name, out _);
+    }
+
+    private void FoldInto(Span<float> w, Span<float> delta, string name, out float[]? doraNorm)
     {
         var ad = this[name];
         int n = Info.OutFeatures, k = Info.InFeatures;
-        var delta = new float[w.Length];
         fixed (float* pd = delta) DeltaWeight(name, pd);
         TensorPrimitives.Add(w, delta, w);
         doraNorm = null;
@@ -333,7 +343,7 @@ public sealed unsafe class LoraLinear : IWrappedLinear
             doraNorm = new float[n];
             for (int i = 0; i < n; i++)
             {
-                var row = w.AsSpan(i * k, k);
+                var row = w.Slice(i * k, k);
                 doraNorm[i] = TensorPrimitives.Norm(row);
                 TensorPrimitives.Multiply(row, ad.Magnitude!.Data[i] / doraNorm[i], row);
             }
@@ -358,10 +368,11 @@ public sealed unsafe class LoraLinear : IWrappedLinear
         int n = Info.OutFeatures, k = Info.InFeatures;
         var current = new float[(long)n * k];
         fixed (float* pc = current) BaseLayer.ReadWeight(pc);
+        var delta = new float[current.Length];
         foreach (var name in list)
         {
             var w = (float[])current.Clone();
-            FoldInto(w, name, out var norm);
+            FoldInto(w, delta, name, out var norm);
             SetWeight(current, w);
             current = w;
             if (norm != null) _mergedDoraNorms[name] = norm;

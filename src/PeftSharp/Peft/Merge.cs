@@ -68,55 +68,53 @@ public sealed partial class PeftModel
     /// (torch_dtype set to <paramref name="dtype"/>) and model.safetensors (sharded past 5 GB) in
     /// transformers' names and layouts (GPT-2's Conv1D weights [in, out]), plus the tokenizer and
     /// generation files of <paramref name="sourceModelDirectory"/> when given. The model itself is
-    /// not changed, so this works on 4-bit bases too.
+    /// not changed, so this works on 4-bit bases too. Each weight is merged, checked, transposed and
+    /// converted when the writer reaches it (<see cref="SafetensorsEntry.FromWriter"/>), so one tensor at
+    /// a time is held beside the model. When a merged weight is not finite, the
+    /// <see cref="PeftSharpException"/> leaves no weights file or config.json behind (config.json is
+    /// written after the weights).
     /// </summary>
-    public unsafe void SaveMerged(string outputDirectory, DType dtype = DType.F32, string? sourceModelDirectory = null)
+    public void SaveMerged(string outputDirectory, DType dtype = DType.F32, string? sourceModelDirectory = null)
     {
         if (dtype is not (DType.F32 or DType.BF16 or DType.F16)) throw new PeftSharpException($"merge: dtype must be f32, bf16 or f16, got {dtype}.");
         var entries = new List<SafetensorsEntry>();
         var written = new HashSet<string>(StringComparer.Ordinal);
+        var scratch = new MergeScratch();
         var slotParams = new HashSet<Parameter>(ReferenceEqualityComparer.Instance);
         foreach (var s in Model.Linears) slotParams.UnionWith(s.Layer.Parameters);
         foreach (var p in Model.Parameters)
             if (!slotParams.Contains(p) && written.Add(p.Name))
-                entries.Add(Entry(p.Name, p.Shape, p.AsSpan(), dtype));
+                entries.Add(Entry(p.Name, p.Shape, dtype, scratch, _ => p.AsSpan()));
         foreach (var s in Model.Linears)
         {
             var info = s.Info;
-            float[] w;
-            Parameter? bias = s.Base.Bias;
-            switch (s.Layer)
+            Parameter? bias = s.Layer switch
             {
-                case LoraLinear l when !l.AdaptersDisabled && !l.Merged:
-                    w = l.MergedWeight(l.ActiveAdapters);
-                    bias = l.TrainableBias ?? bias;
-                    break;
-                case LoraLinear l:
-                    w = ReadWeight(l.BaseLayer);
-                    bias = l.TrainableBias ?? bias;
-                    break;
-                case ModulesToSaveLinear m when !m.AdaptersDisabled && m.ActiveAdapter != null:
-                    var copy = m.Copies[m.ActiveAdapter];
-                    w = copy.Weight.AsSpan().ToArray();
-                    bias = copy.Bias;
-                    break;
-                default:
-                    w = ReadWeight(s.Base);
-                    break;
-            }
-            foreach (float v in w)
-                if (!float.IsFinite(v)) throw new PeftSharpException($"merge: the merged weight of {info.Name} has NaN or infinite values; the adapter seems to be broken.");
+                LoraLinear l => l.TrainableBias ?? s.Base.Bias,
+                ModulesToSaveLinear m when !m.AdaptersDisabled && m.ActiveAdapter != null => m.Copies[m.ActiveAdapter].Bias,
+                _ => s.Base.Bias,
+            };
             string weightName = s.Base.Parameters.FirstOrDefault(p => !ReferenceEquals(p, s.Base.Bias))?.Name ?? info.Name + ".weight";
             if (written.Add(weightName))
             {
                 int[] shape = info.IsConv1D ? [info.InFeatures, info.OutFeatures] : [info.OutFeatures, info.InFeatures];
-                entries.Add(Entry(weightName, shape, info.IsConv1D ? Transpose(w, info.OutFeatures, info.InFeatures) : w, dtype));
+                var slot = s;
+                entries.Add(Entry(weightName, shape, dtype, scratch, sc => MergedWeight(slot, sc)));
             }
             if (bias != null && written.Add(info.Name + ".bias"))
-                entries.Add(Entry(info.Name + ".bias", [info.OutFeatures], bias.AsSpan(), dtype));
+                entries.Add(Entry(info.Name + ".bias", [info.OutFeatures], dtype, scratch, _ => bias.AsSpan()));
         }
+        bool created = !Directory.Exists(outputDirectory);
         Directory.CreateDirectory(outputDirectory);
-        SafetensorsShardWriter.Write(outputDirectory, entries);
+        try
+        {
+            SafetensorsShardWriter.Write(outputDirectory, entries);
+        }
+        catch
+        {
+            if (created && !Directory.EnumerateFileSystemEntries(outputDirectory).Any()) Directory.Delete(outputDirectory);
+            throw;
+        }
         var config = Model.Config.ToJson();
         config["torch_dtype"] = dtype switch { DType.BF16 => "bfloat16", DType.F16 => "float16", _ => "float32" };
         PythonJson.WriteFile(Path.Combine(outputDirectory, Formats.HfConfig.ModelConfig.FileName), config);
@@ -128,6 +126,39 @@ public sealed partial class PeftModel
             }
     }
 
+    /// <summary>The weight of <paramref name="s"/> as transformers stores it (merged, Conv1D transposed to [in, out]), checked finite.</summary>
+    private static unsafe ReadOnlySpan<float> MergedWeight(LinearSlot s, MergeScratch scratch)
+    {
+        var info = s.Info;
+        int count = checked(info.OutFeatures * info.InFeatures);
+        ReadOnlySpan<float> w;
+        switch (s.Layer)
+        {
+            case LoraLinear l when !l.AdaptersDisabled && !l.Merged:
+                var merged = scratch.Weight(count).AsSpan(0, count);
+                l.MergedWeight(l.ActiveAdapters, merged, scratch.Transposed(count));
+                w = merged;
+                break;
+            case ModulesToSaveLinear m when !m.AdaptersDisabled && m.ActiveAdapter != null:
+                w = m.Copies[m.ActiveAdapter].Weight.AsSpan();
+                break;
+            default:
+                var layer = s.Layer is LoraLinear lora ? lora.BaseLayer : s.Base;
+                var buffer = scratch.Weight(count);
+                fixed (float* p = buffer) layer.ReadWeight(p);
+                w = buffer.AsSpan(0, count);
+                break;
+        }
+        foreach (float v in w)
+            if (!float.IsFinite(v)) throw new PeftSharpException($"merge: the merged weight of {info.Name} has NaN or infinite values; the adapter seems to be broken.");
+        if (!info.IsConv1D) return w;
+        var t = scratch.Transposed(count);
+        int rows = info.OutFeatures, cols = info.InFeatures;
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < cols; j++) t[(long)j * rows + i] = w[i * cols + j];
+        return t.AsSpan(0, count);
+    }
+
     private static unsafe float[] ReadWeight(IBaseLinear layer)
     {
         var w = new float[(long)layer.Info.OutFeatures * layer.Info.InFeatures];
@@ -135,25 +166,45 @@ public sealed partial class PeftModel
         return w;
     }
 
-    private static float[] Transpose(float[] w, int rows, int cols)
+    /// <summary>
+    /// Buffers reused from tensor to tensor while a merged model is written (one tensor is written at a time), so
+    /// that writing allocates about two of the largest weight instead of garbage for every layer. "Transposed" also
+    /// holds ΔW while a LoRA weight is merged (before the transpose needs it).
+    /// </summary>
+    private sealed class MergeScratch
     {
-        var t = new float[w.Length];
-        for (int i = 0; i < rows; i++)
-            for (int j = 0; j < cols; j++) t[(long)j * rows + i] = w[(long)i * cols + j];
-        return t;
+        private float[] _weight = [], _transposed = [];
+
+        /// <summary>Narrowed bytes of one chunk of floats.</summary>
+        public byte[] Narrow { get; } = new byte[2 * ChunkFloats];
+
+        public float[] Weight(int count) => _weight.Length >= count ? _weight : _weight = new float[count];
+        public float[] Transposed(int count) => _transposed.Length >= count ? _transposed : _transposed = new float[count];
     }
 
-    private static unsafe SafetensorsEntry Entry(string name, int[] shape, ReadOnlySpan<float> values, DType dtype)
+    /// <summary>Floats converted and written at a time.</summary>
+    private const int ChunkFloats = 1 << 16;
+
+    private delegate ReadOnlySpan<float> FloatSource(MergeScratch scratch);
+
+    /// <summary>A tensor stored as <paramref name="dtype"/> whose float32 values <paramref name="values"/> gives when the writer reaches it.</summary>
+    private static SafetensorsEntry Entry(string name, int[] shape, DType dtype, MergeScratch scratch, FloatSource values) =>
+        SafetensorsEntry.FromWriter(name, dtype, shape.Select(d => (long)d).ToArray(), stream => WriteAs(stream, values(scratch), dtype, scratch.Narrow));
+
+    /// <summary>Writes <paramref name="values"/> as <paramref name="dtype"/> (bf16/f16 rounded to nearest even), a chunk at a time.</summary>
+    private static unsafe void WriteAs(Stream stream, ReadOnlySpan<float> values, DType dtype, byte[] narrow)
     {
-        long[] dims = shape.Select(d => (long)d).ToArray();
-        if (dtype == DType.F32) return SafetensorsEntry.FromFloat32(name, dims, values.ToArray());
-        var bytes = new byte[values.Length * 2];
-        fixed (float* src = values)
-        fixed (byte* dst = bytes)
+        for (int done = 0; done < values.Length; done += ChunkFloats)
         {
-            if (dtype == DType.BF16) Precision.F32ToBf16(src, (ushort*)dst, values.Length);
-            else Precision.F32ToF16(src, (Half*)dst, values.Length);
+            var chunk = values.Slice(done, Math.Min(ChunkFloats, values.Length - done));
+            if (dtype == DType.F32) { stream.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(chunk)); continue; }
+            fixed (float* src = chunk)
+            fixed (byte* dst = narrow)
+            {
+                if (dtype == DType.BF16) Precision.F32ToBf16(src, (ushort*)dst, chunk.Length);
+                else Precision.F32ToF16(src, (Half*)dst, chunk.Length);
+            }
+            stream.Write(narrow, 0, 2 * chunk.Length);
         }
-        return SafetensorsEntry.FromBytes(name, dtype, dims, bytes);
     }
 }

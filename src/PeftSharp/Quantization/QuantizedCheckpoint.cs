@@ -54,8 +54,19 @@ public static unsafe class QuantizedCheckpoint
                     entries.Add(SafetensorsEntry.FromTensor(tensor));
                     continue;
                 }
-                using var q = QuantizeWeight(tensor, info, config);
-                foreach (var t in q.ToNamedTensors(tensor.Name, storage))
+                // The quantization state (absmax, quant_map, the JSON blob whose length depends on the values) is
+                // kept; the packed weight is quantized again when the writer reaches it, so one weight's packed
+                // bytes are held at a time (at the cost of quantizing twice; the result is deterministic).
+                var parts = QuantizedParts(tensor, info, config, storage);
+                var packed = parts[0];
+                var source = tensor;
+                var module = info;
+                entries.Add(SafetensorsEntry.FromWriter(packed.Name, packed.DType, packed.Shape, stream =>
+                {
+                    using var q = QuantizeWeight(source, module, config);
+                    stream.Write(q.Packed.Span);
+                }));
+                foreach (var t in parts.Skip(1))
                     entries.Add(SafetensorsEntry.FromBytes(t.Name, t.DType, t.Shape, t.Data));
                 quantized.Add(tensor.Name);
             }
@@ -74,6 +85,18 @@ public static unsafe class QuantizedCheckpoint
             File.Copy(file, Path.Combine(outDir, name), overwrite: true);
         }
         return quantized;
+    }
+
+    /// <summary>
+    /// The bitsandbytes tensors of one quantized weight, the packed weight (first) without its bytes: its name, storage
+    /// dtype and shape only.
+    /// </summary>
+    private static List<NamedTensorBytes> QuantizedParts(SafetensorsTensor tensor, LinearModuleInfo info, BitsAndBytesConfig config, DType storage)
+    {
+        using var q = QuantizeWeight(tensor, info, config);
+        var parts = BnbSerialization.ToNamedTensors(q, tensor.Name, storage).ToList();
+        parts[0] = parts[0] with { Data = [] };
+        return parts;
     }
 
     /// <summary>Quantizes one checkpoint weight of <paramref name="info"/>, a Conv1D's [in, out] transposed to [out, in] first.</summary>

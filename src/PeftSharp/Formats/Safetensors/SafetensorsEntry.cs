@@ -5,7 +5,8 @@ namespace PeftSharp.Formats.Safetensors;
 
 /// <summary>
 /// A tensor to be written by <see cref="SafetensorsWriter"/>: name, dtype, shape and where its
-/// little-endian bytes are (a managed array, native memory, or another open safetensors file).
+/// little-endian bytes are (a managed array, native memory, another open safetensors file, or a
+/// callback that produces them when the writer reaches the tensor: <see cref="FromWriter"/>).
 /// Nothing is copied until the writer streams it to disk.
 /// </summary>
 public sealed unsafe class SafetensorsEntry
@@ -14,8 +15,10 @@ public sealed unsafe class SafetensorsEntry
     private readonly float[]? _floats;
     private readonly byte* _pointer;
     private readonly SafetensorsTensor? _source;
+    private readonly Action<Stream>? _write;
 
-    private SafetensorsEntry(string name, DType dtype, long[] shape, ReadOnlyMemory<byte> bytes, float[]? floats, byte* pointer, SafetensorsTensor? source)
+    private SafetensorsEntry(string name, DType dtype, long[] shape, ReadOnlyMemory<byte> bytes, float[]? floats, byte* pointer,
+        SafetensorsTensor? source, Action<Stream>? write = null)
     {
         ArgumentException.ThrowIfNullOrEmpty(name);
         long count = 1;
@@ -32,6 +35,7 @@ public sealed unsafe class SafetensorsEntry
         _floats = floats;
         _pointer = pointer;
         _source = source;
+        _write = write;
     }
 
     public string Name { get; }
@@ -65,8 +69,32 @@ public sealed unsafe class SafetensorsEntry
     public static SafetensorsEntry FromTensor(SafetensorsTensor tensor, string? name = null) =>
         new(name ?? tensor.Name, tensor.DType, tensor.Shape, default, null, null, tensor);
 
+    /// <summary>
+    /// A tensor computed while it is written: the writer lays out the header from
+    /// <see cref="ByteLength"/> (shape × dtype size) first, then calls <paramref name="write"/> once, when
+    /// it reaches this tensor, with a stream that takes exactly <see cref="ByteLength"/> little-endian
+    /// bytes. So a producer (a merge, a dtype conversion, random init) holds one tensor at a time instead
+    /// of the whole model. The callback may write in pieces of any size (e.g. from one scratch buffer it
+    /// reuses); writing more or fewer bytes throws <see cref="InvalidOperationException"/> naming the tensor,
+    /// and an exception from the callback aborts the file (nothing is left at the target path).
+    /// The callback runs each time the entry is written and must not dispose the stream's target (disposing
+    /// the stream it is given does nothing).
+    /// </summary>
+    public static SafetensorsEntry FromWriter(string name, DType dtype, long[] shape, Action<Stream> write)
+    {
+        ArgumentNullException.ThrowIfNull(write);
+        return new(name, dtype, shape, default, null, null, null, write);
+    }
+
     internal void WriteTo(Stream stream)
     {
+        if (_write != null)
+        {
+            var counted = new ExactLengthStream(stream, Name, ByteLength);
+            _write(counted);
+            counted.Finish();
+            return;
+        }
         if (_floats != null) { stream.Write(MemoryMarshal.AsBytes(_floats.AsSpan())); return; }
         if (_pointer == null && _source == null) { stream.Write(_bytes.Span); return; }
         byte* p = _source != null ? _source.Pointer : _pointer;
@@ -77,5 +105,39 @@ public sealed unsafe class SafetensorsEntry
             stream.Write(new ReadOnlySpan<byte>(p + done, n));
             done += n;
         }
+    }
+}
+
+/// <summary>Forwards writes to the file stream and refuses any byte past a lazy tensor's length; <see cref="Finish"/> checks nothing is missing.</summary>
+internal sealed class ExactLengthStream(Stream inner, string name, long expected) : Stream
+{
+    private long _written;
+
+    public override bool CanRead => false;
+    public override bool CanSeek => false;
+    public override bool CanWrite => true;
+    public override long Length => _written;
+    public override long Position { get => _written; set => throw new NotSupportedException(); }
+
+    public override void Write(ReadOnlySpan<byte> buffer)
+    {
+        if (buffer.Length > expected - _written)
+            throw new InvalidOperationException(
+                $"Tensor '{name}': the writer callback wrote {_written + buffer.Length} bytes or more, expected exactly {expected} bytes.");
+        inner.Write(buffer);
+        _written += buffer.Length;
+    }
+
+    public override void Write(byte[] buffer, int offset, int count) => Write(buffer.AsSpan(offset, count));
+    public override void WriteByte(byte value) => Write([value]);
+    public override void Flush() { }
+    public override int Read(byte[] buffer, int offset, int count) => throw new NotSupportedException();
+    public override long Seek(long offset, SeekOrigin origin) => throw new NotSupportedException();
+    public override void SetLength(long value) => throw new NotSupportedException();
+
+    public void Finish()
+    {
+        if (_written != expected)
+            throw new InvalidOperationException($"Tensor '{name}': the writer callback wrote {_written} bytes, expected exactly {expected} bytes.");
     }
 }

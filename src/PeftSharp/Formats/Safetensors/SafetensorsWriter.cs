@@ -19,7 +19,9 @@ public static class SafetensorsWriter
     /// <summary>
     /// Writes <paramref name="tensors"/> to <paramref name="path"/>. <paramref name="metadata"/> null means
     /// <see cref="DefaultMetadata"/>; an empty dictionary writes no "__metadata__" entry. Entries are
-    /// written in the given order.
+    /// written in data order (descending dtype alignment, then name), lazy entries' callbacks one after the
+    /// other once the header is laid out; if one throws, the temporary file is deleted and
+    /// <paramref name="path"/> is left as it was.
     /// </summary>
     public static void Write(string path, IEnumerable<SafetensorsEntry> tensors, IReadOnlyDictionary<string, string>? metadata = null)
     {
@@ -114,7 +116,9 @@ public static class SafetensorsShardWriter
     /// fit in one shard, else as "{stem}-00001-of-0000N.safetensors" files plus "{stem}.safetensors.index.json"
     /// (metadata.total_size and a sorted weight_map). Shards fill in the given order, a new one starting when
     /// the next tensor would pass <paramref name="maxShardBytes"/>; a tensor larger than the limit gets a shard
-    /// of its own (as huggingface_hub splits state dicts). Returns the files written.
+    /// of its own (as huggingface_hub splits state dicts). Returns the files written. When writing a shard
+    /// fails (e.g. a <see cref="SafetensorsEntry.FromWriter"/> callback throws), the shards already written
+    /// by this call are deleted and no index is written.
     /// </summary>
     public static IReadOnlyList<string> Write(string folder, IEnumerable<SafetensorsEntry> tensors, long maxShardBytes = DefaultMaxShardBytes,
         string stem = "model", IReadOnlyDictionary<string, string>? metadata = null)
@@ -147,13 +151,22 @@ public static class SafetensorsShardWriter
         }
         var written = new List<string>();
         var weightMap = new System.Text.Json.Nodes.JsonObject();
-        for (int i = 0; i < shards.Count; i++)
+        try
         {
-            string name = $"{stem}-{i + 1:00000}-of-{shards.Count:00000}.safetensors";
-            string path = Path.Combine(folder, name);
-            SafetensorsWriter.Write(path, shards[i], metadata);
-            written.Add(path);
-            foreach (var t in shards[i]) weightMap[t.Name] = name;
+            for (int i = 0; i < shards.Count; i++)
+            {
+                string name = $"{stem}-{i + 1:00000}-of-{shards.Count:00000}.safetensors";
+                string path = Path.Combine(folder, name);
+                SafetensorsWriter.Write(path, shards[i], metadata);
+                written.Add(path);
+                foreach (var t in shards[i]) weightMap[t.Name] = name;
+            }
+        }
+        catch
+        {
+            foreach (string path in written)
+                try { File.Delete(path); } catch (IOException) { }
+            throw;
         }
         var index = new System.Text.Json.Nodes.JsonObject
         {

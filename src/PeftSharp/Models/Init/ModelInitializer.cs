@@ -1,3 +1,4 @@
+using System.Runtime.InteropServices;
 using PeftSharp.Formats.HfConfig;
 using PeftSharp.Formats.Tokenizers;
 using PeftSharp.Formats.Safetensors;
@@ -102,8 +103,10 @@ public static class ModelInitializer
     /// _init_weights does: normal(0, 0.02) for linear and embedding weights (GPT-2's c_proj weights:
     /// 0.02 / sqrt(2·n_layer)), zero biases, ones for norm weights, and a zero row for the Llama-family
     /// embedding's padding id. Drawn in float32 from one <see cref="Rng"/> stream in parameter order;
-    /// BF16/F16 round each value to nearest even, a chunk at a time, so that only the 2-byte form of
-    /// the model is held.
+    /// BF16/F16 round each value to nearest even. The entries are lazy
+    /// (<see cref="SafetensorsEntry.FromWriter"/>): each draws its values a chunk at a time when it is
+    /// written, from the generator state its parameter starts at, so no tensor is held in memory and the
+    /// entries can be written in any order (the writer's is by dtype and name), any number of times.
     /// </summary>
     public static IReadOnlyList<SafetensorsEntry> RandomWeights(ModelSkeleton skeleton, ulong seed, DType dtype = DType.F32)
     {
@@ -113,33 +116,54 @@ public static class ModelInitializer
         var config = skeleton.Config;
         float projectionStd = InitializerRange / MathF.Sqrt(2f * config.LayerCount);
         var entries = new List<SafetensorsEntry>(skeleton.Parameters.Count);
-        float[]? scratch = null;
         foreach (var p in skeleton.Parameters)
         {
-            int count = checked((int)p.Count);
+            long count = p.Count;
             var init = p.Shape.Length > 1 ? Init.Normal : p.Name.EndsWith(".bias", StringComparison.Ordinal) ? Init.Zeros : Init.Ones;
             float std = config is Gpt2Config && p.Name.EndsWith("c_proj.weight", StringComparison.Ordinal) ? projectionStd : InitializerRange;
-            int pad = p.Name == "model.embed_tokens.weight" && config.PadTokenId is int id && id < config.VocabSize ? id : -1;
-            if (dtype == DType.F32)
-            {
-                var values = new float[count];
-                Fill(values, init, std, rng);
-                if (pad >= 0) values.AsSpan(pad * config.HiddenSize, config.HiddenSize).Clear();
-                entries.Add(SafetensorsEntry.FromFloat32(p.Name, p.Shape, values));
-                continue;
-            }
-            var bytes = new byte[checked(2 * count)];
-            scratch ??= new float[NarrowChunk];
-            for (int done = 0; done < count; done += NarrowChunk)
-            {
-                int n = Math.Min(NarrowChunk, count - done);
-                Fill(scratch.AsSpan(0, n), init, std, rng);
-                Narrow(scratch, bytes.AsSpan(2 * done, 2 * n), dtype);
-            }
-            if (pad >= 0) bytes.AsSpan(2 * pad * config.HiddenSize, 2 * config.HiddenSize).Clear();
-            entries.Add(SafetensorsEntry.FromBytes(p.Name, dtype, p.Shape, bytes));
+            long padStart = p.Name == "model.embed_tokens.weight" && config.PadTokenId is int id && id < config.VocabSize ? (long)id * config.HiddenSize : -1;
+            var start = rng.State;
+            if (init == Init.Normal) Skip(rng, NormalDraws(count));
+            var tensor = new RandomTensor(init, std, count, start, padStart, config.HiddenSize, dtype);
+            entries.Add(SafetensorsEntry.FromWriter(p.Name, dtype, p.Shape, tensor.Write));
         }
         return entries;
+    }
+
+    /// <summary>The generator outputs <see cref="Rng.FillNormal"/> takes for <paramref name="count"/> values: two per pair, two for an odd last one.</summary>
+    private static long NormalDraws(long count) => 2 * ((count + 1) / 2);
+
+    private static void Skip(Rng rng, long draws)
+    {
+        for (long i = 0; i < draws; i++) rng.NextUInt64();
+    }
+
+    /// <summary>One parameter's values, drawn from <c>start</c> and written a chunk at a time.</summary>
+    private sealed class RandomTensor(Init init, float std, long count, RngState start, long padStart, int padLength, DType dtype)
+    {
+        public void Write(Stream stream)
+        {
+            var rng = new Rng(start);
+            var values = new float[(int)Math.Min(NarrowChunk, count)];
+            var bytes = dtype == DType.F32 ? null : new byte[2 * values.Length];
+            for (long done = 0; done < count; done += NarrowChunk)
+            {
+                int n = (int)Math.Min(NarrowChunk, count - done);
+                var chunk = values.AsSpan(0, n);
+                Fill(chunk, init, std, rng);
+                if (padStart >= 0)
+                {
+                    long from = Math.Max(padStart, done), to = Math.Min(padStart + padLength, done + n);
+                    if (from < to) chunk.Slice((int)(from - done), (int)(to - from)).Clear();
+                }
+                if (bytes == null) stream.Write(MemoryMarshal.AsBytes(chunk));
+                else
+                {
+                    Narrow(values, bytes.AsSpan(0, 2 * n), dtype);
+                    stream.Write(bytes, 0, 2 * n);
+                }
+            }
+        }
     }
 
     /// <summary>Floats drawn and narrowed at a time; even, so that chunked normal draws pair up as one whole draw does.</summary>
