@@ -18,6 +18,7 @@ public abstract unsafe class CausalLM : ICausalLM
 {
     private readonly WeightSource _weights;
     private readonly List<Parameter> _own = [];
+    private readonly List<HalfMatrix> _ownHalf = [];
     private LinearSlot[] _slots = [];
 
     private protected CausalLM(ModelConfig config, WeightSource weights, int linearsPerLayer)
@@ -49,6 +50,9 @@ public abstract unsafe class CausalLM : ICausalLM
     /// </summary>
     public IEnumerable<Parameter> Parameters =>
         _slots.SelectMany(s => s.Layer.Parameters).Concat(_own).Distinct(ReferenceEqualityComparer.Instance).Cast<Parameter>();
+
+    /// <summary>Frozen 16-bit weights outside the linear slots (an embedding kept as a view of the checkpoint), which <see cref="Parameters"/> does not list.</summary>
+    public IReadOnlyList<HalfMatrix> HalfWeights => _ownHalf;
 
     /// <summary>The parameter with transformers' name <paramref name="name"/>, or null.</summary>
     public Parameter? FindParameter(string name) => Parameters.FirstOrDefault(p => p.Name == name);
@@ -299,7 +303,9 @@ public abstract unsafe class CausalLM : ICausalLM
     private protected EmbeddingTable LoadEmbedding(string name, int rows, int columns)
     {
         var half = _weights.Half(name, rows, columns);
-        return half != null ? new EmbeddingTable(null, half) : new EmbeddingTable(Own(_weights.Dense(name, [rows, columns], WeightInit.Normal)), null);
+        if (half == null) return new EmbeddingTable(Own(_weights.Dense(name, [rows, columns], WeightInit.Normal)), null);
+        _ownHalf.Add(half);
+        return new EmbeddingTable(null, half);
     }
 
     /// <summary>Builds a slot for every linear module of the skeleton; the output layer is tied to <paramref name="tiedHead"/> when given.</summary>

@@ -30,6 +30,9 @@ public interface ICausalLM : IDisposable
     /// <summary>Every parameter: those of the layers in the slots (adapters included) and the rest (embeddings, norms), tied weights once.</summary>
     IEnumerable<Parameter> Parameters { get; }
 
+    /// <summary>Frozen 16-bit weights outside the linear slots (an embedding kept as a view of the checkpoint), which <see cref="Parameters"/> does not list.</summary>
+    IReadOnlyList<HalfMatrix> HalfWeights => [];
+
     /// <summary>Logits (batch·seqLen, vocab).</summary>
     Tensor Forward(Ops ops, TokenBatch batch);
 

@@ -85,6 +85,9 @@ public sealed partial class PeftModel
         foreach (var p in Model.Parameters)
             if (!slotParams.Contains(p) && written.Add(p.Name))
                 entries.Add(Entry(p.Name, p.Shape, dtype, scratch, _ => p.AsSpan()));
+        foreach (var h in Model.HalfWeights)
+            if (written.Add(h.Name))
+                entries.Add(Entry(h.Name, [h.Rows, h.Columns], dtype, scratch, sc => Widened(h, sc)));
         foreach (var s in Model.Linears)
         {
             var info = s.Info;
@@ -94,7 +97,9 @@ public sealed partial class PeftModel
                 ModulesToSaveLinear m when !m.AdaptersDisabled && m.ActiveAdapter != null => m.Copies[m.ActiveAdapter].Bias,
                 _ => s.Base.Bias,
             };
-            string weightName = s.Base.Parameters.FirstOrDefault(p => !ReferenceEquals(p, s.Base.Bias))?.Name ?? info.Name + ".weight";
+            // A tied output layer carries the embedding's name (f32 parameter or 16-bit view), already written above.
+            string weightName = s.Base is HalfLinear half ? half.Weight.Name
+                : s.Base.Parameters.FirstOrDefault(p => !ReferenceEquals(p, s.Base.Bias))?.Name ?? info.Name + ".weight";
             if (written.Add(weightName))
             {
                 int[] shape = info.IsConv1D ? [info.InFeatures, info.OutFeatures] : [info.OutFeatures, info.InFeatures];
@@ -126,6 +131,16 @@ public sealed partial class PeftModel
             }
     }
 
+    /// <summary>A 16-bit weight widened to f32 (its file pages released once read).</summary>
+    private static unsafe ReadOnlySpan<float> Widened(HalfMatrix h, MergeScratch scratch)
+    {
+        int count = checked(h.Rows * h.Columns);
+        var buffer = scratch.Weight(count);
+        fixed (float* p = buffer) h.WidenRows(0, h.Rows, p);
+        h.ReleasePages();
+        return buffer.AsSpan(0, count);
+    }
+
     /// <summary>The weight of <paramref name="s"/> as transformers stores it (merged, Conv1D transposed to [in, out]), checked finite.</summary>
     private static unsafe ReadOnlySpan<float> MergedWeight(LinearSlot s, MergeScratch scratch)
     {
@@ -149,6 +164,8 @@ public sealed partial class PeftModel
                 w = buffer.AsSpan(0, count);
                 break;
         }
+        // The base weight has been read: a view of the checkpoint gives its pages back (re-read if used again).
+        if (s.Base is HalfLinear view) view.Weight.ReleasePages();
         foreach (float v in w)
             if (!float.IsFinite(v)) throw new PeftSharpException($"merge: the merged weight of {info.Name} has NaN or infinite values; the adapter seems to be broken.");
         if (!info.IsConv1D) return w;
