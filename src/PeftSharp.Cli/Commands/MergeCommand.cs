@@ -38,7 +38,7 @@ public static class MergeCommand
         using var peft = PeftModel.FromPretrained(model, adapterDirectory);
         foreach (var notice in peft.Notices) output.WriteLine($"warning: {notice}");
         output.WriteLine($"adapter: {peft.LoraLayers.Count()} LoRA modules, {peft.SavedModules.Count()} saved modules");
-        peft.SaveMerged(outputDirectory, type, modelDirectory);
+        foreach (var notice in peft.SaveMerged(outputDirectory, type, modelDirectory)) output.WriteLine($"notice: {notice}");
         output.WriteLine($"merged model written to {outputDirectory} ({dtype})");
     }
 }

@@ -60,7 +60,7 @@ public sealed partial class PeftModel
     }
 
     /// <summary>Writes a model without adapters (e.g. after full fine-tuning) as a Hugging Face folder, as <see cref="SaveMerged"/> does.</summary>
-    public static void SaveModel(ICausalLM model, string outputDirectory, DType dtype = DType.F32, string? sourceModelDirectory = null) =>
+    public static IReadOnlyList<string> SaveModel(ICausalLM model, string outputDirectory, DType dtype = DType.F32, string? sourceModelDirectory = null) =>
         new PeftModel(model).SaveMerged(outputDirectory, dtype, sourceModelDirectory);
 
     /// <summary>
@@ -72,9 +72,10 @@ public sealed partial class PeftModel
     /// converted when the writer reaches it (<see cref="SafetensorsEntry.FromWriter"/>), so one tensor at
     /// a time is held beside the model. When a merged weight is not finite, the
     /// <see cref="PeftSharpException"/> leaves no weights file or config.json behind (config.json is
-    /// written after the weights).
+    /// written after the weights). A 4-bit base is dequantized, never re-quantized: config.json loses its
+    /// quantization_config and the returned notices say so.
     /// </summary>
-    public void SaveMerged(string outputDirectory, DType dtype = DType.F32, string? sourceModelDirectory = null)
+    public IReadOnlyList<string> SaveMerged(string outputDirectory, DType dtype = DType.F32, string? sourceModelDirectory = null)
     {
         if (dtype is not (DType.F32 or DType.BF16 or DType.F16)) throw new PeftSharpException($"merge: dtype must be f32, bf16 or f16, got {dtype}.");
         var entries = new List<SafetensorsEntry>();
@@ -120,8 +121,13 @@ public sealed partial class PeftModel
             if (created && !Directory.EnumerateFileSystemEntries(outputDirectory).Any()) Directory.Delete(outputDirectory);
             throw;
         }
+        var notices = new List<string>();
         var config = Model.Config.ToJson();
         config["torch_dtype"] = dtype switch { DType.BF16 => "bfloat16", DType.F16 => "float16", _ => "float32" };
+        // The weights written are dense: a quantized base's config must not claim otherwise.
+        if (config.Remove("quantization_config") || Model.Linears.Any(s => s.Base is Quantization.Linear4Bit))
+            notices.Add($"the base model is 4-bit: its weights were dequantized, merged and written as a dense {config["torch_dtype"]} model "
+                + "without quantization_config (not re-quantized; `peftsharp quantize` makes a 4-bit checkpoint of it).");
         PythonJson.WriteFile(Path.Combine(outputDirectory, Formats.HfConfig.ModelConfig.FileName), config);
         if (sourceModelDirectory != null)
             foreach (var f in new[] { "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.model" })
@@ -129,6 +135,7 @@ public sealed partial class PeftModel
                 var src = Path.Combine(sourceModelDirectory, f);
                 if (File.Exists(src)) File.Copy(src, Path.Combine(outputDirectory, f), overwrite: true);
             }
+        return notices;
     }
 
     /// <summary>A 16-bit weight widened to f32 (its file pages released once read).</summary>

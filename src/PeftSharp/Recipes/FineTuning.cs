@@ -52,8 +52,10 @@ public static class FineTuning
         if (config.LoadIn4Bit)
         {
             var bnb = BitsAndBytesConfig.FromJson(config.Quantization!);
-            QuantizedModel.QuantizeLinears(model, bnb);
-            notices.Add($"quantized the frozen base to 4 bits ({bnb.Bnb4bitQuantType}{(bnb.Bnb4bitUseDoubleQuant ? ", double quantization" : "")}, compute {bnb.Bnb4bitComputeDtype}).");
+            var quantized = QuantizedModel.QuantizeLinears(model, bnb);
+            notices.Add(quantized.Count > 0
+                ? $"quantized the frozen base to 4 bits ({bnb.Bnb4bitQuantType}{(bnb.Bnb4bitUseDoubleQuant ? ", double quantization" : "")}, compute {bnb.Bnb4bitComputeDtype})."
+                : "the model folder is already a 4-bit bitsandbytes checkpoint: its quantized layers are used as stored.");
         }
 
         PeftModel? peft = null;

@@ -1,4 +1,7 @@
+using System.Text.Json.Nodes;
+using PeftSharp.Autograd;
 using PeftSharp.Formats.Safetensors;
+using PeftSharp.Quantization;
 using PeftSharp.Models;
 using PeftSharp.Models.Init;
 using PeftSharp.Peft;
@@ -65,5 +68,42 @@ public sealed class MergeHalfCheckpointTests : IDisposable
         foreach (var t in widened.Tensors)
             Assert.Equal(t.ToFloat32(), views[t.Name].ToFloat32());
         Assert.Contains(views.Tensors, t => t.Name.EndsWith("embed_tokens.weight", StringComparison.Ordinal));
+    }
+
+    [Fact]
+    public void MergingIntoA4BitBaseWritesADenseModelWithoutQuantizationConfigAndSaysSo()
+    {
+        string folder = Bf16Folder("llama"), quantized = Path.Combine(_dir, "llama-nf4"), output = Path.Combine(_dir, "llama-merged");
+        QuantizedCheckpoint.Write(folder, quantized, new BitsAndBytesConfig
+        {
+            LoadIn4bit = true, Bnb4bitQuantType = "nf4", Bnb4bitUseDoubleQuant = true, Bnb4bitComputeDtype = "float32",
+        });
+        var batch = new TokenBatch(1, 6, [3, 17, 5, 40, 2, 9]);
+        float[] adapted;
+        IReadOnlyList<string> notices;
+        using (var model = QuantizedModel.Load(quantized))
+        {
+            Assert.Contains(model.Linears, s => s.Layer is Linear4Bit);
+            using var peft = PeftModel.Wrap(model, new LoraConfig
+            {
+                R = 4, LoraAlpha = 8, InitLoraWeights = "false", TargetModules = TargetModules.FromNames(["q_proj", "v_proj", "up_proj"]),
+            }, rng: new Rng(3));
+            using var tape = new Tape { GradEnabled = false };
+            adapted = model.Forward(new Ops(tape), batch).AsSpan().ToArray();
+            notices = peft.SaveMerged(output, DType.F32);
+        }
+        Assert.Contains(notices, n => n.Contains("4-bit") && n.Contains("dequantized"));
+        var config = JsonNode.Parse(File.ReadAllText(Path.Combine(output, "config.json")))!.AsObject();
+        Assert.False(config.ContainsKey("quantization_config"));
+        Assert.Equal("float32", (string?)config["torch_dtype"]);
+        using (var saved = SafetensorsFile.Open(Path.Combine(output, "model.safetensors")))
+        using (var source = SafetensorsFile.Open(Path.Combine(folder, "model.safetensors")))
+            Assert.Equal(source.Tensors.Select(t => t.Name).Order(), saved.Tensors.Select(t => t.Name).Order());
+        // The dense merged model computes what the 4-bit base with its adapter computed.
+        using var merged = QuantizedModel.Load(output);
+        Assert.DoesNotContain(merged.Linears, s => s.Layer is Linear4Bit);
+        using var check = new Tape { GradEnabled = false };
+        var dense = merged.Forward(new Ops(check), batch).AsSpan().ToArray();
+        Assert.True(Models.ModelGolden.MaxAbsDiff(adapted, dense) < 1e-4f, $"max logit difference {Models.ModelGolden.MaxAbsDiff(adapted, dense)}");
     }
 }
