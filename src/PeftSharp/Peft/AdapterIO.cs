@@ -59,8 +59,12 @@ public sealed partial class PeftModel
                     list.Add(new(slot.Name + ".lora_B.weight", ad.B));
                     if (ad.Magnitude != null) list.Add(new(slot.Name + ".lora_magnitude_vector", ad.Magnitude));
                 }
-                if (l.TrainableBias is { } b && (config.Bias == "all" || (config.Bias == "lora_only" && l.HasAdapter(adapterName))))
-                    list.Add(new(slot.Name + ".bias", b));
+                // PEFT's keys are the model's state_dict names: a layer it wraps holds its bias as base_layer.bias
+                // (bias "all"); a layer wrapped here only to train its bias is a plain Linear there.
+                if (l.TrainableBias is { } b && config.Bias == "all")
+                    list.Add(new(slot.Name + (l.HasAdapter(adapterName) ? ".base_layer.bias" : ".bias"), b));
+                else if (l.TrainableBias is { } lb && config.Bias == "lora_only" && l.HasAdapter(adapterName))
+                    list.Add(new(slot.Name + ".bias", lb));
             }
             else if (slot.Layer is ModulesToSaveLinear w && w.Copies.TryGetValue(adapterName, out var copy))
             {
@@ -70,7 +74,8 @@ public sealed partial class PeftModel
         }
         if (config.Bias == "all")
         {
-            var slotParams = SlotParameters();
+            var slotParams = new HashSet<Parameter>(ReferenceEqualityComparer.Instance);
+            foreach (var s in Model.Linears) slotParams.UnionWith(s.Layer.Parameters);
             foreach (var p in Model.Parameters)
                 if (!slotParams.Contains(p) && p.RequiresGrad && p.Name.Contains("bias", StringComparison.Ordinal))
                     list.Add(new(p.Name, p));

@@ -163,7 +163,10 @@ public sealed partial class PeftModel : IDisposable
                     throw new PeftSharpException($"Parameter {p.Name} is trainable; load the base model frozen before wrapping it with LoRA (only the adapters train).");
                 continue;
             }
-            bool wantTrainable = config.Bias == "all" && p.Name.Contains("bias", StringComparison.Ordinal);
+            bool bias = config.Bias == "all" && p.Name.Contains("bias", StringComparison.Ordinal);
+            // An adapter loaded for inference (merge, generate) copies its trained biases in; nothing trains them.
+            if (bias && config.InferenceMode) continue;
+            bool wantTrainable = bias;
             if (p.RequiresGrad != wantTrainable)
                 throw new PeftSharpException(wantTrainable
                     ? $"lora: bias \"all\" trains every bias, but {p.Name} is frozen; load the model with its non-linear bias parameters trainable, or use bias \"lora_only\" or \"none\"."

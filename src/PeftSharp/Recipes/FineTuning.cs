@@ -32,6 +32,13 @@ public sealed record FineTuningResult(
 /// </summary>
 public static class FineTuning
 {
+    /// <summary>Bias parameters outside the linear modules (e.g. LayerNorm biases), for bias "all".</summary>
+    private static Func<string, bool> NonLinearBias(string folder)
+    {
+        var linear = Models.ModelSkeleton.FromConfig(Formats.HfConfig.ModelConfig.Load(folder)).Linears.Select(l => l.Name + ".bias").ToHashSet(StringComparer.Ordinal);
+        return name => name.EndsWith(".bias", StringComparison.Ordinal) && !linear.Contains(name);
+    }
+
     public static FineTuningResult Run(RunConfig config, IEnumerable<ITrainerCallback>? callbacks = null, CancellationToken cancellation = default,
         int generationSamples = 8, int maxNewTokens = 32)
     {
@@ -45,7 +52,9 @@ public static class FineTuning
         var loadOptions = config.Method switch
         {
             "full" => new LoadOptions { FullFineTune = true, GradientCheckpointing = args.GradientCheckpointing },
-            _ when config.Lora!.Bias == "all" => new LoadOptions { Trainable = name => name.EndsWith(".bias", StringComparison.Ordinal), GradientCheckpointing = args.GradientCheckpointing },
+            // bias "all": PEFT trains every bias. Those of linear layers are the LoRA wrapper's to make trainable;
+            // the rest (GPT-2's LayerNorm biases) are loaded trainable.
+            _ when config.Lora!.Bias == "all" => new LoadOptions { Trainable = NonLinearBias(folder), GradientCheckpointing = args.GradientCheckpointing },
             _ => new LoadOptions { GradientCheckpointing = args.GradientCheckpointing },
         };
         using var model = QuantizedModel.Load(folder, loadOptions);
