@@ -86,6 +86,7 @@ public static class FineTuning
         var trainer = new SftTrainer(model, args, data.Train, data.Eval, state, allCallbacks, new Rng((ulong)seed), config.Data.Shuffle);
         var result = trainer.Train();
         bool interrupted = cancellation.IsCancellationRequested;
+        if (result.ResumedFrom != null) notices.Add($"resumed from {result.ResumedFrom}; trained to step {result.GlobalStep}.");
         if (interrupted) notices.Add($"interrupted at step {result.GlobalStep}: a checkpoint was saved; resume with resume_from_checkpoint: true.");
 
         long outputBytes;

@@ -12,7 +12,11 @@ namespace PeftSharp.Training;
 
 /// <summary>What <see cref="SftTrainer.Train"/> returns.</summary>
 public sealed record TrainResult(int GlobalStep, double TrainingLoss, IReadOnlyList<double> StepLosses, string? BestModelCheckpoint,
-    bool StoppedEarly, TrainerState State);
+    bool StoppedEarly, TrainerState State)
+{
+    /// <summary>The checkpoint folder this run resumed from (resume_from_checkpoint), or null.</summary>
+    public string? ResumedFrom { get; init; }
+}
 
 /// <summary>
 /// TRL's SFTTrainer loop on the autograd engine, with transformers' TrainingArguments.
@@ -198,7 +202,7 @@ public sealed class SftTrainer
         Log(state, summary, metricsPath);
         state.Write(Path.Combine(args.OutputDir, TrainerState.FileName));
         return new TrainResult(state.GlobalStep, state.GlobalStep == 0 ? 0 : state.TotalLoss / state.GlobalStep, stepLosses,
-            state.BestModelCheckpoint, stoppedEarly, state);
+            state.BestModelCheckpoint, stoppedEarly, state) { ResumedFrom = resume };
     }
 
     /// <summary>Loss, perplexity and mean token accuracy on the evaluation set (no gradients).</summary>

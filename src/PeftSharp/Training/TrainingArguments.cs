@@ -94,7 +94,7 @@ public sealed class TrainingArguments
         new("seed", ValueKind.Int, "random seed (initialisation, dropout, shuffling)", Min: 0),
         new("data_seed", ValueKind.Int, "seed for data shuffling only", Min: 0),
         new("gradient_checkpointing", ValueKind.Bool, "recompute activations in backward to save memory"),
-        new("resume_from_checkpoint", ValueKind.String, "a checkpoint folder, or \"true\" for the latest"),
+        new("resume_from_checkpoint", ValueKind.BoolOrString, "a checkpoint folder, or true for the latest in output_dir"),
     ];
 
     public static TrainingArguments FromJson(JsonObject o)
@@ -133,7 +133,9 @@ public sealed class TrainingArguments
         t.Seed = o.Int("seed", t.Seed);
         t.DataSeed = o.IntOrNull("data_seed");
         t.GradientCheckpointing = o.Bool("gradient_checkpointing", t.GradientCheckpointing);
-        t.ResumeFromCheckpoint = o.Str("resume_from_checkpoint");
+        // transformers takes a path or a bool: true resumes from the latest checkpoint, false starts afresh.
+        t.ResumeFromCheckpoint = o["resume_from_checkpoint"] is JsonValue v && v.GetValueKind() is System.Text.Json.JsonValueKind.True ? "true"
+            : o.Str("resume_from_checkpoint");
         t.Validate();
         return t;
     }

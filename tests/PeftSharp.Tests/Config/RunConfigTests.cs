@@ -113,6 +113,15 @@ public class RunConfigTests
     }
 
     [Fact]
+    public void ResumeFromCheckpointTakesABoolOrAFolder()
+    {
+        Assert.Equal("true", Parse(Seed003, "training.resume_from_checkpoint=true").Training.ResumeFromCheckpoint);
+        Assert.Null(Parse(Seed003, "training.resume_from_checkpoint=false").Training.ResumeFromCheckpoint);
+        Assert.Equal("out/checkpoint-3", Parse(Seed003, "training.resume_from_checkpoint=out/checkpoint-3").Training.ResumeFromCheckpoint);
+        Assert.Contains("resume_from_checkpoint", Error(Seed003, "training.resume_from_checkpoint=3"));
+    }
+
+    [Fact]
     public void QuantizationNeedsLoraAndRefuses8Bit()
     {
         var q = Parse(Seed003 + "\nquantization:\n  load_in_4bit: true\n  bnb_4bit_quant_type: nf4\n  bnb_4bit_use_double_quant: true\n  bnb_4bit_compute_dtype: bfloat16");

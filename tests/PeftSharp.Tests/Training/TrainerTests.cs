@@ -222,6 +222,8 @@ public sealed class TrainerTests : IDisposable
         var rest = new SftTrainer(resumed, argsResume, data).Train();
         Assert.Equal(reference.GlobalStep, rest.GlobalStep);
         Assert.Equal(reference.StepLosses.Skip(4), rest.StepLosses); // resumed from checkpoint-4
+        Assert.Equal(Path.Combine(argsResume.OutputDir, "checkpoint-4"), rest.ResumedFrom);
+        Assert.Null(reference.ResumedFrom);
         Assert.Equal(Bytes(full), Bytes(resumed));
         Assert.Equal(File.ReadAllBytes(Path.Combine(argsFull.OutputDir, $"checkpoint-{reference.GlobalStep}", "trainable.safetensors")),
             File.ReadAllBytes(Path.Combine(argsResume.OutputDir, $"checkpoint-{rest.GlobalStep}", "trainable.safetensors")));
