@@ -98,7 +98,17 @@ public sealed partial class PeftModel
                 ? $"{directory} holds adapter_model.bin (a pickle); only {WeightsFileName} is supported: re-save it with safe_serialization=True."
                 : $"No {WeightsFileName} in {directory}.");
         using var st = SafetensorsFile.Open(file);
-        var plan = PlanLoad(st, config, file);
+        List<(SafetensorsTensor Tensor, KeyKind Kind, string Module)> plan;
+        try
+        {
+            plan = PlanLoad(st, config, file);
+        }
+        catch (PeftSharpException e) when (!e.Message.Contains(file, StringComparison.Ordinal))
+        {
+            // Most often an adapter made for another base: say which adapter, and for which base it was made.
+            string forBase = config.BaseModelNameOrPath is { } b ? $" (made for {b})" : "";
+            throw new PeftSharpException($"adapter {directory}{forBase}: {e.Message}");
+        }
         Inject(adapterName, config, new Rng(0), isTrainable, initialize: false);
         try
         {

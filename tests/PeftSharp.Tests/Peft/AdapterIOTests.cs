@@ -92,6 +92,11 @@ public sealed class AdapterIOTests : IDisposable
         e = Assert.Throws<PeftSharpException>(() => PeftModel.FromPretrained(gpt2, copy));
         Assert.Contains("\"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight\"", e.Message);
         Assert.Contains("does not have", e.Message);
+
+        // Its own target modules match nothing in GPT-2: the error names the adapter and the base it was made for.
+        e = Assert.Throws<PeftSharpException>(() => PeftModel.FromPretrained(gpt2, qwen));
+        Assert.StartsWith($"adapter {qwen} (made for {LoraConfig.Load(qwen).BaseModelNameOrPath}):", e.Message);
+        Assert.Contains("matched no module", e.Message);
     }
 
     [Fact]
