@@ -4,7 +4,7 @@
 Debian's python3-torch (1.13) here; transformers is not installable, so the model is the plain-PyTorch
 GPT-2 of tests/PeftSharp.Tests/Golden/models/make_model_goldens.py (transformers' semantics), with
 random weights and LoRA (r 8, alpha 16) on c_attn. Prints one JSON line per case, like bench/.
-Run: python3 bench/reference/pytorch_gpt2.py [--threads 2] [--forward-loss]
+Run: python3 bench/reference/pytorch_gpt2.py [--threads 2] [--forward-loss | --decode]
 """
 import argparse
 import importlib.util
@@ -43,12 +43,57 @@ def lora_forward(params, lora, cfg, ids, mask):
     return goldens.gpt2_forward(patched, cfg, ids, mask)
 
 
+def gpt2_decode_step(p, cfg, ids, start, cache):
+    """GPT-2 forward of new tokens `ids` (1, t) at positions start.., appending to the per-layer (k, v) cache; last logits."""
+    b, t = ids.shape
+    e, nh = cfg["n_embd"], cfg["n_head"]
+    hd = e // nh
+    eps = cfg["layer_norm_epsilon"]
+    h = p["transformer.wte.weight"][ids] + p["transformer.wpe.weight"][torch.arange(start, start + t)][None]
+    for i in range(cfg["n_layer"]):
+        pre = f"transformer.h.{i}."
+        a = torch.nn.functional.layer_norm(h, (e,), p[pre + "ln_1.weight"], p[pre + "ln_1.bias"], eps)
+        qkv = a @ p[pre + "attn.c_attn.weight"] + p[pre + "attn.c_attn.bias"]
+        q, k, v = (x.view(b, t, nh, hd).transpose(1, 2) for x in qkv.split(e, dim=-1))
+        if i in cache:
+            k = torch.cat([cache[i][0], k], dim=2)
+            v = torch.cat([cache[i][1], v], dim=2)
+        cache[i] = (k, v)
+        scores = (q @ k.transpose(-1, -2)) / math.sqrt(hd)
+        if t > 1:
+            causal = torch.ones(t, k.shape[2], dtype=torch.bool).tril(k.shape[2] - t)
+            scores = scores.masked_fill(~causal, float("-inf"))
+        o = (scores.softmax(-1) @ v).transpose(1, 2).reshape(b, t, e)
+        h = h + o @ p[pre + "attn.c_proj.weight"] + p[pre + "attn.c_proj.bias"]
+        m = torch.nn.functional.layer_norm(h, (e,), p[pre + "ln_2.weight"], p[pre + "ln_2.bias"], eps)
+        m = goldens.gelu_new(m @ p[pre + "mlp.c_fc.weight"] + p[pre + "mlp.c_fc.bias"])
+        h = h + m @ p[pre + "mlp.c_proj.weight"] + p[pre + "mlp.c_proj.bias"]
+    h = torch.nn.functional.layer_norm(h[:, -1:], (e,), p["transformer.ln_f.weight"], p["transformer.ln_f.bias"], eps)
+    return (h @ p["transformer.wte.weight"].T)[0, -1]
+
+
+def greedy_decode(params, prompt, new_tokens):
+    """Prefill the prompt, then one token per step from the KV cache; returns (prefill s, decode s)."""
+    cache = {}
+    t0 = time.perf_counter()
+    logits = gpt2_decode_step(params, CONFIG, prompt, 0, cache)
+    t1 = time.perf_counter()
+    pos = prompt.shape[1]
+    for _ in range(new_tokens):
+        nxt = logits.argmax().view(1, 1)
+        logits = gpt2_decode_step(params, CONFIG, nxt, pos, cache)
+        pos += 1
+    return t1 - t0, time.perf_counter() - t1
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--decode", action="store_true",
+                    help="greedy decode with a KV cache (32-token prompt, 128 new) instead of the forward and LoRA step")
     ap.add_argument("--forward-loss", action="store_true",
                     help="time forward + loss (evaluation) after the forward, instead of the LoRA step")
     args = ap.parse_args()
@@ -58,6 +103,17 @@ def main():
     ids = torch.randint(0, CONFIG["vocab_size"], (args.batch, args.seq), generator=g)
     mask = torch.ones_like(ids)
     tokens = args.batch * args.seq
+
+    if args.decode:
+        prompt = ids[:1, :32]
+        with torch.no_grad():
+            greedy_decode(params, prompt, 4)
+            runs = [greedy_decode(params, prompt, 128) for _ in range(args.steps)]
+        prefill, decode = sorted(r[0] for r in runs)[len(runs) // 2], sorted(r[1] for r in runs)[len(runs) // 2]
+        print(json.dumps({"bench": "pytorch", "model": "distilgpt2", "mode": "greedy_decode", "prompt_tokens": 32, "new_tokens": 128,
+                          "threads": args.threads, "prefill_tokens_per_s": round(32 / prefill, 1), "decode_tokens_per_s": round(128 / decode, 1),
+                          "peak_rss_mib": round(peak_rss_mb(), 1)}), flush=True)
+        return
 
     with torch.no_grad():
         goldens.gpt2_forward(params, CONFIG, ids, mask)
