@@ -78,15 +78,8 @@ public static class ModelBench
         return model;
     }
 
-    internal static double CurrentRssMib()
-    {
-        const string status = "/proc/self/status";
-        if (File.Exists(status))
-            foreach (var line in File.ReadLines(status))
-                if (line.StartsWith("VmRSS:", StringComparison.Ordinal))
-                    return Math.Round(long.Parse(line[6..].Trim().Split(' ')[0]) / 1024.0, 1);
-        return Math.Round(Process.GetCurrentProcess().WorkingSet64 / (1024.0 * 1024), 1);
-    }
+    /// <summary>Resident memory now (VmRSS), MiB.</summary>
+    internal static double CurrentRssMib() => StatusMib("VmRSS:") ?? Math.Round(Process.GetCurrentProcess().WorkingSet64 / (1024.0 * 1024), 1);
 
     /// <summary>One trainable norm weight in the first layer: every activation after it needs a gradient, no linear weight does.</summary>
     private static bool FirstNorm(string parameter) => parameter is "transformer.h.0.ln_1.weight" or "model.layers.0.input_layernorm.weight";
@@ -190,14 +183,18 @@ public static class ModelBench
     private static TokenBatch TokenBatch(Rng rng, int batch, int seqLen, int vocab) =>
         new(batch, seqLen, Enumerable.Range(0, batch * seqLen).Select(_ => rng.NextInt(vocab)).ToArray());
 
-    internal static double PeakRssMib()
+    /// <summary>Peak resident memory of the process (VmHWM), MiB.</summary>
+    internal static double PeakRssMib() => StatusMib("VmHWM:") ?? Math.Round(Process.GetCurrentProcess().PeakWorkingSet64 / (1024.0 * 1024), 1);
+
+    /// <summary>A kB field of /proc/self/status in MiB, or null off Linux.</summary>
+    private static double? StatusMib(string field)
     {
         const string status = "/proc/self/status";
-        if (File.Exists(status))
-            foreach (var line in File.ReadLines(status))
-                if (line.StartsWith("VmHWM:", StringComparison.Ordinal))
-                    return Math.Round(long.Parse(line[6..].Trim().Split(' ')[0]) / 1024.0, 1);
-        return Math.Round(Process.GetCurrentProcess().PeakWorkingSet64 / (1024.0 * 1024), 1);
+        if (!File.Exists(status)) return null;
+        foreach (var line in File.ReadLines(status))
+            if (line.StartsWith(field, StringComparison.Ordinal))
+                return Math.Round(long.Parse(line[field.Length..].Trim().Split(' ')[0]) / 1024.0, 1);
+        return null;
     }
 
     private static string Option(string[] args, string name, string fallback)
