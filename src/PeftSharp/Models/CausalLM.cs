@@ -232,6 +232,7 @@ public abstract unsafe class CausalLM : ICausalLM
     internal Tensor Hidden(Ops ops, int[] ids, AttentionContext context)
     {
         var h = Embed(ops, ids, context.Positions);
+        ArenaMark? keptAt = null;
         for (int i = 0; i < LayerCount; i++)
         {
             int layer = i;
@@ -243,7 +244,19 @@ public abstract unsafe class CausalLM : ICausalLM
             int nodes = ops.Tape.NodeCount;
             var mark = ops.Tape.Arena.Mark();
             var output = Block(ops, layer, h, context);
-            h = ops.Tape.NodeCount == nodes && !output.RequiresGrad ? KeepOnly(ops, output, mark) : output;
+            if (ops.Tape.NodeCount == nodes && !output.RequiresGrad)
+            {
+                // The previous kept output (this layer's input) is not needed either: rewinding to where it
+                // starts puts every layer's activations at the same place in the arena.
+                var start = keptAt ?? mark;
+                h = KeepOnly(ops, output, start);
+                keptAt = start;
+            }
+            else
+            {
+                h = output;
+                keptAt = null;
+            }
         }
         return FinalNorm(ops, h);
     }
@@ -252,8 +265,9 @@ public abstract unsafe class CausalLM : ICausalLM
 
     /// <summary>
     /// A layer that recorded no backward node (inference, or a frozen prefix of the model) leaves nothing that
-    /// backward could read: its output is kept and every intermediate activation it allocated is released, so
-    /// a no-grad forward holds one layer's activations at a time instead of all of them.
+    /// backward could read: its output is kept and every intermediate activation it allocated (and its input,
+    /// when that was kept the same way) is released, so a no-grad forward holds one layer's activations at a
+    /// time instead of all of them.
     /// </summary>
     private Tensor KeepOnly(Ops ops, Tensor output, ArenaMark mark)
     {

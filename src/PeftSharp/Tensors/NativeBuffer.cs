@@ -13,6 +13,7 @@ public sealed unsafe class NativeBuffer<T> : IDisposable where T : unmanaged
     public const int Alignment = 64;
     private T* _pointer;
     private readonly bool _paged;
+    private readonly bool _reserved;
 
     public NativeBuffer(long length, bool clear = true)
     {
@@ -27,6 +28,26 @@ public sealed unsafe class NativeBuffer<T> : IDisposable where T : unmanaged
             if (clear) NativeMemory.Clear(_pointer, bytes);
         }
         GC.AddMemoryPressure((long)bytes);
+    }
+
+    private NativeBuffer(T* pointer, long length)
+    {
+        _pointer = pointer;
+        _paged = true;
+        _reserved = true;
+        Length = length;
+    }
+
+    /// <summary>
+    /// <paramref name="length"/> elements of reserved address space (<see cref="PageMemory.TryReserve"/>): zero-filled,
+    /// resident only where written, never moved. Null where the system does not allow it; callers fall back to a
+    /// normal buffer.
+    /// </summary>
+    public static NativeBuffer<T>? TryReserve(long length)
+    {
+        ArgumentOutOfRangeException.ThrowIfLessThan(length, 1);
+        void* p = PageMemory.TryReserve((nuint)length * (nuint)sizeof(T));
+        return p == null ? null : new NativeBuffer<T>((T*)p, length);
     }
 
     public long Length { get; }
@@ -59,7 +80,7 @@ public sealed unsafe class NativeBuffer<T> : IDisposable where T : unmanaged
     {
         if (_pointer == null) return;
         Free();
-        GC.RemoveMemoryPressure((long)Math.Max(1, Length) * sizeof(T));
+        if (!_reserved) GC.RemoveMemoryPressure((long)Math.Max(1, Length) * sizeof(T));
         _pointer = null;
         GC.SuppressFinalize(this);
     }

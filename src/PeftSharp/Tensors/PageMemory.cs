@@ -14,7 +14,7 @@ internal static unsafe class PageMemory
     /// <summary>Blocks at least this large come from the page allocator.</summary>
     public const long Threshold = 1 << 20;
 
-    private const int ProtRead = 1, ProtWrite = 2, MapPrivate = 2, MapAnonymous = 0x20;
+    private const int ProtRead = 1, ProtWrite = 2, MapPrivate = 2, MapAnonymous = 0x20, MapNoReserve = 0x4000;
     private static readonly delegate* unmanaged<void*, nuint, int, int, int, nint, void*> Map;
     private static readonly delegate* unmanaged<void*, nuint, int> Unmap;
     private static readonly delegate* unmanaged<void*, nuint, int, int> Advise;
@@ -40,6 +40,18 @@ internal static unsafe class PageMemory
         void* p = Map(null, bytes, ProtRead | ProtWrite, MapPrivate | MapAnonymous, -1, 0);
         if (p == (void*)-1) throw new OutOfMemoryException($"Could not map {bytes:N0} bytes of memory.");
         return p;
+    }
+
+    /// <summary>
+    /// Address space of <paramref name="bytes"/> bytes with no memory committed behind it (MAP_NORESERVE): pages become
+    /// resident as they are first written, so a bump allocator can grow in place without ever moving. Null where the
+    /// system refuses (a strict overcommit policy, an address-space limit) or mmap is not available.
+    /// </summary>
+    public static void* TryReserve(nuint bytes)
+    {
+        if (Map == null) return null;
+        void* p = Map(null, bytes, ProtRead | ProtWrite, MapPrivate | MapAnonymous | MapNoReserve, -1, 0);
+        return p == (void*)-1 ? null : p;
     }
 
     public static void Free(void* pointer, nuint bytes)
