@@ -13,8 +13,9 @@ namespace PeftSharp.Bench;
 /// scored a vocabulary block at a time), training-step tokens/s (batch 4×256 and 1×512; a frozen
 /// base whose loss backpropagates to the inputs only, and full fine-tuning, with and without gradient
 /// checkpointing, with the arena peak), greedy decode tokens/s (32-token prompt, 128 new) and peak RSS; medians over the iterations after one warm-up.
-/// `--model-dir DIR` loads a Hugging Face folder instead (16-bit weights stay views of the file) and first prints a `load`
-/// line: the safetensors size, the load time and the resident memory right after loading.
+/// `--model-dir DIR [--dtype auto|bfloat16|float16]` loads a Hugging Face folder instead (16-bit weights stay views of the
+/// file; --dtype rounds other frozen matrices to 16 bits on load, as model.dtype does) and first prints a `load` line: the
+/// safetensors size, the load time and the resident memory right after loading.
 /// </summary>
 public static class ModelBench
 {
@@ -36,7 +37,13 @@ public static class ModelBench
         if (folder != null) name = Path.GetFileName(Path.GetFullPath(folder).TrimEnd('/'));
         using (var frozen = folder == null
             ? CausalLM.CreateRandom(config, new Rng(1), new LoadOptions { Trainable = FirstNorm })
-            : Load(folder, new LoadOptions { Trainable = FirstNorm }))
+            : Load(folder, new LoadOptions { Trainable = FirstNorm, Weights16 = Option(args, "--dtype", "auto") switch
+            {
+                "bfloat16" => DType.BF16,
+                "float16" => DType.F16,
+                "auto" => null,
+                var d => throw new ArgumentException($"--dtype {d}: expected auto, bfloat16 or float16."),
+            } }))
         {
             foreach (var (b, t) in shapes)
             {

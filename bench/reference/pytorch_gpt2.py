@@ -4,7 +4,7 @@
 Debian's python3-torch (1.13) here; transformers is not installable, so the model is the plain-PyTorch
 GPT-2 of tests/PeftSharp.Tests/Golden/models/make_model_goldens.py (transformers' semantics), with
 random weights and LoRA (r 8, alpha 16) on c_attn. Prints one JSON line per case, like bench/.
-Run: python3 bench/reference/pytorch_gpt2.py [--threads 2] [--forward-loss | --decode]
+Run: python3 bench/reference/pytorch_gpt2.py [--threads 2] [--forward-loss | --decode] [--bf16]
 """
 import argparse
 import importlib.util
@@ -92,6 +92,8 @@ def main():
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--bf16", action="store_true",
+                    help="weights in bfloat16 (PyTorch then computes in bf16), for the forward and decode")
     ap.add_argument("--decode", action="store_true",
                     help="greedy decode with a KV cache (32-token prompt, 128 new) instead of the forward and LoRA step")
     ap.add_argument("--forward-loss", action="store_true",
@@ -99,7 +101,14 @@ def main():
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(0)
-    params = goldens.gpt2_params(CONFIG, g)
+    if args.bf16:
+        # Draw each tensor in f32 and keep it in bf16 at once, so the f32 model never exists whole (peak RSS).
+        randn = torch.randn
+        torch.randn = lambda *a, **k: randn(*a, **k).to(torch.bfloat16)
+        params = goldens.gpt2_params(CONFIG, g)
+        torch.randn = randn
+    else:
+        params = goldens.gpt2_params(CONFIG, g)
     ids = torch.randint(0, CONFIG["vocab_size"], (args.batch, args.seq), generator=g)
     mask = torch.ones_like(ids)
     tokens = args.batch * args.seq
@@ -110,7 +119,7 @@ def main():
             greedy_decode(params, prompt, 4)
             runs = [greedy_decode(params, prompt, 128) for _ in range(args.steps)]
         prefill, decode = sorted(r[0] for r in runs)[len(runs) // 2], sorted(r[1] for r in runs)[len(runs) // 2]
-        print(json.dumps({"bench": "pytorch", "model": "distilgpt2", "mode": "greedy_decode", "prompt_tokens": 32, "new_tokens": 128,
+        print(json.dumps({"bench": "pytorch", "model": "distilgpt2", "mode": "greedy_decode_bf16" if args.bf16 else "greedy_decode", "prompt_tokens": 32, "new_tokens": 128,
                           "threads": args.threads, "prefill_tokens_per_s": round(32 / prefill, 1), "decode_tokens_per_s": round(128 / decode, 1),
                           "peak_rss_mib": round(peak_rss_mb(), 1)}), flush=True)
         return
@@ -121,7 +130,7 @@ def main():
         for _ in range(args.steps):
             goldens.gpt2_forward(params, CONFIG, ids, mask)
         dt = (time.perf_counter() - t) / args.steps
-    print(json.dumps({"bench": "pytorch", "model": "distilgpt2", "mode": "forward", "batch": args.batch, "seq_len": args.seq,
+    print(json.dumps({"bench": "pytorch", "model": "distilgpt2", "mode": "forward_bf16" if args.bf16 else "forward", "batch": args.batch, "seq_len": args.seq,
                       "threads": args.threads, "tokens_per_s": round(tokens / dt, 1), "peak_rss_mib": round(peak_rss_mb(), 1)}), flush=True)
 
     if args.forward_loss:

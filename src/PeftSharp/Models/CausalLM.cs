@@ -334,7 +334,7 @@ public abstract unsafe class CausalLM : ICausalLM
         if (_weights.Options.LinearOverride?.Invoke(info) is { } custom) return custom;
         int fin = info.InFeatures, fout = info.OutFeatures;
         Parameter? Bias() => info.HasBias ? _weights.Dense(info.Name + ".bias", [fout], WeightInit.Zeros) : null;
-        if (!info.IsConv1D && _weights.Half(info.Name + ".weight", fout, fin) is { } half) return new HalfLinear(info, half, Bias());
+        if (_weights.Half(info.Name + ".weight", fout, fin, transpose: info.IsConv1D) is { } half) return new HalfLinear(info, half, Bias());
         var w = _weights.Dense(info.Name + ".weight", info.IsConv1D ? [fin, fout] : [fout, fin], WeightInit.Normal, transpose: info.IsConv1D);
         return new DenseLinear(info, w, Bias());
     }

@@ -1,3 +1,5 @@
+using PeftSharp.Tensors;
+
 namespace PeftSharp.Models;
 
 /// <summary>How <see cref="CausalLM.Load"/> (and <see cref="CausalLM.CreateRandom"/>) builds a model.</summary>
@@ -11,6 +13,14 @@ public sealed record LoadOptions
 
     /// <summary>Widen every BF16/F16 weight into owned f32 instead of keeping views of the file.</summary>
     public bool Float32 { get; init; }
+
+    /// <summary>
+    /// Keep frozen matrices (linear weights, embeddings) in this 16-bit type (BF16 or F16), as transformers'
+    /// torch_dtype=torch.bfloat16 does: weights stored in another dtype (f32, or the other 16-bit type) are rounded to
+    /// nearest even into owned copies, half the memory of f32; weights already of this type stay views of the file.
+    /// Null: keep the stored dtype. Ignored for trainable weights and with <see cref="Float32"/>.
+    /// </summary>
+    public DType? Weights16 { get; init; }
 
     /// <summary>Recompute each decoder layer's forward during backward (see <see cref="CausalLM.GradientCheckpointing"/>).</summary>
     public bool GradientCheckpointing { get; init; }

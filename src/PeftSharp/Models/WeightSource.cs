@@ -65,12 +65,53 @@ internal sealed unsafe class WeightSource : IDisposable
         return p;
     }
 
-    /// <summary>A view of a frozen BF16/F16 matrix in the file, or null when it must be f32 (another dtype, trainable, Float32, or no checkpoint).</summary>
-    public HalfMatrix? Half(string name, int rows, int columns)
+    private readonly List<NativeBuffer<ushort>> _owned16 = [];
+
+    /// <summary>
+    /// A frozen 16-bit matrix [rows, columns]: a view of a BF16/F16 tensor in the file, or with
+    /// <see cref="LoadOptions.Weights16"/> an owned copy rounded from another dtype (the file's pages released);
+    /// null when it must be f32 (another dtype without Weights16, trainable, Float32, or no checkpoint). A GPT-2
+    /// Conv1D weight (<paramref name="transpose"/>, stored [columns, rows]) is only ever an owned copy.
+    /// </summary>
+    public HalfMatrix? Half(string name, int rows, int columns, bool transpose = false)
     {
         if (_checkpoint == null || Options.Float32 || Options.IsTrainable(name)) return null;
-        var t = Find(name, [rows, columns]);
-        return t.DType is DType.BF16 or DType.F16 ? new HalfMatrix(name, rows, columns, (ushort*)t.Pointer, t.DType, t.ReleasePages) : null;
+        var t = Find(name, transpose ? [columns, rows] : [rows, columns]);
+        var target = Options.Weights16;
+        if (!transpose && t.DType is DType.BF16 or DType.F16 && (target == null || target == t.DType))
+            return new HalfMatrix(name, rows, columns, (ushort*)t.Pointer, t.DType, t.ReleasePages);
+        if (target is not { } type) return null;
+        if (type is not (DType.BF16 or DType.F16)) throw new ArgumentException($"LoadOptions.Weights16 must be BF16 or F16, not {type}.");
+        var owned = new NativeBuffer<ushort>((long)rows * columns, clear: false);
+        _owned16.Add(owned);
+        const long chunk = 1 << 20;
+        using var wide = new NativeBuffer<float>(transpose ? (long)rows * columns : Math.Min(chunk, (long)rows * columns), clear: false);
+        if (transpose)
+        {
+            t.ReadFloat32(wide.Pointer);
+            using var rowMajor = new NativeBuffer<float>((long)rows * columns, clear: false);
+            for (long r = 0; r < columns; r++)
+                for (long c = 0; c < rows; c++) rowMajor.Pointer[c * columns + r] = wide.Pointer[r * rows + c];
+            Narrow(rowMajor.Pointer, owned.Pointer, (long)rows * columns, type);
+        }
+        else
+        {
+            int size = t.DType.Size();
+            for (long at = 0; at < owned.Length; at += chunk)
+            {
+                long n = Math.Min(chunk, owned.Length - at);
+                Formats.Safetensors.Widening.ToFloat32(t.DType, t.Pointer + at * size, wide.Pointer, n);
+                Narrow(wide.Pointer, owned.Pointer + at, n, type);
+            }
+        }
+        t.ReleasePages();
+        return new HalfMatrix(name, rows, columns, owned.Pointer, type);
+    }
+
+    private static void Narrow(float* source, ushort* destination, long n, DType type)
+    {
+        if (type == DType.BF16) Kernels.Precision.F32ToBf16(source, destination, n);
+        else Kernels.Precision.F32ToF16(source, (Half*)destination, n);
     }
 
     private SafetensorsTensor Find(string name, int[] expected)
@@ -94,5 +135,10 @@ internal sealed unsafe class WeightSource : IDisposable
         }
     }
 
-    public void Dispose() => _checkpoint?.Dispose();
+    public void Dispose()
+    {
+        _checkpoint?.Dispose();
+        foreach (var b in _owned16) b.Dispose();
+        _owned16.Clear();
+    }
 }

@@ -4,7 +4,6 @@ using PeftSharp.Data;
 using PeftSharp.Formats;
 using PeftSharp.Formats.ChatTemplates;
 using PeftSharp.Formats.HfConfig;
-using PeftSharp.Formats.Safetensors;
 using PeftSharp.Formats.Tokenizers;
 using PeftSharp.Models;
 using PeftSharp.Peft;
@@ -35,30 +34,25 @@ public static class FineTuning
 {
     /// <summary>
     /// How <see cref="Run"/> loads the base: frozen (LoRA, QLoRA) or trainable (full), bias "all"'s extra trainable
-    /// biases, gradient checkpointing, and model.dtype: "auto" keeps the stored dtype (16-bit weights stay views of the
-    /// file), "float32" converts on load, "bfloat16"/"float16" must match what the checkpoint stores (converting f32
-    /// weights down to 16 bits on load is not supported).
+    /// biases, gradient checkpointing, and model.dtype as transformers' torch_dtype: "auto" keeps the stored dtype
+    /// (16-bit weights stay views of the file), "float32" converts on load, "bfloat16"/"float16" keep the frozen
+    /// matrices in that type (rounding f32 ones on load: half their memory).
     /// </summary>
     public static LoadOptions LoadOptionsFor(RunConfig config, string folder)
     {
         var args = config.Training;
-        if (config.Dtype is "bfloat16" or "float16")
-        {
-            using var checkpoint = SafetensorsCheckpoint.Open(folder);
-            var stored = checkpoint.Tensors.FirstOrDefault(t => t.Rank == 2 && t.DType is DType.F32 or DType.BF16 or DType.F16)?.DType;
-            var wanted = config.Dtype == "bfloat16" ? DType.BF16 : DType.F16;
-            if (stored != null && stored != wanted)
-                throw new PeftSharpException($"model.dtype {config.Dtype}: {folder} stores its weights as {stored.Value.SafetensorsName()}; "
-                    + "converting them to 16 bits on load is not supported. Use auto (keep them as stored) or float32, or load_in_4bit to quantize.");
-        }
         bool float32 = config.Dtype == "float32";
+        DType? weights16 = config.Dtype switch { "bfloat16" => DType.BF16, "float16" => DType.F16, _ => null };
         return config.Method switch
         {
             "full" => new LoadOptions { FullFineTune = true, GradientCheckpointing = args.GradientCheckpointing },
             // bias "all": PEFT trains every bias. Those of linear layers are the LoRA wrapper's to make trainable;
             // the rest (GPT-2's LayerNorm biases) are loaded trainable.
-            _ when config.Lora!.Bias == "all" => new LoadOptions { Trainable = NonLinearBias(folder), GradientCheckpointing = args.GradientCheckpointing, Float32 = float32 },
-            _ => new LoadOptions { GradientCheckpointing = args.GradientCheckpointing, Float32 = float32 },
+            _ when config.Lora!.Bias == "all" => new LoadOptions
+            {
+                Trainable = NonLinearBias(folder), GradientCheckpointing = args.GradientCheckpointing, Float32 = float32, Weights16 = weights16,
+            },
+            _ => new LoadOptions { GradientCheckpointing = args.GradientCheckpointing, Float32 = float32, Weights16 = weights16 },
         };
     }
 

@@ -1,10 +1,11 @@
 using PeftSharp.Config;
 using PeftSharp.Models.Init;
 using PeftSharp.Recipes;
+using PeftSharp.Tensors;
 
 namespace PeftSharp.Tests.Recipes;
 
-/// <summary>model.dtype as the run config documents it: auto keeps the stored dtype, float32 converts, 16-bit must match.</summary>
+/// <summary>model.dtype as the run config documents it: auto keeps the stored dtype, float32 widens, bfloat16/float16 keep 16 bits.</summary>
 public sealed class LoadOptionsTests : IDisposable
 {
     private readonly string _root = Directory.CreateTempSubdirectory("peftsharp-load-options").FullName;
@@ -32,13 +33,12 @@ public sealed class LoadOptionsTests : IDisposable
         ModelInitializer.Write(bf16, new InitModelOptions { Architecture = "llama", Dtype = "bfloat16" });
         ModelInitializer.Write(f32, new InitModelOptions { Architecture = "llama" });
 
-        Assert.False(FineTuning.LoadOptionsFor(Config(bf16, "auto"), bf16).Float32);
+        var auto = FineTuning.LoadOptionsFor(Config(bf16, "auto"), bf16);
+        Assert.False(auto.Float32);
+        Assert.Null(auto.Weights16);
         Assert.True(FineTuning.LoadOptionsFor(Config(bf16, "float32"), bf16).Float32);
-        Assert.False(FineTuning.LoadOptionsFor(Config(bf16, "bfloat16"), bf16).Float32);
-        var e = Assert.Throws<PeftSharpException>(() => FineTuning.LoadOptionsFor(Config(f32, "bfloat16"), f32));
-        Assert.Contains("model.dtype bfloat16", e.Message);
-        Assert.Contains("F32", e.Message);
-        Assert.Throws<PeftSharpException>(() => FineTuning.LoadOptionsFor(Config(bf16, "float16"), bf16));
+        Assert.Equal(DType.BF16, FineTuning.LoadOptionsFor(Config(f32, "bfloat16"), f32).Weights16);
+        Assert.Equal(DType.F16, FineTuning.LoadOptionsFor(Config(bf16, "float16"), bf16).Weights16);
 
         // bias "all" keeps its trainable LayerNorm-style biases and the dtype choice together.
         var withBias = FineTuning.LoadOptionsFor(Config(bf16, "float32", "bias: all"), bf16);
