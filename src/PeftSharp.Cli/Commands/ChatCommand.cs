@@ -43,7 +43,8 @@ public static class ChatCommand
         var topP = new Option<double?>("--top-p") { Description = "Nucleus sampling: keep the most likely tokens up to this probability." };
         var seed = new Option<ulong?>("--seed") { Description = "Sampling seed (default: random)." };
         var command = new Command("chat", "Chat with a model (and optionally an adapter) on the terminal; /reset clears the history, /exit or an empty line ends.");
-        foreach (var option in new Option[] { model, adapter, system, maxNew, temperature, topP, seed })
+        var dtypeOption = ModelLoading.DtypeOption();
+        foreach (var option in new Option[] { model, adapter, system, maxNew, temperature, topP, seed, dtypeOption })
             command.Options.Add(option);
         command.SetAction(parseResult =>
         {
@@ -57,7 +58,7 @@ public static class ChatCommand
                 TopP = parseResult.GetValue(topP),
                 Seed = parseResult.GetValue(seed),
             };
-            Run(args, ModelLoading.Load, Console.In, Console.Out);
+            Run(args, ModelLoading.LoaderFor(parseResult.GetValue(dtypeOption)!), Console.In, Console.Out);
         });
         return command;
     }

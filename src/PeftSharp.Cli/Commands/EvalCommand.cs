@@ -42,7 +42,8 @@ public static class EvalCommand
         var batch = new Option<int>("--batch-size") { Description = "Examples per loss batch.", DefaultValueFactory = _ => 8 };
         var chat = new Option<string?>("--chat-template") { Description = "Built-in chat format (chatml, llama3, llama2, zephyr) when the model has none." };
         var command = new Command("eval", "Evaluate a model (and adapter) on a data file: loss, perplexity, token accuracy, BLEU, ROUGE-L.");
-        foreach (var o in new Option[] { model, adapter, data, metrics, maxNew, maxLength, batch, chat }) command.Options.Add(o);
+        var dtypeOption = ModelLoading.DtypeOption();
+        foreach (var o in new Option[] { model, adapter, data, metrics, maxNew, maxLength, batch, chat, dtypeOption }) command.Options.Add(o);
         command.SetAction(r =>
         {
             var options = new EvalOptions(r.GetValue(model)!, r.GetValue(data)!)
@@ -54,7 +55,7 @@ public static class EvalCommand
                 BatchSize = r.GetValue(batch),
                 ChatTemplate = r.GetValue(chat),
             };
-            Run(options, ModelLoading.Load, ModelLoading.ApplyAdapter, Tokenizer.FromFolder, Console.Out);
+            Run(options, ModelLoading.LoaderFor(r.GetValue(dtypeOption)!), ModelLoading.ApplyAdapter, Tokenizer.FromFolder, Console.Out);
         });
         return command;
     }

@@ -56,7 +56,8 @@ public static class GenerateCommand
         var outputIds = new Option<bool>("--output-ids") { Description = "Print the generated token ids as a JSON array instead of text." };
         var stop = new Option<string[]>("--stop") { Description = "Stop when the text contains this string (cut before it); repeat for several." };
         var command = new Command("generate", "Generate a continuation of a prompt with a model (and optionally an adapter).");
-        foreach (var option in new Option[] { model, adapter, prompt, promptIds, maxNew, temperature, topK, topP, penalty, seed, chat, outputIds, stop })
+        var dtypeOption = ModelLoading.DtypeOption();
+        foreach (var option in new Option[] { model, adapter, prompt, promptIds, maxNew, temperature, topK, topP, penalty, seed, chat, outputIds, stop, dtypeOption })
             command.Options.Add(option);
         command.SetAction(parseResult =>
         {
@@ -76,7 +77,7 @@ public static class GenerateCommand
                 OutputIds = parseResult.GetValue(outputIds),
                 Stop = parseResult.GetValue(stop) ?? [],
             };
-            Run(args, ModelLoading.Load, Console.Out);
+            Run(args, ModelLoading.LoaderFor(parseResult.GetValue(dtypeOption)!), Console.Out);
         });
         return command;
     }
