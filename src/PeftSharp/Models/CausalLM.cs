@@ -95,13 +95,15 @@ public abstract unsafe class CausalLM : ICausalLM
         _ => throw new PeftSharpException($"model_type '{config.ModelType}' is not supported; supported: {string.Join(", ", ModelConfig.SupportedModelTypes)}."),
     };
 
-    public Tensor Forward(Ops ops, TokenBatch batch)
+    public Tensor Forward(Ops ops, TokenBatch batch) => _slots[^1].Layer.Forward(ops, FinalHidden(ops, batch));
+
+    /// <summary>The final hidden states (rows, C) of a whole batch, after the last norm.</summary>
+    private Tensor FinalHidden(Ops ops, TokenBatch batch)
     {
         Validate(batch);
         var positions = batch.PositionIds ?? DefaultPositions(batch.Batch, batch.SeqLen);
         var context = new SequenceAttention(batch.Batch, batch.SeqLen, positions, batch.AttentionMask, batch.SegmentIds);
-        var hidden = Hidden(ops, batch.InputIds, context);
-        return _slots[^1].Layer.Forward(ops, hidden);
+        return Hidden(ops, batch.InputIds, context);
     }
 
     /// <summary>
@@ -113,10 +115,7 @@ public abstract unsafe class CausalLM : ICausalLM
     {
         if (ops.Tape.GradEnabled)
         {
-            Validate(batch);
-            var positions = batch.PositionIds ?? DefaultPositions(batch.Batch, batch.SeqLen);
-            var context = new SequenceAttention(batch.Batch, batch.SeqLen, positions, batch.AttentionMask, batch.SegmentIds);
-            var hidden = Hidden(ops, batch.InputIds, context);
+            var hidden = FinalHidden(ops, batch);
             var head = _slots[^1].Layer;
             int chunk = LossChunkRows(hidden.Rows, VocabSize);
             if (chunk < hidden.Rows && !head.Parameters.Any(p => p.RequiresGrad))
@@ -153,44 +152,33 @@ public abstract unsafe class CausalLM : ICausalLM
     /// </summary>
     public float ScoreNextTokens(Ops ops, TokenBatch batch, ReadOnlySpan<int> targets, Span<float> losses, Span<int> argmax)
     {
-        Validate(batch);
         var tape = ops.Tape;
         bool grad = tape.GradEnabled;
         tape.GradEnabled = false;
         var mark = tape.Arena.Mark();
         try
         {
-            var positions = batch.PositionIds ?? DefaultPositions(batch.Batch, batch.SeqLen);
-            var context = new SequenceAttention(batch.Batch, batch.SeqLen, positions, batch.AttentionMask, batch.SegmentIds);
-            var hidden = Hidden(ops, batch.InputIds, context);
+            var hidden = FinalHidden(ops, batch);
             int rows = hidden.Rows, k = hidden.Columns;
             float* x = hidden.Data;
-            switch (_slots[^1].Layer)
+            // The logits of vocabulary columns [column, column + width) straight from the frozen weight's rows.
+            NextTokenScores.BlockSource? slice = _slots[^1].Layer switch
             {
-                case DenseLinear dense:
-                    {
-                        float* w = dense.Weight.Data, bias = dense.Bias == null ? null : dense.Bias.Data;
-                        return NextTokenScores.Score(tape, targets, losses, argmax, rows, VocabSize, (column, width, block) =>
-                        {
-                            Gemm.LinearForward(x, w + (long)column * k, bias == null ? null : bias + column, block, rows, width, k);
-                            return block;
-                        }, NextTokenScores.BlockWidth(rows, VocabSize));
-                    }
-                case HalfLinear half:
-                    {
-                        ushort* w = half.Weight.Data;
-                        var type = half.Weight.DType;
-                        float* bias = half.Bias == null ? null : half.Bias.Data;
-                        return NextTokenScores.Score(tape, targets, losses, argmax, rows, VocabSize, (column, width, block) =>
-                        {
-                            Gemm.LinearForward(x, w + (long)column * k, type, bias == null ? null : bias + column, block, rows, width, k);
-                            return block;
-                        }, NextTokenScores.BlockWidth(rows, VocabSize));
-                    }
-                default:
-                    var logits = _slots[^1].Layer.Forward(ops, hidden);
-                    return NextTokenScores.Score(tape, targets, losses, argmax, rows, VocabSize, (_, _, _) => logits.Data, VocabSize, scratch: false);
-            }
+                DenseLinear d => (column, width, block) =>
+                {
+                    Gemm.LinearForward(x, d.Weight.Data + (long)column * k, d.Bias == null ? null : d.Bias.Data + column, block, rows, width, k);
+                    return block;
+                },
+                HalfLinear h => (column, width, block) =>
+                {
+                    Gemm.LinearForward(x, h.Weight.Data + (long)column * k, h.Weight.DType, h.Bias == null ? null : h.Bias.Data + column, block, rows, width, k);
+                    return block;
+                },
+                _ => null,
+            };
+            if (slice != null) return NextTokenScores.Score(tape, targets, losses, argmax, rows, VocabSize, slice, NextTokenScores.BlockWidth(rows, VocabSize));
+            var logits = _slots[^1].Layer.Forward(ops, hidden);
+            return NextTokenScores.Score(tape, targets, losses, argmax, rows, VocabSize, (_, _, _) => logits.Data, VocabSize, scratch: false);
         }
         finally
         {
