@@ -54,10 +54,9 @@ internal static unsafe class PageMemory
         return p == (void*)-1 ? null : p;
     }
 
-    public static void Free(void* pointer, nuint bytes)
-    {
-        if (Unmap(pointer, bytes) != 0) throw new InvalidOperationException($"munmap of {bytes:N0} bytes failed.");
-    }
+    /// <summary>Unmaps a block from <see cref="Allocate"/> or <see cref="TryReserve"/> (also from finalizers: it never throws;
+    /// munmap only fails on arguments it did not hand out).</summary>
+    public static void Free(void* pointer, nuint bytes) => Unmap(pointer, bytes);
 
     /// <summary>
     /// Drops the whole pages inside [<paramref name="start"/>, start + <paramref name="bytes"/>) of a read-only
