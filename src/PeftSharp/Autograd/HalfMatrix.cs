@@ -11,9 +11,11 @@ namespace PeftSharp.Autograd;
 public sealed unsafe class HalfMatrix
 {
     /// <param name="releasePages">For a view of a file: drops its pages from resident memory (<see cref="ReleasePages"/>).</param>
-    public HalfMatrix(string name, int rows, int columns, ushort* data, DType type, Action? releasePages = null)
+    /// <param name="owner">For a copy: the memory holding it, freed by <see cref="DisposeOwned"/> unless the matrix is <see cref="Shared"/>.</param>
+    public HalfMatrix(string name, int rows, int columns, ushort* data, DType type, Action? releasePages = null, IDisposable? owner = null)
     {
         _releasePages = releasePages;
+        _owner = owner;
         if (type is not (DType.BF16 or DType.F16)) throw new ArgumentException($"{name}: a half matrix is BF16 or F16, not {type}.", nameof(type));
         Name = name;
         Rows = rows;
@@ -23,6 +25,19 @@ public sealed unsafe class HalfMatrix
     }
 
     private readonly Action? _releasePages;
+    private readonly IDisposable? _owner;
+
+    /// <summary>The memory of an owned copy (null for a view).</summary>
+    internal IDisposable? Owner => _owner;
+
+    /// <summary>Used by more than one layer (a tied embedding and output layer): only its model frees it.</summary>
+    internal bool Shared { get; set; }
+
+    /// <summary>Frees an owned copy when the one layer using it is disposed (a layer replaced by its 4-bit form).</summary>
+    internal void DisposeOwned()
+    {
+        if (!Shared) _owner?.Dispose();
+    }
 
     public string Name { get; }
     public int Rows { get; }

@@ -367,7 +367,12 @@ internal sealed class EmbeddingTable(Parameter? dense, HalfMatrix? half)
     public Tensor Lookup(Ops ops, int[] ids) => Dense != null ? ops.Embedding(ids, Dense) : ops.Embedding(ids, Half!);
 
     /// <summary>The tied output layer: logits = h·tableᵀ (a bf16 table stays bf16 in the GEMM).</summary>
-    public IBaseLinear AsHead(LinearModuleInfo info) => Dense != null ? new DenseLinear(info, Dense, null) : new HalfLinear(info, Half!, null);
+    public IBaseLinear AsHead(LinearModuleInfo info)
+    {
+        if (Dense != null) return new DenseLinear(info, Dense, null);
+        Half!.Shared = true;
+        return new HalfLinear(info, Half, null);
+    }
 }
 
 /// <summary>The attention step of a decoder layer, after q/k/v projections (and RoPE): whole sequences, or a KV cache.</summary>

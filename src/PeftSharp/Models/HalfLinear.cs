@@ -35,6 +35,10 @@ public sealed unsafe class HalfLinear : IBaseLinear
     public void AddToWeight(float* delta, float scale) =>
         throw new InvalidOperationException($"{Info.Name}: the weight is a read-only {Weight.DType} view of the checkpoint; load with Float32 to modify it.");
 
-    /// <summary>The weight view belongs to the model's checkpoint; only the bias is freed.</summary>
-    public void Dispose() => Bias?.Dispose();
+    /// <summary>Frees the bias, and the weight when it is a copy only this layer uses (a view belongs to the checkpoint).</summary>
+    public void Dispose()
+    {
+        Bias?.Dispose();
+        Weight.DisposeOwned();
+    }
 }

@@ -105,7 +105,7 @@ internal sealed unsafe class WeightSource : IDisposable
             }
         }
         t.ReleasePages();
-        return new HalfMatrix(name, rows, columns, owned.Pointer, type);
+        return new HalfMatrix(name, rows, columns, owned.Pointer, type, owner: owned);
     }
 
     private static void Narrow(float* source, ushort* destination, long n, DType type)

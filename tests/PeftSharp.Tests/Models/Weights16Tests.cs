@@ -79,4 +79,23 @@ public sealed class Weights16Tests : IDisposable
         using var source = PeftSharp.Formats.Safetensors.SafetensorsFile.Open(Path.Combine(folder, "model.safetensors"));
         Assert.Equal(source.Tensors.Select(t => t.Name).Order(), saved.Tensors.Select(t => t.Name).Order());
     }
+
+    [Theory]
+    [InlineData("llama")]
+    [InlineData("qwen2")]  // tied: the shared embedding copy must outlive the quantized layers
+    public void QuantizingRoundedCopiesFreesThemAndEqualsQuantizingA16BitCheckpoint(string arch)
+    {
+        var bnb = new PeftSharp.Quantization.BitsAndBytesConfig { LoadIn4bit = true, Bnb4bitQuantType = "nf4", Bnb4bitUseDoubleQuant = true };
+        using var converted = CausalLM.Load(Folder(arch, "float32"), new LoadOptions { Weights16 = DType.BF16 });
+        using var stored = CausalLM.Load(Folder(arch, "bfloat16"));
+        var copies = converted.Linears.Where(s => !s.Info.IsOutputLayer).Select(s => ((HalfLinear)s.Layer).Weight).ToList();
+        PeftSharp.Quantization.QuantizedModel.QuantizeLinears(converted, bnb);
+        PeftSharp.Quantization.QuantizedModel.QuantizeLinears(stored, bnb);
+        Assert.All(converted.Linears.Where(s => !s.Info.IsOutputLayer), s => Assert.IsType<PeftSharp.Quantization.Linear4Bit>(s.Layer));
+        Assert.Equal(Logits(stored), Logits(converted));
+        // The replaced layers' bf16 copies are freed at once; the embedding's (shared with a tied head) is not.
+        Assert.NotEmpty(copies);
+        Assert.All(copies, w => Assert.Throws<ObjectDisposedException>(() => ((NativeBuffer<ushort>)w.Owner!).Span.Length));
+        Assert.All(converted.HalfWeights, w => Assert.True(((NativeBuffer<ushort>)w.Owner!).Span.Length > 0));
+    }
 }
