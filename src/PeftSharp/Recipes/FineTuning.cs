@@ -56,6 +56,22 @@ public static class FineTuning
         };
     }
 
+    /// <summary>
+    /// The dtype a fully fine-tuned model is saved in (training itself is f32): model.dtype when it names one, else
+    /// (auto) the dtype the checkpoint stores its matrices in, as transformers saves a model loaded with dtype="auto".
+    /// </summary>
+    public static DType SaveDType(RunConfig config, string folder)
+    {
+        switch (config.Dtype)
+        {
+            case "float32": return DType.F32;
+            case "bfloat16": return DType.BF16;
+            case "float16": return DType.F16;
+        }
+        using var checkpoint = Formats.Safetensors.SafetensorsCheckpoint.Open(folder);
+        return checkpoint.Tensors.FirstOrDefault(t => t.Rank == 2 && t.DType is DType.F32 or DType.BF16 or DType.F16)?.DType ?? DType.F32;
+    }
+
     /// <summary>Bias parameters outside the linear modules (e.g. LayerNorm biases), for bias "all".</summary>
     private static Func<string, bool> NonLinearBias(string folder)
     {
@@ -113,7 +129,9 @@ public static class FineTuning
         }
         else
         {
-            PeftModel.SaveModel(model, args.OutputDir, DType.F32, folder);
+            var saveAs = SaveDType(config, folder);
+            PeftModel.SaveModel(model, args.OutputDir, saveAs, folder);
+            if (saveAs != DType.F32) notices.Add($"saved the fine-tuned weights as {saveAs.SafetensorsName()}, the checkpoint's dtype (model.dtype: float32 keeps them f32).");
             outputBytes = Directory.EnumerateFiles(args.OutputDir, "*.safetensors").Sum(f => new FileInfo(f).Length);
         }
         long modelBytes = Directory.EnumerateFiles(folder, "*.safetensors").Sum(f => new FileInfo(f).Length);

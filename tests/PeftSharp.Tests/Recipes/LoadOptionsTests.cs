@@ -45,4 +45,16 @@ public sealed class LoadOptionsTests : IDisposable
         Assert.True(withBias.Float32);
         Assert.NotNull(withBias.Trainable);
     }
+
+    [Fact]
+    public void AFullFineTuneIsSavedInTheCheckpointsDtypeUnlessModelDtypeSaysOtherwise()
+    {
+        string bf16 = Path.Combine(_root, "bf16"), f32 = Path.Combine(_root, "f32");
+        ModelInitializer.Write(bf16, new InitModelOptions { Architecture = "gpt2", Dtype = "bfloat16" });
+        ModelInitializer.Write(f32, new InitModelOptions { Architecture = "gpt2" });
+        Assert.Equal(DType.BF16, FineTuning.SaveDType(Config(bf16, "auto"), bf16));
+        Assert.Equal(DType.F32, FineTuning.SaveDType(Config(f32, "auto"), f32));
+        Assert.Equal(DType.F32, FineTuning.SaveDType(Config(bf16, "float32"), bf16));
+        Assert.Equal(DType.F16, FineTuning.SaveDType(Config(f32, "float16"), f32));
+    }
 }
