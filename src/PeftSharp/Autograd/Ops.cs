@@ -182,6 +182,23 @@ public sealed unsafe class Ops(Tape tape)
         return y;
     }
 
+    /// <summary>
+    /// x + u with u ~ U(−magnitude, magnitude) drawn from <paramref name="rng"/> in training (NEFTune's noise on the input
+    /// embeddings); the noise is a constant of the graph, so dx = dy. Outside training x itself.
+    /// </summary>
+    public Tensor AddUniformNoise(Tensor x, float magnitude, Rng rng)
+    {
+        if (!Tape.Training || magnitude == 0f) return x;
+        var y = Tape.NewTensor(x.Shape, Tape.AnyRequiresGrad(x));
+        Tape.BeforeRandomDraw(rng);
+        var noise = new Span<float>(y.Data, checked((int)x.Length));
+        rng.FillUniform(noise, -magnitude, magnitude);
+        Elementwise.Add(x.Length, x.Data, y.Data, y.Data);
+        if (y.RequiresGrad)
+            Tape.Record(() => { if (y.Grad != null) Elementwise.Axpy(x.Length, 1f, y.Grad, Tape.GradOf(x)); });
+        return y;
+    }
+
     /// <summary>a + b (same shape), e.g. a residual.</summary>
     public Tensor Add(Tensor a, Tensor b)
     {

@@ -114,6 +114,11 @@ public sealed class RunConfig
             try { lora = LoraConfig.FromJson(loraJson); }
             catch (PeftSharpException e) { throw new PeftSharpException(e.Message.StartsWith("lora:") ? e.Message : "lora: " + e.Message); }
             lora.InferenceMode = false;
+            // The user guide's default: a causal-LM run writes task_type CAUSAL_LM, which PEFT's AutoPeftModelForCausalLM needs.
+            lora.TaskType ??= "CAUSAL_LM";
+            if (lora.TaskType != "CAUSAL_LM")
+                throw new PeftSharpException($"lora.task_type {lora.TaskType}: the SFT trainer trains causal language models (CAUSAL_LM); " +
+                    "sequence classification and the other task types are not trained by this command.");
         }
 
         JsonObject? quant = hasQuant ? sections["quantization"] : null;

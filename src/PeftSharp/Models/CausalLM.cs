@@ -14,8 +14,9 @@ namespace PeftSharp.Models;
 /// sequences, <see cref="Forward"/>) and decoding (a KV cache, <see cref="StartDecoding"/>): only
 /// the attention step differs.
 /// </summary>
-public abstract unsafe class CausalLM : ICausalLM
+public abstract unsafe class CausalLM : ICausalLM, IRandomStreams
 {
+    private readonly Rng _neftuneRng = new(0);
     private readonly WeightSource _weights;
     private readonly List<Parameter> _own = [];
     private readonly List<HalfMatrix> _ownHalf = [];
@@ -216,10 +217,20 @@ public abstract unsafe class CausalLM : ICausalLM
         return new DecodeSession(this, batch, maxTokens);
     }
 
+    /// <summary>
+    /// NEFTune (TRL's neftune_noise_alpha): in training, the input embeddings of a (B, L, d) batch get uniform noise in
+    /// ±alpha/√(L·d), L the padded sequence length, as transformers' neftune_post_forward_hook adds it. Null: off.
+    /// </summary>
+    public double? NeftuneNoiseAlpha { get; set; }
+
+    public void Reseed(ulong key) => _neftuneRng.Reset(Rng.FoldIn(key, Rng.StreamId("neftune")));
+
     /// <summary>The final hidden states (rows, C) after the last norm.</summary>
     internal Tensor Hidden(Ops ops, int[] ids, AttentionContext context)
     {
         var h = Embed(ops, ids, context.Positions);
+        if (NeftuneNoiseAlpha is double alpha && ops.Tape.Training && ops.Tape.GradEnabled)
+            h = ops.AddUniformNoise(h, (float)(alpha / Math.Sqrt((double)context.Tokens * h.Columns)), _neftuneRng);
         ArenaMark? keptAt = null;
         for (int i = 0; i < LayerCount; i++)
         {

@@ -36,6 +36,10 @@ public sealed partial class PeftModel
         var entries = AdapterTensors(adapterName, config).Select(t =>
             SafetensorsEntry.FromFloat32(KeyPrefix + t.Key, t.Value.Shape.Select(d => (long)d).ToArray(), t.Value.AsSpan().ToArray())).ToList();
         Directory.CreateDirectory(directory);
+        // adapter_config.json is what makes a folder an adapter, and it is written last: the old one goes first, so a
+        // kill at any moment leaves the old adapter, no adapter, or the new one, never new weights under an old config.
+        string configPath = Path.Combine(directory, LoraConfig.FileName);
+        if (File.Exists(configPath)) File.Delete(configPath);
         SafetensorsWriter.Write(Path.Combine(directory, WeightsFileName), entries);
         bool inference = config.InferenceMode;
         config.InferenceMode = true; // PEFT always saves inference_mode = true

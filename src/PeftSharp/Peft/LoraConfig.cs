@@ -131,11 +131,37 @@ public sealed class LoraConfig
         catch (PeftSharpException e) { throw new PeftSharpException($"{path}: {e.Message}"); }
     }
 
+    /// <summary>An integer layer index however the JSON or YAML reader typed it (int, long or a whole double).</summary>
+    private static int? LayerIndex(JsonNode? n) =>
+        Config.KeySpec.AsNumber(n) is double d && d == Math.Floor(d) && d >= 0 && d <= int.MaxValue ? (int)d : null;
+
+    /// <summary>
+    /// PEFT LoraConfig fields PeftSharp does not implement, each with the value that means "unused". A file that sets one
+    /// to anything else is refused by name: loading it would silently give another model's outputs.
+    /// </summary>
+    private static readonly (string Key, Func<JsonNode?, bool> Unused, string What)[] Unimplemented =
+    [
+        ("lora_bias", n => n is null || n.GetValueKind() == JsonValueKind.False, "a trainable bias on lora_B"),
+        ("layer_replication", n => n is null, "layer replication"),
+        ("trainable_token_indices", n => n is null, "trainable token embeddings"),
+        ("target_parameters", n => n is null || n is JsonArray { Count: 0 }, "LoRA on nn.Parameter targets"),
+        ("use_qalora", n => n is null || n.GetValueKind() == JsonValueKind.False, "QA-LoRA"),
+        ("alora_invocation_tokens", n => n is null, "activated LoRA (aLoRA)"),
+        ("megatron_config", n => n is null, "Megatron parallel layers"),
+        ("loftq_config", n => n is null || n is JsonObject { Count: 0 }, "LoftQ initialisation"),
+        ("eva_config", n => n is null, "EVA initialisation"),
+        ("corda_config", n => n is null, "CorDA initialisation"),
+    ];
+
     public static LoraConfig FromJson(JsonObject obj)
     {
         var peftType = Str(obj, "peft_type");
         if (peftType != null && peftType != "LORA")
             throw new PeftSharpException($"peft_type is \"{peftType}\"; only \"LORA\" adapters are supported.");
+        foreach (var (key, unused, what) in Unimplemented)
+            if (obj.ContainsKey(key) && !unused(obj[key]))
+                throw new PeftSharpException($"{key} is {obj[key]!.ToJsonString()}: PeftSharp does not implement {what}; " +
+                    "this adapter would give other outputs than PEFT's. Use an adapter without it.");
         var c = new LoraConfig { _raw = (JsonObject)obj.DeepClone() };
         c.R = Int(obj, "r") ?? c.R;
         c.LoraAlpha = Num(obj, "lora_alpha") ?? c.LoraAlpha;
@@ -159,8 +185,8 @@ public sealed class LoraConfig
         c.LayersToTransform = obj["layers_to_transform"] switch
         {
             null => null,
-            JsonArray a => a.Select((n, i) => n is JsonValue v && v.TryGetValue(out int x) ? x : throw new PeftSharpException($"layers_to_transform[{i}] must be an integer.")).ToList(),
-            JsonValue v when v.TryGetValue(out int x) => [x],
+            JsonArray a => a.Select((n, i) => LayerIndex(n) ?? throw new PeftSharpException($"layers_to_transform[{i}] must be a non-negative integer, got {n?.ToJsonString() ?? "null"}.")).ToList(),
+            JsonValue v when LayerIndex(v) is int x => [x],
             var other => throw new PeftSharpException($"layers_to_transform must be an integer or a list of integers, got {other.ToJsonString()}."),
         };
         c.LayersPattern = obj["layers_pattern"] switch

@@ -15,7 +15,7 @@ namespace PeftSharp.Peft;
 /// into the base output in place; the base layer's backward must therefore not read its own output
 /// (true of every linear layer: it reads x and W). Disabled adapters give the base output exactly.
 /// </summary>
-public sealed unsafe class LoraLinear : IWrappedLinear
+public sealed unsafe class LoraLinear : IWrappedLinear, IRandomStreams
 {
     private readonly Dictionary<string, LoraAdapter> _adapters = new(StringComparer.Ordinal);
     private readonly List<string> _order = [];
@@ -53,6 +53,16 @@ public sealed unsafe class LoraLinear : IWrappedLinear
 
     public IEnumerable<Parameter> Parameters =>
         BaseLayer.Parameters.Concat(_order.SelectMany(n => _adapters[n].Parameters)).Concat(_bias == null ? [] : [_bias]);
+
+    /// <summary>Each adapter's dropout stream restarts from <paramref name="key"/> folded with "&lt;module&gt;/&lt;adapter&gt;" (see <see cref="IRandomStreams"/>).</summary>
+    public void Reseed(ulong key)
+    {
+        foreach (var name in _order)
+        {
+            var ad = _adapters[name];
+            if (ad.Dropout > 0) ad.DropoutRng.Reset(Rng.FoldIn(key, Rng.StreamId(ad.Module + "/" + ad.Name)));
+        }
+    }
 
     /// <summary>
     /// Adds an adapter (PEFT's update_layer). init: "true" → A kaiming-uniform(a=√5), B = 0;

@@ -12,6 +12,7 @@ using PeftSharp.Reporting;
 using PeftSharp.Tensors;
 using PeftSharp.Training;
 using PeftSharp.Training.Metrics;
+using PeftSharp.Training.Sft;
 
 namespace PeftSharp.Recipes;
 
@@ -85,9 +86,17 @@ public static class FineTuning
         var args = config.Training;
         var notices = new List<string>(config.Notices);
         string folder = ModelFolder.Resolve(config.ModelNameOrPath);
+        int seed = args.Seed;
+
+        // Everything that can be checked without the weights is checked first: the model's config, the tokenizer,
+        // the chat template and the data (read, tokenized, against the model's vocabulary).
+        var modelConfig = ModelConfig.Load(folder);
         var tokenizer = Tokenizer.FromFolder(config.Tokenizer ?? folder);
         var template = SftData.ResolveChatTemplate(config.Data.ChatTemplate, folder);
-        int seed = args.Seed;
+        var data = SftData.Load(config.Data, tokenizer, template, args.DataSeed ?? seed);
+        notices.AddRange(data.Notices);
+        CheckVocabulary(data, modelConfig, config.Tokenizer ?? folder, folder);
+        if (args.PrecisionNotice(config.Dtype) is { } precision) notices.Add(precision);
 
         using var model = QuantizedModel.Load(folder, LoadOptionsFor(config, folder));
         if (config.LoadIn4Bit)
@@ -97,6 +106,11 @@ public static class FineTuning
             notices.Add(quantized.Count > 0
                 ? $"quantized the frozen base to 4 bits ({bnb.Bnb4bitQuantType}{(bnb.Bnb4bitUseDoubleQuant ? ", double quantization" : "")}, compute {bnb.Bnb4bitComputeDtype})."
                 : "the model folder is already a 4-bit bitsandbytes checkpoint: its quantized layers are used as stored.");
+        }
+        if (args.NeftuneNoiseAlpha is double alpha)
+        {
+            if (model is not CausalLM causal) throw new PeftSharpException("training.neftune_noise_alpha: this model does not support NEFTune.");
+            causal.NeftuneNoiseAlpha = alpha;
         }
 
         PeftModel? peft = null;
@@ -109,31 +123,35 @@ public static class FineTuning
         var (trainable, all) = peft?.CountParameters() ?? (model.Parameters.Where(p => p.RequiresGrad).Sum(p => p.Length), model.Parameters.Sum(p => p.Length));
         string trainableLine = peft?.PrintTrainableParameters() ?? Planning.MemoryPlanner.PeftLine(trainable, all);
 
-        var data = SftData.Load(config.Data, tokenizer, template, args.DataSeed ?? seed);
-        notices.AddRange(data.Notices);
-
         ITrainableState state = peft != null ? new PeftCheckpointState(peft) : new ParameterTrainableState(model.Parameters);
         Directory.CreateDirectory(args.OutputDir);
         var allCallbacks = (callbacks ?? []).Append(new StopOnCancellation(cancellation));
-        var trainer = new SftTrainer(model, args, data.Train, data.Eval, state, allCallbacks, new Rng((ulong)seed), config.Data.Shuffle);
+        var objective = new SftObjective(model, data.Train, data.Eval, args.PerDeviceEvalBatchSize)
+        {
+            ExtraEvaluation = GenerationEvaluation(args, model, tokenizer, template, data.EvalExamples, maxNewTokens),
+        };
+        long outputBytes = 0;
+        var saveAs = peft == null ? SaveDType(config, folder) : DType.F32;
+        void SaveFinal(string dir)
+        {
+            if (peft != null)
+            {
+                peft.SaveAdapter(dir);
+                outputBytes = new FileInfo(Path.Combine(dir, PeftModel.WeightsFileName)).Length;
+            }
+            else
+            {
+                PeftModel.SaveModel(model, dir, saveAs, folder);
+                outputBytes = Directory.EnumerateFiles(dir, "*.safetensors").Sum(f => new FileInfo(f).Length);
+            }
+        }
+        var trainer = new SftTrainer(model, args, objective,
+            new TrainerOptions { Trainable = state, Callbacks = allCallbacks, Shuffle = config.Data.Shuffle, SaveFinal = SaveFinal });
         var result = trainer.Train();
         bool interrupted = cancellation.IsCancellationRequested;
         if (result.ResumedFrom != null) notices.Add($"resumed from {result.ResumedFrom}; trained to step {result.GlobalStep}.");
         if (interrupted) notices.Add($"interrupted at step {result.GlobalStep}: a checkpoint was saved; resume with resume_from_checkpoint: true.");
-
-        long outputBytes;
-        if (peft != null)
-        {
-            peft.SaveAdapter(args.OutputDir);
-            outputBytes = new FileInfo(Path.Combine(args.OutputDir, "adapter_model.safetensors")).Length;
-        }
-        else
-        {
-            var saveAs = SaveDType(config, folder);
-            PeftModel.SaveModel(model, args.OutputDir, saveAs, folder);
-            if (saveAs != DType.F32) notices.Add($"saved the fine-tuned weights as {saveAs.SafetensorsName()}, the checkpoint's dtype (model.dtype: float32 keeps them f32).");
-            outputBytes = Directory.EnumerateFiles(args.OutputDir, "*.safetensors").Sum(f => new FileInfo(f).Length);
-        }
+        if (peft == null && saveAs != DType.F32) notices.Add($"saved the fine-tuned weights as {saveAs.SafetensorsName()}, the checkpoint's dtype (model.dtype: float32 keeps them f32).");
         long modelBytes = Directory.EnumerateFiles(folder, "*.safetensors").Sum(f => new FileInfo(f).Length);
 
         LossMetrics? eval = data.Eval != null && !interrupted ? trainer.Evaluate() : null;
@@ -167,6 +185,43 @@ public static class FineTuning
         {
             Report = reportData,
         };
+    }
+
+    /// <summary>
+    /// BLEU and ROUGE-L of greedy generations on the evaluation examples, computed at each evaluation when
+    /// metric_for_best_model asks for one of them (they cost a generation per example; otherwise only at the end).
+    /// </summary>
+    private static (IReadOnlyCollection<string>, Func<IReadOnlyDictionary<string, double>>)? GenerationEvaluation(TrainingArguments args, ICausalLM model,
+        Tokenizer tokenizer, ChatTemplate? template, IReadOnlyList<SftExample> evalExamples, int maxNewTokens)
+    {
+        string metric = TrainingArguments.BestMetricKey(args.MetricForBestModel)["eval_".Length..];
+        if (!GenerationMetricNames.Contains(metric)) return null;
+        var examples = evalExamples.Where(e => e.Format != DatasetFormat.Text).ToList();
+        if (examples.Count == 0)
+            throw new PeftSharpException($"training.metric_for_best_model: {metric} scores generations against references, and the evaluation data has none " +
+                "(prompt-completion or conversational examples).");
+        return (GenerationMetricNames, () =>
+        {
+            var g = GenerationMetrics.Evaluate(model, tokenizer, template, examples, maxNewTokens);
+            return new Dictionary<string, double> { ["bleu"] = g.Bleu.Score, ["rouge_l"] = g.RougeL };
+        });
+    }
+
+    /// <summary>Generation metrics metric_for_best_model may name (without "eval_").</summary>
+    public static readonly string[] GenerationMetricNames = ["bleu", "rouge_l"];
+
+    /// <summary>Every token id the data feeds the model must be in its embedding: checked before the weights load.</summary>
+    private static void CheckVocabulary(SftDataBundle data, ModelConfig modelConfig, string tokenizerFolder, string modelFolder)
+    {
+        int max = -1;
+        foreach (var set in new[] { data.Train, data.Eval })
+            if (set != null)
+                foreach (var row in set.Rows)
+                    foreach (int id in row.InputIds) max = Math.Max(max, id);
+        if (max >= modelConfig.VocabSize)
+            throw new PeftSharpException($"the tokenizer in {tokenizerFolder} produces token id {max}, but the model in {modelFolder} has vocab_size " +
+                $"{modelConfig.VocabSize} (config.json): the tokenizer does not belong to this model. Use the model's own tokenizer (model.tokenizer), " +
+                "or a model whose embedding covers the tokenizer's vocabulary.");
     }
 
     public static string PromptText(SftExample e) =>

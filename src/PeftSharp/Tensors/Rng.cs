@@ -109,6 +109,36 @@ public sealed class Rng
         FillUniform(destination, -bound, bound);
     }
 
+    /// <summary>
+    /// A key folded from <paramref name="parts"/> (JAX-style fold-in through SplitMix64): the same parts give the same key,
+    /// and any change in one part gives an unrelated key. Random streams keyed by (seed, step, micro-batch, stream)
+    /// need no saved state: a resumed run, or a rank of a data-parallel run, derives the very same masks.
+    /// </summary>
+    public static ulong FoldIn(ulong key, ulong part)
+    {
+        ulong x = key ^ (part * 0xD1B54A32D192ED03UL);
+        SplitMix64(ref x);
+        return SplitMix64(ref x);
+    }
+
+    /// <summary>A stable 64-bit id of a stream name (FNV-1a over its UTF-16 code units), for <see cref="FoldIn"/>.</summary>
+    public static ulong StreamId(string name)
+    {
+        ulong h = 0xCBF29CE484222325UL;
+        foreach (char c in name) { h ^= c; h *= 0x100000001B3UL; }
+        return h;
+    }
+
+    /// <summary>Sets this generator to the stream of <paramref name="key"/> (as <c>new Rng(key)</c> would start).</summary>
+    public void Reset(ulong key)
+    {
+        ulong x = key;
+        _s0 = SplitMix64(ref x);
+        _s1 = SplitMix64(ref x);
+        _s2 = SplitMix64(ref x);
+        _s3 = SplitMix64(ref x);
+    }
+
     private static ulong SplitMix64(ref ulong x)
     {
         ulong z = x += 0x9E3779B97F4A7C15UL;

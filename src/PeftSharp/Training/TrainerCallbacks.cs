@@ -4,7 +4,11 @@ namespace PeftSharp.Training;
 
 /// <summary>Where training stands after an optimizer step (for progress bars).</summary>
 public sealed record TrainingProgress(int Step, int TotalSteps, double Epoch, double Loss, double LearningRate, double GradNorm,
-    double TokensPerSecond, TimeSpan Elapsed, TimeSpan Eta);
+    double TokensPerSecond, TimeSpan Elapsed, TimeSpan Eta)
+{
+    /// <summary>The objective's own metrics of the step (DPO's rewards/margins, ...), empty for SFT.</summary>
+    public IReadOnlyDictionary<string, double> Metrics { get; init; } = new Dictionary<string, double>();
+}
 
 /// <summary>Lets callbacks stop training after the current step (as transformers' TrainerControl.should_training_stop).</summary>
 public sealed class TrainerControl

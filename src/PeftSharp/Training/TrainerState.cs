@@ -38,6 +38,10 @@ public sealed class TrainerState
     /// <summary>Sum of all step losses (train_loss of the summary).</summary>
     public double TotalLoss { get; set; }
     public int EarlyStoppingPatienceCounter { get; set; }
+    /// <summary>Micro-batches per optimizer step over every process (accumulation × world size): with the batch size, the global batch.</summary>
+    public int GlobalBatchMicroBatches { get; set; } = 1;
+    /// <summary>Sums of the objective's step metrics since the last training log (rewards/margins, ...).</summary>
+    public SortedDictionary<string, double> MetricsSinceLog { get; } = new(StringComparer.Ordinal);
 
     public JsonObject ToJson() => new()
     {
@@ -76,6 +80,8 @@ public sealed class TrainerState
             ["loss_since_log"] = LossSinceLog,
             ["steps_since_log"] = StepsSinceLog,
             ["total_loss"] = TotalLoss,
+            ["global_batch_micro_batches"] = GlobalBatchMicroBatches,
+            ["metrics_since_log"] = new JsonObject(MetricsSinceLog.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
         },
     };
 
@@ -87,30 +93,60 @@ public sealed class TrainerState
         JsonObject o;
         try { o = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new PeftSharpException($"{path}: expected a JSON object."); }
         catch (System.Text.Json.JsonException e) { throw new PeftSharpException($"{path}: not valid JSON ({e.Message}).", e); }
+        catch (ArgumentException e) { throw new PeftSharpException($"{path}: not valid JSON ({e.Message}).", e); }
         var p = o["peftsharp"] as JsonObject ?? throw new PeftSharpException($"{path}: no \"peftsharp\" section; this checkpoint was not written by PeftSharp's trainer.");
+
+        T Get<T>(JsonObject from, string key, string where, bool required = true, T fallback = default!)
+        {
+            var node = from[key];
+            if (node == null)
+                return required ? throw new PeftSharpException($"{path}: {where}{key} is missing; the checkpoint is incomplete.") : fallback;
+            try
+            {
+                if (node is JsonValue v && v.TryGetValue<T>(out var value)) return value;
+            }
+            catch (Exception e) when (e is FormatException or InvalidOperationException or OverflowException) { }
+            throw new PeftSharpException($"{path}: {where}{key} must be {(typeof(T) == typeof(string) ? "a string" : "a number")}, got {node.ToJsonString()}.");
+        }
+        int NonNegative(JsonObject from, string key, string where, bool required = true)
+        {
+            int v = Get<int>(from, key, where, required);
+            return v >= 0 ? v : throw new PeftSharpException($"{path}: {where}{key} is {v}; it cannot be negative.");
+        }
+        double Finite(JsonObject from, string key, string where)
+        {
+            double v = Get<double>(from, key, where);
+            return double.IsFinite(v) ? v : throw new PeftSharpException($"{path}: {where}{key} is not a finite number.");
+        }
+
         var s = new TrainerState
         {
-            GlobalStep = (int)o["global_step"]!,
-            Epoch = (double)o["epoch"]!,
-            MaxSteps = (int)o["max_steps"]!,
-            NumTrainEpochs = (double)o["num_train_epochs"]!,
-            LoggingSteps = (int)o["logging_steps"]!,
-            EvalSteps = (int?)o["eval_steps"],
-            SaveSteps = (int)o["save_steps"]!,
-            TrainBatchSize = (int)o["train_batch_size"]!,
-            NumInputTokensSeen = (long)o["num_input_tokens_seen"]!,
-            BestMetric = (double?)o["best_metric"],
-            BestGlobalStep = (int?)o["best_global_step"],
-            BestModelCheckpoint = (string?)o["best_model_checkpoint"],
-            EpochIndex = (int)p["epoch_index"]!,
-            StepInEpoch = (int)p["step_in_epoch"]!,
-            DataSeed = (int)p["data_seed"]!,
-            TrainRows = (int?)p["train_rows"] ?? 0,
-            LossSinceLog = (double)p["loss_since_log"]!,
-            StepsSinceLog = (int)p["steps_since_log"]!,
-            TotalLoss = (double)p["total_loss"]!,
-            EarlyStoppingPatienceCounter = (int?)o["stateful_callbacks"]?["EarlyStoppingCallback"]?["attributes"]?["early_stopping_patience_counter"] ?? 0,
+            GlobalStep = NonNegative(o, "global_step", ""),
+            Epoch = Finite(o, "epoch", ""),
+            MaxSteps = Get<int>(o, "max_steps", ""),
+            NumTrainEpochs = Get<double>(o, "num_train_epochs", ""),
+            LoggingSteps = NonNegative(o, "logging_steps", ""),
+            EvalSteps = o["eval_steps"] == null ? null : NonNegative(o, "eval_steps", ""),
+            SaveSteps = NonNegative(o, "save_steps", ""),
+            TrainBatchSize = NonNegative(o, "train_batch_size", ""),
+            NumInputTokensSeen = Get<long>(o, "num_input_tokens_seen", ""),
+            BestMetric = o["best_metric"] == null ? null : Get<double>(o, "best_metric", ""),
+            BestGlobalStep = o["best_global_step"] == null ? null : NonNegative(o, "best_global_step", ""),
+            BestModelCheckpoint = o["best_model_checkpoint"] == null ? null : Get<string>(o, "best_model_checkpoint", ""),
+            EpochIndex = NonNegative(p, "epoch_index", "peftsharp."),
+            StepInEpoch = NonNegative(p, "step_in_epoch", "peftsharp."),
+            DataSeed = Get<int>(p, "data_seed", "peftsharp."),
+            TrainRows = NonNegative(p, "train_rows", "peftsharp.", required: false),
+            LossSinceLog = Finite(p, "loss_since_log", "peftsharp."),
+            StepsSinceLog = NonNegative(p, "steps_since_log", "peftsharp."),
+            TotalLoss = Finite(p, "total_loss", "peftsharp."),
+            EarlyStoppingPatienceCounter = (o["stateful_callbacks"]?["EarlyStoppingCallback"]?["attributes"] as JsonObject) is { } es
+                ? NonNegative(es, "early_stopping_patience_counter", "stateful_callbacks.EarlyStoppingCallback.attributes.", required: false) : 0,
+            GlobalBatchMicroBatches = p["global_batch_micro_batches"] == null ? 0 : NonNegative(p, "global_batch_micro_batches", "peftsharp."),
         };
+        if (s.GlobalBatchMicroBatches == 0) s.GlobalBatchMicroBatches = -1; // written before it was recorded: checked by batch size alone
+        if (p["metrics_since_log"] is JsonObject m)
+            foreach (var (k, _) in m) s.MetricsSinceLog[k] = Finite(m, k, "peftsharp.metrics_since_log.");
         if (o["log_history"] is JsonArray history)
             foreach (var e in history) if (e is JsonObject entry) s.LogHistory.Add((JsonObject)entry.DeepClone());
         return s;

@@ -6,15 +6,23 @@ namespace PeftSharp.Training;
 /// <summary>"no" | "steps" | "epoch", as transformers' IntervalStrategy.</summary>
 public enum IntervalStrategy { No, Steps, Epoch }
 
+/// <summary>"no" | "steps" | "epoch" | "best", as transformers' SaveStrategy ("best": whenever an evaluation improves the best metric).</summary>
+public enum SaveStrategy { No, Steps, Epoch, Best }
+
 /// <summary>
 /// transformers' TrainingArguments / TRL's SFTConfig: the same names and defaults (SFTConfig's where
 /// they differ: learning_rate 2e-5, logging_steps 10). Read from the `training` section of a config file.
 /// </summary>
 public sealed class TrainingArguments
 {
-    public static readonly string[] Schedulers = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"];
-    public static readonly string[] Optimizers = ["adamw_torch", "adamw_torch_fused", "adamw_hf", "adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit", "sgd"];
+    public static readonly string[] Schedulers = ["linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup",
+        "cosine_with_min_lr", "warmup_stable_decay"];
+    public static readonly string[] Optimizers = ["adamw_torch", "adamw_torch_fused", "adamw_hf", "adamw_8bit", "adamw_bnb_8bit", "paged_adamw_8bit", "paged_adamw_32bit",
+        "sgd", "adafactor"];
     public static readonly string[] Strategies = ["no", "steps", "epoch"];
+    public static readonly string[] SaveStrategies = ["no", "steps", "epoch", "best"];
+    /// <summary>report_to values that run here: none, jsonl (metrics.jsonl, always written), tensorboard (event files), all (both).</summary>
+    public static readonly string[] Reporters = ["none", "jsonl", "tensorboard", "all"];
 
     public string OutputDir { get; set; } = "output";
     public double LearningRate { get; set; } = 2e-5;
@@ -35,12 +43,23 @@ public sealed class TrainingArguments
     public double WarmupRatio { get; set; }
     public string Optim { get; set; } = "adamw_torch";
     public IntervalStrategy LoggingStrategy { get; set; } = IntervalStrategy.Steps;
-    public int LoggingSteps { get; set; } = 10;
+    /// <summary>logging_steps: a whole number of steps, or below 1 a fraction of the total (rounded up), as for eval_steps and save_steps.</summary>
+    public double LoggingSteps { get; set; } = 10;
     public bool LoggingFirstStep { get; set; }
     public IntervalStrategy EvalStrategy { get; set; } = IntervalStrategy.No;
-    public int? EvalSteps { get; set; }
-    public IntervalStrategy SaveStrategy { get; set; } = IntervalStrategy.Steps;
-    public int SaveSteps { get; set; } = 500;
+    public double? EvalSteps { get; set; }
+    public bool EvalOnStart { get; set; }
+    public SaveStrategy SaveStrategy { get; set; } = SaveStrategy.Steps;
+    public double SaveSteps { get; set; } = 500;
+    /// <summary>Where TensorBoard event files go (default: output_dir/runs).</summary>
+    public string? LoggingDir { get; set; }
+    public IReadOnlyList<string> ReportTo { get; set; } = ["jsonl"];
+    public string? RunName { get; set; }
+    /// <summary>bf16 / fp16 mixed precision as asked for (see <see cref="PrecisionNotice"/>).</summary>
+    public bool Bf16 { get; set; }
+    public bool Fp16 { get; set; }
+    /// <summary>NEFTune: uniform noise of magnitude alpha/√(L·d) added to the input embeddings in training (null: off).</summary>
+    public double? NeftuneNoiseAlpha { get; set; }
     public int? SaveTotalLimit { get; set; }
     public bool LoadBestModelAtEnd { get; set; }
     public string? MetricForBestModel { get; set; }
@@ -52,6 +71,25 @@ public sealed class TrainingArguments
     public bool GradientCheckpointing { get; set; }
     /// <summary>A checkpoint folder, or "true" for the latest checkpoint in output_dir.</summary>
     public string? ResumeFromCheckpoint { get; set; }
+
+    /// <summary>Steps between logs for a run of <paramref name="totalSteps"/> steps (a fraction below 1 is a share of the total, rounded up).</summary>
+    public int LoggingStepsFor(int totalSteps) => StepsFor(LoggingSteps, totalSteps);
+    public int? EvalStepsFor(int totalSteps) => EvalSteps is double e ? StepsFor(e, totalSteps) : null;
+    public int SaveStepsFor(int totalSteps) => StepsFor(SaveSteps, totalSteps);
+
+    private static int StepsFor(double steps, int totalSteps) => steps < 1 ? Math.Max(1, (int)Math.Ceiling(steps * totalSteps)) : (int)steps;
+
+    /// <summary>The metric key that picks the best checkpoint (metric_for_best_model with "eval_" added; default eval_loss).</summary>
+    public static string BestMetricKey(string? metricForBestModel) => metricForBestModel is null or "loss" or "eval_loss" ? "eval_loss"
+        : metricForBestModel.StartsWith("eval_", StringComparison.Ordinal) ? metricForBestModel : "eval_" + metricForBestModel;
+
+    /// <summary>What bf16 / fp16 mean on this CPU, as a notice (null when neither is set).</summary>
+    public string? PrecisionNotice(string modelDtype) => (Bf16, Fp16) switch
+    {
+        (false, false) => null,
+        _ => $"{(Bf16 ? "bf16" : "fp16")}: true asks for {(Bf16 ? "bfloat16" : "float16")} mixed precision; on CPU PeftSharp computes in float32 " +
+             $"(the same results, no autocast) and keeps frozen weights in model.dtype ({modelDtype}; bfloat16 halves their memory).",
+    };
 
     /// <summary>The number of warmup steps for a run of <paramref name="totalSteps"/> optimizer steps.</summary>
     public int WarmupStepsFor(int totalSteps) =>
@@ -79,12 +117,13 @@ public sealed class TrainingArguments
         new("warmup_ratio", ValueKind.Number, "warmup as a fraction of the total (deprecated: use warmup_steps < 1)", Min: 0, Max: 1),
         new("optim", ValueKind.Enum, "optimizer", Allowed: Optimizers),
         new("logging_strategy", ValueKind.Enum, "when to log", Allowed: Strategies),
-        new("logging_steps", ValueKind.Int, "log every N steps", Min: 1),
+        new("logging_steps", ValueKind.IntOrFraction, "log every N steps (below 1: a fraction of the total)"),
         new("logging_first_step", ValueKind.Bool, "log the first step too"),
         new("eval_strategy", ValueKind.Enum, "when to evaluate", Allowed: Strategies),
-        new("eval_steps", ValueKind.Int, "evaluate every N steps (default: logging_steps)", Min: 1),
-        new("save_strategy", ValueKind.Enum, "when to save a checkpoint", Allowed: Strategies),
-        new("save_steps", ValueKind.Int, "save every N steps", Min: 1),
+        new("eval_steps", ValueKind.IntOrFraction, "evaluate every N steps (below 1: a fraction of the total; default: logging_steps)"),
+        new("eval_on_start", ValueKind.Bool, "evaluate once before training (a sanity check of the eval loop)"),
+        new("save_strategy", ValueKind.Enum, "when to save a checkpoint (best: when an evaluation improves the best metric)", Allowed: SaveStrategies),
+        new("save_steps", ValueKind.IntOrFraction, "save every N steps (below 1: a fraction of the total)"),
         new("save_total_limit", ValueKind.Int, "keep at most N checkpoints (the best is kept too)", Min: 1),
         new("load_best_model_at_end", ValueKind.Bool, "restore the best checkpoint at the end"),
         new("metric_for_best_model", ValueKind.String, "metric that picks the best checkpoint (default eval loss)"),
@@ -95,6 +134,12 @@ public sealed class TrainingArguments
         new("data_seed", ValueKind.Int, "seed for data shuffling only", Min: 0),
         new("gradient_checkpointing", ValueKind.Bool, "recompute activations in backward to save memory"),
         new("resume_from_checkpoint", ValueKind.BoolOrString, "a checkpoint folder, or true for the latest in output_dir"),
+        new("report_to", ValueKind.StringOrStringList, "where logs go besides metrics.jsonl: none, jsonl, tensorboard (event files in logging_dir), all"),
+        new("logging_dir", ValueKind.String, "TensorBoard event files (default: output_dir/runs)"),
+        new("run_name", ValueKind.String, "a name for the run (report title, TensorBoard folder)"),
+        new("bf16", ValueKind.Bool, "bfloat16 mixed precision (CPU: computes in float32; see model.dtype for 16-bit weights)"),
+        new("fp16", ValueKind.Bool, "float16 mixed precision (CPU: computes in float32; see model.dtype for 16-bit weights)"),
+        new("neftune_noise_alpha", ValueKind.Number, "NEFTune: noise on the input embeddings in training (5 is typical)", Min: 0, MinExclusive: true),
     ];
 
     public static TrainingArguments FromJson(JsonObject o)
@@ -118,12 +163,26 @@ public sealed class TrainingArguments
         t.WarmupRatio = o.Num("warmup_ratio", t.WarmupRatio);
         t.Optim = o.Str("optim", t.Optim)!;
         t.LoggingStrategy = Strategy(o, "logging_strategy", t.LoggingStrategy);
-        t.LoggingSteps = o.Int("logging_steps", t.LoggingSteps);
+        t.LoggingSteps = o.Num("logging_steps", t.LoggingSteps);
         t.LoggingFirstStep = o.Bool("logging_first_step", t.LoggingFirstStep);
         t.EvalStrategy = Strategy(o, "eval_strategy", t.EvalStrategy);
-        t.EvalSteps = o.IntOrNull("eval_steps");
-        t.SaveStrategy = Strategy(o, "save_strategy", t.SaveStrategy);
-        t.SaveSteps = o.Int("save_steps", t.SaveSteps);
+        t.EvalSteps = o.NumOrNull("eval_steps");
+        t.EvalOnStart = o.Bool("eval_on_start", t.EvalOnStart);
+        t.SaveStrategy = o.Str("save_strategy") switch
+        {
+            "no" => SaveStrategy.No,
+            "epoch" => SaveStrategy.Epoch,
+            "best" => SaveStrategy.Best,
+            "steps" => SaveStrategy.Steps,
+            _ => t.SaveStrategy,
+        };
+        t.SaveSteps = o.Num("save_steps", t.SaveSteps);
+        t.LoggingDir = o.Str("logging_dir");
+        t.RunName = o.Str("run_name");
+        t.Bf16 = o.Bool("bf16", false);
+        t.Fp16 = o.Bool("fp16", false);
+        t.NeftuneNoiseAlpha = o.NumOrNull("neftune_noise_alpha");
+        t.ReportTo = ReportTargets(o["report_to"]);
         t.SaveTotalLimit = o.IntOrNull("save_total_limit");
         t.LoadBestModelAtEnd = o.Bool("load_best_model_at_end", t.LoadBestModelAtEnd);
         t.MetricForBestModel = o.Str("metric_for_best_model");
@@ -140,23 +199,49 @@ public sealed class TrainingArguments
         return t;
     }
 
+    /// <summary>report_to as transformers takes it (a name or a list); integrations that need a service are refused by name.</summary>
+    private static IReadOnlyList<string> ReportTargets(JsonNode? node)
+    {
+        if (node == null) return ["jsonl"];
+        var names = node is JsonArray a ? a.Select(x => (string)x!).ToList() : [(string)node!];
+        var result = new List<string>();
+        foreach (var n in names)
+        {
+            if (!Reporters.Contains(n))
+                throw new PeftSharpException($"training.report_to: \"{n}\" is not available here (it needs its own service and package); " +
+                    $"use one of {string.Join(", ", Reporters)}: metrics.jsonl is always written, tensorboard writes event files TensorBoard reads.");
+            if (n == "all") result.AddRange(["jsonl", "tensorboard"]);
+            else if (n != "none") result.Add(n);
+        }
+        return result.Distinct().ToList();
+    }
+
     /// <summary>Cross-key rules, as transformers checks them.</summary>
     public void Validate()
     {
+        foreach (var (key, v) in new[] { ("logging_steps", (double?)LoggingSteps), ("eval_steps", EvalSteps), ("save_steps", SaveSteps) })
+            if (v is double x && !(x > 0 && (x < 1 || x == Math.Floor(x))))
+                throw new PeftSharpException($"training.{key} must be a whole number of steps (at least 1) or a fraction in (0, 1) of the total, got {x}.");
         if (LoadBestModelAtEnd)
         {
             if (EvalStrategy == IntervalStrategy.No)
                 throw new PeftSharpException("training: load_best_model_at_end needs eval_strategy \"steps\" or \"epoch\".");
-            if (EvalStrategy != SaveStrategy)
-                throw new PeftSharpException($"training: load_best_model_at_end needs save_strategy to equal eval_strategy (\"{Name(EvalStrategy)}\"), got \"{Name(SaveStrategy)}\".");
-            if (EvalStrategy == IntervalStrategy.Steps && SaveSteps % (EvalSteps ?? LoggingSteps) != 0)
+            if (SaveStrategy != SaveStrategy.Best && Name(EvalStrategy) != Name(SaveStrategy))
+                throw new PeftSharpException($"training: load_best_model_at_end needs save_strategy to equal eval_strategy (\"{Name(EvalStrategy)}\") or be \"best\", got \"{Name(SaveStrategy)}\".");
+            if (EvalStrategy == IntervalStrategy.Steps && SaveStrategy == SaveStrategy.Steps && SaveSteps >= 1 && (EvalSteps ?? LoggingSteps) >= 1
+                && SaveSteps % (EvalSteps ?? LoggingSteps) != 0)
                 throw new PeftSharpException($"training: load_best_model_at_end needs save_steps ({SaveSteps}) to be a multiple of eval_steps ({EvalSteps ?? LoggingSteps}).");
         }
+        if (SaveStrategy == SaveStrategy.Best && EvalStrategy == IntervalStrategy.No)
+            throw new PeftSharpException("training: save_strategy \"best\" saves when an evaluation improves metric_for_best_model; it needs eval_strategy \"steps\" or \"epoch\".");
+        if (Bf16 && Fp16) throw new PeftSharpException("training: bf16 and fp16 are both true; choose one.");
         if (EarlyStoppingPatience != null && EvalStrategy == IntervalStrategy.No)
             throw new PeftSharpException("training: early_stopping_patience needs eval_strategy \"steps\" or \"epoch\".");
     }
 
     public static string Name(IntervalStrategy s) => s switch { IntervalStrategy.No => "no", IntervalStrategy.Steps => "steps", _ => "epoch" };
+
+    public static string Name(SaveStrategy s) => s switch { SaveStrategy.No => "no", SaveStrategy.Steps => "steps", SaveStrategy.Epoch => "epoch", _ => "best" };
 
     private static IntervalStrategy Strategy(JsonObject o, string key, IntervalStrategy fallback) => o.Str(key) switch
     {

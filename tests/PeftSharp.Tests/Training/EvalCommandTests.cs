@@ -2,6 +2,7 @@ using PeftSharp.Cli.Commands;
 using PeftSharp.Data;
 using PeftSharp.Tests.Data;
 using PeftSharp.Training;
+using PeftSharp.Training.Sft;
 
 namespace PeftSharp.Tests.Training;
 
@@ -46,7 +47,7 @@ public sealed class EvalCommandTests : IDisposable
         var examples = SftData.Convert(DataFiles.Read(data, "text", PlainTextMode.Lines, false, []), new DataArguments(), []).Examples;
         var args = new TrainingArguments
         {
-            OutputDir = Path.Combine(_dir, "train"), LearningRate = 3e-2, MaxSteps = 60, PerDeviceTrainBatchSize = 2, SaveStrategy = IntervalStrategy.No,
+            OutputDir = Path.Combine(_dir, "train"), LearningRate = 3e-2, MaxSteps = 60, PerDeviceTrainBatchSize = 2, SaveStrategy = SaveStrategy.No,
             LoggingStrategy = IntervalStrategy.No, LrSchedulerType = "constant", MaxGradNorm = 1,
         };
         new SftTrainer(model, args, SftData.Build(examples, tok, false, 1024)).Train();

@@ -4,6 +4,7 @@ using PeftSharp.Data;
 using PeftSharp.Models;
 using PeftSharp.Tests.Data;
 using PeftSharp.Training;
+using PeftSharp.Training.Sft;
 
 namespace PeftSharp.Tests.Training;
 
@@ -33,7 +34,7 @@ public sealed class TrainerTests : IDisposable
         var a = new TrainingArguments
         {
             OutputDir = Path.Combine(_dir, name), LearningRate = 1e-2, NumTrainEpochs = 2, PerDeviceTrainBatchSize = 2,
-            GradientAccumulationSteps = 2, LoggingSteps = 1, SaveStrategy = IntervalStrategy.No, Seed = 5, WarmupSteps = 1,
+            GradientAccumulationSteps = 2, LoggingSteps = 1, SaveStrategy = SaveStrategy.No, Seed = 5, WarmupSteps = 1,
         };
         change?.Invoke(a);
         return a;
@@ -111,7 +112,7 @@ public sealed class TrainerTests : IDisposable
         var args = Args("strategies", a =>
         {
             a.NumTrainEpochs = 3; a.GradientAccumulationSteps = 1; a.LoggingSteps = 4; a.EvalStrategy = IntervalStrategy.Steps; a.EvalSteps = 5;
-            a.SaveStrategy = IntervalStrategy.Steps; a.SaveSteps = 5; a.SaveTotalLimit = 2;
+            a.SaveStrategy = SaveStrategy.Steps; a.SaveSteps = 5; a.SaveTotalLimit = 2;
         });
         var result = new SftTrainer(model, args, Dataset(8), Dataset(4)).Train();
         Assert.Equal(12, result.GlobalStep);
@@ -139,7 +140,7 @@ public sealed class TrainerTests : IDisposable
         var args = Args("best", a =>
         {
             a.NumTrainEpochs = 2; a.GradientAccumulationSteps = 1; a.LearningRate = 3e-2; a.EvalStrategy = IntervalStrategy.Steps; a.EvalSteps = 2;
-            a.SaveStrategy = IntervalStrategy.Steps; a.SaveSteps = 2; a.SaveTotalLimit = 1; a.LoadBestModelAtEnd = true; a.GreaterIsBetter = true;
+            a.SaveStrategy = SaveStrategy.Steps; a.SaveSteps = 2; a.SaveTotalLimit = 1; a.LoadBestModelAtEnd = true; a.GreaterIsBetter = true;
         });
         var result = new SftTrainer(model, args, Dataset(8), Dataset(4)).Train();
         Assert.Equal(Path.Combine(args.OutputDir, "checkpoint-2"), result.BestModelCheckpoint);
@@ -180,7 +181,7 @@ public sealed class TrainerTests : IDisposable
     public void NaNLossStopsNamingTheStepAndLeavesTheLastCheckpointIntact()
     {
         using var model = new NaNAfter(new TinyCausalLM(TinyTokenizer.Vocab, 6), goodCalls: 6);
-        var args = Args("nan", a => { a.GradientAccumulationSteps = 1; a.SaveStrategy = IntervalStrategy.Steps; a.SaveSteps = 3; });
+        var args = Args("nan", a => { a.GradientAccumulationSteps = 1; a.SaveStrategy = SaveStrategy.Steps; a.SaveSteps = 3; });
         var before = Bytes(model);
         var e = Assert.Throws<PeftSharpException>(() => new SftTrainer(model, args, Dataset(8)).Train());
         Assert.Contains("step 7", e.Message);
@@ -201,7 +202,7 @@ public sealed class TrainerTests : IDisposable
     {
         void Change(TrainingArguments a)
         {
-            a.Optim = optim; a.NumTrainEpochs = 3; a.SaveStrategy = IntervalStrategy.Steps; a.SaveSteps = 4; a.LrSchedulerType = "cosine";
+            a.Optim = optim; a.NumTrainEpochs = 3; a.SaveStrategy = SaveStrategy.Steps; a.SaveSteps = 4; a.LrSchedulerType = "cosine";
             a.LoggingSteps = 3; a.WeightDecay = 0.01;
             if (packing) { a.PerDeviceTrainBatchSize = 1; a.GradientAccumulationSteps = 1; }
         }
@@ -255,7 +256,7 @@ public sealed class TrainerTests : IDisposable
     public void ResumeWithOtherDataIsAUserError()
     {
         using var model = new TinyCausalLM(TinyTokenizer.Vocab, 10);
-        var args = Args("otherdata", a => { a.SaveStrategy = IntervalStrategy.Steps; a.SaveSteps = 2; a.MaxSteps = 2; });
+        var args = Args("otherdata", a => { a.SaveStrategy = SaveStrategy.Steps; a.SaveSteps = 2; a.MaxSteps = 2; });
         new SftTrainer(model, args, Dataset(8)).Train();
         args.ResumeFromCheckpoint = "true";
         var e = Assert.Throws<PeftSharpException>(() => new SftTrainer(model, args, Dataset(6)).Train());

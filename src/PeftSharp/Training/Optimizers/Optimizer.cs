@@ -16,6 +16,7 @@ public static class Optimizer
             "adamw_8bit" or "adamw_bnb_8bit" or "paged_adamw_8bit" =>
                 new AdamW8bit(trainable, lr, (float)args.AdamBeta1, (float)args.AdamBeta2, (float)args.AdamEpsilon, wd, GradientNorm.Decays),
             "sgd" => new Sgd(trainable, lr, wd, GradientNorm.Decays),
+            "adafactor" => new Adafactor(trainable, lr, wd, GradientNorm.Decays),
             _ => throw new PeftSharpException($"training.optim: unknown optimizer '{args.Optim}'; expected one of {string.Join(", ", TrainingArguments.Optimizers)}."),
         };
     }

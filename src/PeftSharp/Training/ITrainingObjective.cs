@@ -1,0 +1,47 @@
+using PeftSharp.Autograd;
+
+namespace PeftSharp.Training;
+
+/// <summary>What one micro-batch contributed: its loss (the mean over its own targets) and its metrics (means over the same).</summary>
+public readonly record struct MicroBatchResult(double Loss, IReadOnlyDictionary<string, double>? Metrics = null);
+
+/// <summary>
+/// What a trainer specialises in <see cref="Trainer{TBatch}"/>, as TRL's trainers specialise transformers'
+/// Trainer: how rows become batches, the loss of a batch with its backward, and the evaluation metrics.
+/// The loop (schedule, accumulation, clipping, cadence, checkpoints, resume, distribution) is the trainer's.
+/// <para>
+/// Rows are numbered 0..<see cref="RowCount"/>-1; the trainer decides which rows each micro-batch takes
+/// (the epoch order, and on several processes each rank's share) and asks the objective to collate them.
+/// A micro-batch's loss is weighted by its <see cref="TargetCount"/> in the step, so the step's loss is the
+/// mean over every target of the global batch whatever the micro-batch size or the number of processes.
+/// </para>
+/// </summary>
+public interface ITrainingObjective<TBatch>
+{
+    /// <summary>Rows in one epoch of training data.</summary>
+    int RowCount { get; }
+
+    /// <summary>The batch of the given rows (their order is the epoch's).</summary>
+    TBatch Collate(ReadOnlySpan<int> rows);
+
+    /// <summary>The targets a batch's loss averages over (tokens for SFT, pairs for DPO); weights accumulation and the all-reduce.</summary>
+    long TargetCount(TBatch batch);
+
+    /// <summary>The tokens a batch feeds the model (tokens/s, num_input_tokens_seen).</summary>
+    long TokenCount(TBatch batch);
+
+    /// <summary>
+    /// Forward and backward of one micro-batch: the gradient of <paramref name="scale"/> × its mean loss is added to
+    /// the trainable parameters' gradients. The tape is reset afterwards by the objective.
+    /// </summary>
+    MicroBatchResult Accumulate(Tape tape, TBatch batch, double scale);
+
+    /// <summary>Whether there is evaluation data.</summary>
+    bool CanEvaluate { get; }
+
+    /// <summary>The names <see cref="Evaluate"/> returns (without "eval_"), so metric_for_best_model is checked before training.</summary>
+    IReadOnlyCollection<string> EvalMetricNames { get; }
+
+    /// <summary>Evaluation metrics without gradients, by name without "eval_" (the trainer adds it).</summary>
+    IReadOnlyDictionary<string, double> Evaluate(Tape tape);
+}
