@@ -69,6 +69,8 @@ public sealed record KeySpec(string Name, ValueKind Kind, string Help, double? M
         if (v.TryGetValue(out double d)) return d;
         if (v.TryGetValue(out long l)) return l;
         if (v.TryGetValue(out int i)) return i;
+        if (v.TryGetValue(out float f)) return f;
+        if (v.TryGetValue(out decimal m)) return (double)m;
         return null;
     }
 }

@@ -17,6 +17,8 @@ public sealed record PlanRequest
     public int? DatasetSize { get; init; }
     public int LoraRank { get; init; } = 8;
     public TargetModules? TargetModules { get; init; }
+    /// <summary>lora_dropout of the run (null: the recipe's choice for the data size). Dropout keeps a masked copy of each adapter's input.</summary>
+    public double? LoraDropout { get; init; }
 }
 
 /// <summary>Memory of one method, in bytes, by part.</summary>
@@ -61,8 +63,10 @@ public static class MemoryPlanner
         long linearWeights = skeleton.Linears.Where(l => !l.IsOutputLayer).Sum(l => (long)l.InFeatures * l.OutFeatures);
         long otherParams = total - linearWeights;
         long loraRanks = matched.Sum(m => (long)lora.RankFor(m.Name));
-        long actFull = ActivationBytes(skeleton.Config, tokens, loraRanks, checkpointing: false);
-        long actCkpt = ActivationBytes(skeleton.Config, tokens, loraRanks, checkpointing: true);
+        double dropout = request.LoraDropout ?? RecipeDropout(config, smallData);
+        long dropoutFeatures = dropout > 0 ? matched.Sum(m => (long)m.InFeatures) : 0;
+        long actFull = ActivationBytes(skeleton.Config, tokens, loraRanks, checkpointing: false, dropoutFeatures: dropoutFeatures);
+        long actCkpt = ActivationBytes(skeleton.Config, tokens, loraRanks, checkpointing: true, dropoutFeatures: dropoutFeatures);
         long actBase = ActivationBytes(skeleton.Config, tokens, 0, checkpointing: false, trainableHead: true);
         long actBaseCkpt = ActivationBytes(skeleton.Config, tokens, 0, checkpointing: true, trainableHead: true);
 
@@ -87,7 +91,7 @@ public static class MemoryPlanner
     private static Recipe Recommend(ModelConfig config, PlanRequest request, List<MemoryEstimate> estimates, TargetModules targets, bool smallData)
     {
         int r = smallData ? Math.Min(request.LoraRank, 16) : Math.Max(request.LoraRank, 16);
-        double dropout = smallData ? (config.ModelType == "gpt2" ? 0.1 : 0.05) : 0.0;
+        double dropout = request.LoraDropout ?? RecipeDropout(config, smallData);
         string target = targets.ToString();
         var lora = estimates[1];
         var qlora = estimates[2];
@@ -117,12 +121,16 @@ public static class MemoryPlanner
     /// output and that output's gradient, plus one layer's activations (and a copy of its input's gradient)
     /// while it is recomputed in backward.
     /// </summary>
-    public static long ActivationBytes(ModelConfig config, long tokens, long loraRanks, bool checkpointing, bool trainableHead = false)
+    /// <param name="dropoutFeatures">With lora_dropout &gt; 0: the sum of the wrapped modules' input features. Each adapter's
+    /// dropout keeps its masked input and the mask, and backward adds the masked input's gradient.</param>
+    public static long ActivationBytes(ModelConfig config, long tokens, long loraRanks, bool checkpointing, bool trainableHead = false,
+        long dropoutFeatures = 0)
     {
         long layers = config.LayerCount, hidden = config.HiddenSize;
         long layerForward = PerLayerFloatsPerToken(config) * tokens + LayerStatsFloats(config, tokens);
         long layerFloats = layerForward + PerLayerFloatsPerToken(config) * tokens;
         long loraFloats = 2 * tokens * loraRanks;
+        long dropoutForward = 2 * tokens * dropoutFeatures, dropoutBackward = 3 * tokens * dropoutFeatures;
         long outerFloats = OuterFloatsPerToken(config) * tokens;
         var (logits, lossForward, lossSaved) = LossFloats(config, tokens, trainableHead);
         // The peak is where backward holds the most; a row-chunked loss peaks in forward instead, holding one
@@ -130,16 +138,20 @@ public static class MemoryPlanner
         long forward, backward;
         if (!checkpointing)
         {
-            forward = layers * layerForward + loraFloats / 2 + outerFloats + lossForward;
-            backward = layers * layerFloats + loraFloats + outerFloats + logits + lossSaved;
+            forward = layers * layerForward + loraFloats / 2 + dropoutForward + outerFloats + lossForward;
+            backward = layers * layerFloats + loraFloats + dropoutBackward + outerFloats + logits + lossSaved;
         }
         else
         {
             forward = layers * tokens * hidden + outerFloats + lossForward;
-            backward = layers * 2 * tokens * hidden + layerFloats + tokens * hidden + loraFloats / Math.Max(1, layers) + outerFloats + logits + lossSaved;
+            backward = layers * 2 * tokens * hidden + layerFloats + tokens * hidden + (loraFloats + dropoutBackward) / Math.Max(1, layers)
+                + outerFloats + logits + lossSaved;
         }
         return 4 * Math.Max(forward, backward);
     }
+
+    /// <summary>The recipe's lora_dropout: 0.05–0.1 for small data (GPT-2 0.1), none for large data.</summary>
+    private static double RecipeDropout(ModelConfig config, bool smallData) => smallData ? (config.ModelType == "gpt2" ? 0.1 : 0.05) : 0.0;
 
     /// <summary>Floats per token that a decoder layer's forward produces (each op output once).</summary>
     public static long PerLayerFloatsPerToken(ModelConfig config)

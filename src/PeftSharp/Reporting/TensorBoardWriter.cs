@@ -30,7 +30,7 @@ public sealed class TensorBoardWriter : IDisposable
     /// <summary>Every number of a log entry but "step" and "epoch" (which is logged as train/epoch, as transformers does).</summary>
     public void Write(JsonObject entry)
     {
-        long step = entry["step"] is JsonValue s && s.TryGetValue<long>(out var st) ? st : 0;
+        long step = (long)(Config.KeySpec.AsNumber(entry["step"]) ?? 0);
         var summary = new MemoryStream();
         var f = new byte[4];
         foreach (var (key, node) in entry)
@@ -40,7 +40,7 @@ public sealed class TensorBoardWriter : IDisposable
             var value = new MemoryStream();
             WriteBytesField(value, 1, Encoding.UTF8.GetBytes(tag));
             WriteTag(value, 2, 5);
-            BinaryPrimitives.WriteSingleLittleEndian(f, (float)v.GetValue<double>());
+            BinaryPrimitives.WriteSingleLittleEndian(f, (float)(Config.KeySpec.AsNumber(v) ?? double.NaN));
             value.Write(f);
             WriteBytesField(summary, 1, value.ToArray());
         }

@@ -173,12 +173,13 @@ public static class Checkpointing
 
 /// <summary>
 /// The output folder's lock for the length of a run: <c>.peftsharp.lock</c> opened exclusively (an advisory lock the
-/// system drops when the process dies, even by kill -9), holding the owner's process id. A second run on the same
-/// folder fails at once naming the first; a lock file left by a dead process is taken over.
+/// system drops when the process dies, even by kill -9) and <c>.peftsharp.lock.owner</c> naming the owner's process id.
+/// A second run on the same folder fails at once naming the first; the files of a dead run are taken over.
 /// </summary>
 public sealed class OutputLock : IDisposable
 {
     public const string FileName = ".peftsharp.lock";
+    private const string OwnerSuffix = ".owner";
     private readonly FileStream _stream;
     private readonly string _path;
 
@@ -194,28 +195,33 @@ public sealed class OutputLock : IDisposable
 
     public static OutputLock Acquire(string outputDir)
     {
-        string path = Path.Combine(outputDir, FileName);
+        string path = Path.Combine(outputDir, FileName), ownerPath = path + OwnerSuffix;
+        string? Owner()
+        {
+            try { return File.Exists(ownerPath) ? File.ReadAllText(ownerPath).Trim() : null; }
+            catch (IOException) { return null; }
+            catch (UnauthorizedAccessException) { return null; }
+        }
         FileStream stream;
         try { stream = new FileStream(path, FileMode.OpenOrCreate, FileAccess.ReadWrite, FileShare.None); }
         catch (IOException)
         {
-            string owner = "another process";
-            try { owner = "process " + File.ReadAllText(path).Trim(); } catch (IOException) { } catch (UnauthorizedAccessException) { }
+            string owner = Owner() is { Length: > 0 } pid ? "process " + pid : "another process";
             throw new PeftSharpException($"training.output_dir: {outputDir} is in use by {owner} (lock {path}); wait for that run to end or choose another output_dir.");
         }
-        string? previous = null;
-        using (var reader = new StreamReader(stream, leaveOpen: true)) previous = reader.ReadToEnd().Trim();
-        stream.SetLength(0);
-        stream.Position = 0;
-        var pid = System.Text.Encoding.ASCII.GetBytes(Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
-        stream.Write(pid);
-        stream.Flush(flushToDisk: true);
+        string? previous = Owner();
+        AtomicFile.WriteAllText(ownerPath, Environment.ProcessId.ToString(CultureInfo.InvariantCulture) + "\n");
         return new OutputLock(stream, path, string.IsNullOrEmpty(previous) ? null : previous);
     }
 
     public void Dispose()
     {
-        try { File.Delete(_path); } catch (IOException) { }
+        try
+        {
+            File.Delete(_path + OwnerSuffix);
+            File.Delete(_path);
+        }
+        catch (IOException) { }
         _stream.Dispose();
     }
 }

@@ -171,6 +171,8 @@ public sealed class Trainer<TBatch>
                     throw new PeftSharpException($"training: the gradient norm at step {step} is {gradNorm.ToString(CultureInfo.InvariantCulture)}; training stopped " +
                         $"before the optimizer step. Last good checkpoint: {Checkpointing.Latest(outputDir) ?? "none"}.");
                 double lr = schedule.LearningRate(state.GlobalStep);
+                if (!double.IsFinite(lr) || lr < 0)
+                    throw new PeftSharpException($"training: the learning rate at step {step} is {lr.ToString(CultureInfo.InvariantCulture)}; check learning_rate and lr_scheduler_kwargs.");
                 optimizer.LearningRate = (float)lr;
                 optimizer.Step();
                 optimizer.ZeroGrad();

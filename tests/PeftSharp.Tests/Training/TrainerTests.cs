@@ -165,7 +165,7 @@ public sealed class TrainerTests : IDisposable
         Assert.Equal(2, result.State.EarlyStoppingPatienceCounter);
     }
 
-    private sealed class NaNAfter(ICausalLM inner, int goodCalls) : ICausalLM
+    internal sealed class NaNAfter(ICausalLM inner, int goodCalls) : ICausalLM
     {
         private int _calls;
         public PeftSharp.Formats.HfConfig.ModelConfig Config => inner.Config;
