@@ -120,12 +120,12 @@ public abstract unsafe class CausalLM : ICausalLM, IRandomStreams
             var head = _slots[^1].Layer;
             int chunk = LossChunkRows(hidden.Rows, VocabSize);
             if (chunk < hidden.Rows && !head.Parameters.Any(p => p.RequiresGrad))
-                return ops.CrossEntropyInRowChunks(hidden, x => head.Forward(ops, x), ShiftedTargets(batch), chunk);
-            return ops.CrossEntropy(head.Forward(ops, hidden), ShiftedTargets(batch), overwriteLogits: true);
+                return ops.CrossEntropyInRowChunks(hidden, x => head.Forward(ops, x), batch.ShiftedTargets(), chunk);
+            return ops.CrossEntropy(head.Forward(ops, hidden), batch.ShiftedTargets(), overwriteLogits: true);
         }
         int rows = batch.Batch * batch.SeqLen;
         var loss = ops.Tape.NewTensor([1], requiresGrad: false);
-        *loss.Data = ScoreNextTokens(ops, batch, ShiftedTargets(batch), new float[rows], new int[rows]);
+        *loss.Data = ScoreNextTokens(ops, batch, batch.ShiftedTargets(), new float[rows], new int[rows]);
         return loss;
     }
 
@@ -188,26 +188,6 @@ public abstract unsafe class CausalLM : ICausalLM, IRandomStreams
         }
     }
 
-    /// <summary>
-    /// Targets for logits row (b, t): labels[b, t + 1] (labels default to the input ids with padding
-    /// ignored), -100 in the last column and where the next token starts another packed example.
-    /// </summary>
-    public static int[] ShiftedTargets(TokenBatch batch)
-    {
-        int b = batch.Batch, t = batch.SeqLen;
-        var targets = new int[b * t];
-        for (int r = 0; r < b; r++)
-            for (int i = 0; i < t; i++)
-            {
-                int at = r * t + i, next = at + 1;
-                bool valid = i + 1 < t && (batch.SegmentIds == null || batch.SegmentIds[at] == batch.SegmentIds[next]);
-                targets[at] = !valid ? Kernels.CrossEntropy.IgnoreIndex
-                    : batch.Labels != null ? batch.Labels[next]
-                    : batch.AttentionMask != null && batch.AttentionMask[next] == 0 ? Kernels.CrossEntropy.IgnoreIndex
-                    : batch.InputIds[next];
-            }
-        return targets;
-    }
 
     public IDecodeSession StartDecoding(int batch, int maxTokens)
     {

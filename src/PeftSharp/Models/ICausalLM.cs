@@ -14,6 +14,27 @@ public sealed record TokenBatch(int Batch, int SeqLen, int[] InputIds)
     public int[]? SegmentIds { get; init; }
     /// <summary>Targets aligned with InputIds (shifted inside, as transformers does); -100 is ignored.</summary>
     public int[]? Labels { get; init; }
+
+    /// <summary>
+    /// Targets for logits row (b, t): labels[b, t + 1] (labels default to the input ids with padding
+    /// ignored), -100 in the last column and where the next token starts another packed example.
+    /// </summary>
+    public int[] ShiftedTargets()
+    {
+        int b = Batch, t = SeqLen;
+        var targets = new int[b * t];
+        for (int r = 0; r < b; r++)
+            for (int i = 0; i < t; i++)
+            {
+                int at = r * t + i, next = at + 1;
+                bool valid = i + 1 < t && (SegmentIds == null || SegmentIds[at] == SegmentIds[next]);
+                targets[at] = !valid ? Kernels.CrossEntropy.IgnoreIndex
+                    : Labels != null ? Labels[next]
+                    : AttentionMask != null && AttentionMask[next] == 0 ? Kernels.CrossEntropy.IgnoreIndex
+                    : InputIds[next];
+            }
+        return targets;
+    }
 }
 
 /// <summary>

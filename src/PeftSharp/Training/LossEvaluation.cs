@@ -32,13 +32,13 @@ public static class LossEvaluation
                 for (int i = 0; i < n; i++) indices[i] = start + i;
                 var batch = data.Collate(indices.AsSpan(0, n));
                 int rows = batch.Batch * batch.SeqLen;
-                var targets = ShiftedTargets(batch);
+                var targets = batch.ShiftedTargets();
                 var losses = new float[rows];
                 var argmax = new int[rows];
                 model.ScoreNextTokens(ops, batch, targets, losses, argmax);
                 for (int r = 0; r < rows; r++)
                 {
-                    if (targets[r] == -100) continue;
+                    if (targets[r] == Kernels.CrossEntropy.IgnoreIndex) continue;
                     lossSum += losses[r];
                     count++;
                     if (argmax[r] == targets[r]) correct++;
@@ -56,17 +56,5 @@ public static class LossEvaluation
             tape.Training = training;
             if (own) tape.Dispose();
         }
-    }
-
-    /// <summary>targets[b, t] = labels[b, t+1] (the last position of each row is -100).</summary>
-    public static int[] ShiftedTargets(TokenBatch batch)
-    {
-        int b = batch.Batch, t = batch.SeqLen;
-        var labels = batch.Labels ?? batch.InputIds;
-        var targets = new int[b * t];
-        for (int r = 0; r < b; r++)
-            for (int i = 0; i < t; i++)
-                targets[r * t + i] = i + 1 < t ? labels[r * t + i + 1] : -100;
-        return targets;
     }
 }

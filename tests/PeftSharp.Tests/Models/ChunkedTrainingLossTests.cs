@@ -38,7 +38,7 @@ public class ChunkedTrainingLossTests
             foreach (var p in peft.TrainableParameters) p.GradSpan().Clear();
             using var tape = new Tape(1 << 16);
             var ops = new Ops(tape);
-            var loss = chunked ? model.Loss(ops, tokens) : ops.CrossEntropy(model.Forward(ops, tokens), CausalLM.ShiftedTargets(tokens));
+            var loss = chunked ? model.Loss(ops, tokens) : ops.CrossEntropy(model.Forward(ops, tokens), tokens.ShiftedTargets());
             tape.Backward(loss);
             return (loss.AsSpan()[0], peft.TrainableParameters.Select(p => p.GradSpan().ToArray()).ToArray(), tape.Arena.HighWater * sizeof(float));
         }

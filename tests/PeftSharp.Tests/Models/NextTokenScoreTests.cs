@@ -30,7 +30,7 @@ public unsafe class NextTokenScoreTests
 
     private static void AssertScoresMatch(ICausalLM model, TokenBatch batch)
     {
-        var targets = CausalLM.ShiftedTargets(batch);
+        var targets = batch.ShiftedTargets();
         var expected = FromLogits(model, batch, targets);
         int rows = targets.Length;
         var losses = new float[rows];
@@ -82,7 +82,7 @@ public unsafe class NextTokenScoreTests
         var loss = model.Loss(new Ops(tape), batch);
         long logits = (long)rows * config.VocabSize;
         Assert.True(tape.Arena.HighWater < logits / 2, $"arena peak {tape.Arena.HighWater} floats; the logits alone are {logits}");
-        var expected = FromLogits(model, batch, CausalLM.ShiftedTargets(batch)).Mean;
+        var expected = FromLogits(model, batch, batch.ShiftedTargets()).Mean;
         Assert.InRange(loss.AsSpan()[0] - expected, -1e-5f, 1e-5f);
     }
 

@@ -75,7 +75,7 @@ internal sealed class TinyCausalLM : ICausalLM
         return Linear(ops, ops.RmsNorm(x, _normF, 1e-6f), 7);
     }
 
-    public Tensor Loss(Ops ops, TokenBatch batch) => ops.CrossEntropy(Forward(ops, batch), PeftSharp.Training.LossEvaluation.ShiftedTargets(batch));
+    public Tensor Loss(Ops ops, TokenBatch batch) => ops.CrossEntropy(Forward(ops, batch), batch.ShiftedTargets());
 
     public IDecodeSession StartDecoding(int batch, int maxTokens) => new Session(this, batch);
 
