@@ -36,7 +36,9 @@ public sealed class TrainingProgressView : ITrainerCallback
 
     public void OnStep(TrainingProgress p, TrainerControl control)
     {
-        string line = $"step {p.Step}/{p.TotalSteps}  epoch {p.Epoch:F2}  loss {p.Loss:F4}  lr {p.LearningRate:0.###e0}  {p.TokensPerSecond:F0} tok/s  ETA {p.Eta:hh\\:mm\\:ss}";
+        // The trainer's own metrics (DPO's rewards/margins and accuracies, ...) follow the loss.
+        string own = string.Concat(p.Metrics.Select(m => $"  {m.Key} {m.Value:F4}"));
+        string line = $"step {p.Step}/{p.TotalSteps}  epoch {p.Epoch:F2}  loss {p.Loss:F4}{own}  lr {p.LearningRate:0.###e0}  {p.TokensPerSecond:F0} tok/s  ETA {p.Eta:hh\\:mm\\:ss}";
         if (_task != null)
         {
             _task.MaxValue = p.TotalSteps;
