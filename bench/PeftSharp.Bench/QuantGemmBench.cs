@@ -64,8 +64,8 @@ public static unsafe class QuantGemmBench
                             {
                                 var (_, q, compute) = variants[v];
                                 times[v].Add(Time(backward
-                                    ? () => Gemm.LinearBackwardInput4Bit(dy.Pointer, q, dx.Pointer, tokens, accumulate: false, compute)
-                                    : () => Gemm.LinearForward4Bit(x.Pointer, q, null, y.Pointer, tokens, compute)));
+                                    ? () => FourBitGemm.LinearBackwardInput4Bit(dy.Pointer, q, dx.Pointer, tokens, accumulate: false, compute)
+                                    : () => FourBitGemm.LinearForward4Bit(x.Pointer, q, null, y.Pointer, tokens, compute)));
                             }
                         }
                         double denseGflops = flops / Median(denseTimes) / 1e9;

@@ -9,7 +9,7 @@ public static unsafe class Ops4Bit
 {
     /// <summary>
     /// y = x·Wᵀ + b with W (out, in) a frozen 4-bit tensor, multiplied in <paramref name="computeType"/> (F32, BF16 or
-    /// F16; see <see cref="Gemm.LinearForward4Bit"/>). W is a constant: backward computes only dx (dY·W, the
+    /// F16; see <see cref="FourBitGemm.LinearForward4Bit"/>). W is a constant: backward computes only dx (dY·W, the
     /// dequant-GEMM) when x needs a gradient, and db when the bias is trainable; never a weight gradient.
     /// </summary>
     public static Tensor Linear4Bit(this Ops ops, Tensor x, Quantized4BitTensor weight, Tensor? bias, DType computeType = DType.F32)
@@ -24,13 +24,13 @@ public static unsafe class Ops4Bit
         var outShape = (int[])x.Shape.Clone();
         outShape[^1] = n;
         var y = tape.NewTensor(outShape, tape.AnyRequiresGrad(x, bias));
-        Gemm.LinearForward4Bit(x.Data, weight, bias == null ? null : bias.Data, y.Data, m, computeType);
+        FourBitGemm.LinearForward4Bit(x.Data, weight, bias == null ? null : bias.Data, y.Data, m, computeType);
         if (y.RequiresGrad)
             tape.Record(() =>
             {
                 float* dy = y.Grad;
                 if (dy == null) return;
-                if (x.RequiresGrad) Gemm.LinearBackwardInput4Bit(dy, weight, tape.GradOf(x), m, accumulate: true, computeType);
+                if (x.RequiresGrad) FourBitGemm.LinearBackwardInput4Bit(dy, weight, tape.GradOf(x), m, accumulate: true, computeType);
                 if (bias != null && bias.RequiresGrad)
                 {
                     float* db = tape.GradOf(bias);

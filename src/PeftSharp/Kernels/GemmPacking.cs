@@ -2,7 +2,6 @@ using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
-using PeftSharp.Quantization;
 using PeftSharp.Tensors;
 
 namespace PeftSharp.Kernels;

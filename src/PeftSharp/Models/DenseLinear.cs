@@ -1,4 +1,5 @@
 using PeftSharp.Autograd;
+using PeftSharp.Tensors;
 
 namespace PeftSharp.Models;
 

@@ -1,5 +1,6 @@
 using PeftSharp.Autograd;
 using PeftSharp.Formats.HfConfig;
+using PeftSharp.Tensors;
 
 namespace PeftSharp.Models;
 

@@ -1,5 +1,5 @@
 using System.Numerics.Tensors;
-using Tensor = PeftSharp.Autograd.Tensor;
+using Tensor = PeftSharp.Tensors.Tensor;
 using PeftSharp.Autograd;
 using PeftSharp.Kernels;
 using PeftSharp.Models;

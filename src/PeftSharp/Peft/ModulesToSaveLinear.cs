@@ -1,5 +1,6 @@
 using PeftSharp.Autograd;
 using PeftSharp.Models;
+using PeftSharp.Tensors;
 
 namespace PeftSharp.Peft;
 

@@ -1,6 +1,7 @@
 using System.Text.Json.Nodes;
 using PeftSharp.Models;
 using PeftSharp.Tensors;
+using PeftSharp.Kernels;
 
 namespace PeftSharp.Quantization;
 

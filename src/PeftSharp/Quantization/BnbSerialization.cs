@@ -4,6 +4,7 @@ using System.Text;
 using System.Text.Json;
 using PeftSharp.Formats;
 using PeftSharp.Tensors;
+using PeftSharp.Kernels;
 
 namespace PeftSharp.Quantization;
 

@@ -1,6 +1,7 @@
 using PeftSharp.Autograd;
 using PeftSharp.Models;
 using PeftSharp.Tensors;
+using PeftSharp.Kernels;
 
 namespace PeftSharp.Quantization;
 

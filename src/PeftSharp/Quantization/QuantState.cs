@@ -1,4 +1,5 @@
 using PeftSharp.Tensors;
+using PeftSharp.Kernels;
 
 namespace PeftSharp.Quantization;
 

@@ -5,6 +5,7 @@ using PeftSharp.Formats.HfConfig;
 using PeftSharp.Formats.Safetensors;
 using PeftSharp.Models;
 using PeftSharp.Tensors;
+using PeftSharp.Kernels;
 
 namespace PeftSharp.Quantization;
 

@@ -5,6 +5,7 @@ using PeftSharp.Formats.HfConfig;
 using PeftSharp.Formats.Tokenizers;
 using PeftSharp.Models;
 using PeftSharp.Models.Init;
+using PeftSharp.Tensors;
 
 namespace PeftSharp.Tests.Cli;
 

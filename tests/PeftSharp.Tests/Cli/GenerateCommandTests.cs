@@ -9,6 +9,7 @@ using PeftSharp.Models;
 using PeftSharp.Models.Generation;
 using PeftSharp.Models.Init;
 using PeftSharp.Tests.Models;
+using PeftSharp.Tensors;
 
 namespace PeftSharp.Tests.Cli;
 

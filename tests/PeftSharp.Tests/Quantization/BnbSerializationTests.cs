@@ -3,6 +3,7 @@ using System.Text.Json.Nodes;
 using PeftSharp.Formats;
 using PeftSharp.Quantization;
 using PeftSharp.Tensors;
+using PeftSharp.Kernels;
 
 namespace PeftSharp.Tests.Quantization;
 

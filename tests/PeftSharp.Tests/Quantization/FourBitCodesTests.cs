@@ -1,4 +1,5 @@
 using PeftSharp.Quantization;
+using PeftSharp.Kernels;
 
 namespace PeftSharp.Tests.Quantization;
 

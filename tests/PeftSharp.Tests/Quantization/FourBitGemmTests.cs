@@ -68,8 +68,8 @@ public unsafe class FourBitGemmTests
         var dxStart = (float[])dx.Clone();
         fixed (float* px = t.X, pdy = t.Dy, pb = t.Bias, py = y, pdx = dx)
         {
-            Gemm.LinearForward4Bit(px, t.W, pb, py, m, dtype);
-            Gemm.LinearBackwardInput4Bit(pdy, t.W, pdx, m, accumulate: true, dtype);
+            FourBitGemm.LinearForward4Bit(px, t.W, pb, py, m, dtype);
+            FourBitGemm.LinearBackwardInput4Bit(pdy, t.W, pdx, m, accumulate: true, dtype);
         }
         for (int i = 0; i < y.Length; i++)
             AssertNear(yRef[i] + t.Bias[i % n], y[i], yScale[i], $"Y[{i / n},{i % n}] m={m} n={n} k={k} {dtype} {Simd.Path}");
@@ -109,8 +109,8 @@ public unsafe class FourBitGemmTests
         float y32, y16;
         fixed (float* px = x)
         {
-            Gemm.LinearForward4Bit(px, w, null, &y32, 1, DType.F32);
-            Gemm.LinearForward4Bit(px, w, null, &y16, 1, DType.BF16);
+            FourBitGemm.LinearForward4Bit(px, w, null, &y32, 1, DType.F32);
+            FourBitGemm.LinearForward4Bit(px, w, null, &y16, 1, DType.BF16);
         }
         Assert.Equal(x[0], y32);
         Assert.Equal(1f, y16);
@@ -125,8 +125,8 @@ public unsafe class FourBitGemmTests
         fixed (float* p = buffer)
         {
             float* ptr = p;
-            Assert.Throws<ArgumentException>(() => Gemm.LinearForward4Bit(ptr, w3, null, ptr, 1));
-            Assert.Throws<ArgumentException>(() => Gemm.LinearForward4Bit(ptr, w2, null, ptr, 1, DType.F64));
+            Assert.Throws<ArgumentException>(() => FourBitGemm.LinearForward4Bit(ptr, w3, null, ptr, 1));
+            Assert.Throws<ArgumentException>(() => FourBitGemm.LinearForward4Bit(ptr, w2, null, ptr, 1, DType.F64));
         }
     }
 

@@ -3,6 +3,7 @@ using PeftSharp.Models;
 using PeftSharp.Quantization;
 using PeftSharp.Tensors;
 using static PeftSharp.Tests.Kernels.GradCheck;
+using PeftSharp.Kernels;
 
 namespace PeftSharp.Tests.Quantization;
 

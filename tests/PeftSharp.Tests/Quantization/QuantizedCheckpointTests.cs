@@ -6,6 +6,7 @@ using PeftSharp.Formats.Safetensors;
 using PeftSharp.Models;
 using PeftSharp.Quantization;
 using PeftSharp.Tensors;
+using PeftSharp.Kernels;
 
 namespace PeftSharp.Tests.Quantization;
 

@@ -240,8 +240,8 @@ public sealed class TrainerCoreTests : IDisposable
     [Fact]
     public unsafe void AdafactorTakesTransformersFirstStep()
     {
-        using var w = PeftSharp.Autograd.Parameter.Create("w", [2, 2], requiresGrad: true);
-        using var b = PeftSharp.Autograd.Parameter.Create("b", [2], requiresGrad: true);
+        using var w = PeftSharp.Tensors.Parameter.Create("w", [2, 2], requiresGrad: true);
+        using var b = PeftSharp.Tensors.Parameter.Create("b", [2], requiresGrad: true);
         float[] w0 = [0.5f, -1f, 2f, 0.25f], g = [0.1f, -0.2f, 0.3f, 0.4f], b0 = [1f, 2f], gb = [0.5f, -0.5f];
         w0.CopyTo(w.AsSpan()); g.CopyTo(w.GradSpan()); b0.CopyTo(b.AsSpan()); gb.CopyTo(b.GradSpan());
         using var opt = new Adafactor([w, b], learningRate: 0.01f);

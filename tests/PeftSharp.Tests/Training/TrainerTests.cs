@@ -5,6 +5,7 @@ using PeftSharp.Models;
 using PeftSharp.Tests.Data;
 using PeftSharp.Training;
 using PeftSharp.Training.Sft;
+using PeftSharp.Tensors;
 
 namespace PeftSharp.Tests.Training;
 

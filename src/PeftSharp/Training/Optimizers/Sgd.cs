@@ -1,5 +1,6 @@
 using PeftSharp.Autograd;
 using PeftSharp.Kernels;
+using PeftSharp.Tensors;
 
 namespace PeftSharp.Training.Optimizers;
 

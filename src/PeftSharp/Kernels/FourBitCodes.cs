@@ -1,4 +1,4 @@
-namespace PeftSharp.Quantization;
+namespace PeftSharp.Kernels;
 
 /// <summary>
 /// The NF4 and FP4 code tables and the value-to-code decision trees of bitsandbytes

@@ -1,4 +1,4 @@
-namespace PeftSharp.Quantization;
+namespace PeftSharp.Kernels;
 
 /// <summary>The 4-bit data types of bitsandbytes (<c>bnb_4bit_quant_type</c>).</summary>
 public enum QuantType { Nf4, Fp4 }

@@ -2,10 +2,9 @@ using System.Numerics.Tensors;
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 using System.Runtime.Intrinsics.X86;
-using PeftSharp.Kernels;
 using PeftSharp.Tensors;
 
-namespace PeftSharp.Quantization;
+namespace PeftSharp.Kernels;
 
 /// <summary>
 /// The 4-bit kernels: blockwise quantize (absmax, code, pack two codes a byte with the first element in

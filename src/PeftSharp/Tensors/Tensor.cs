@@ -1,11 +1,10 @@
-using PeftSharp.Tensors;
 
-namespace PeftSharp.Autograd;
+namespace PeftSharp.Tensors;
 
 /// <summary>
 /// A shape and a pointer to f32 data, row-major and contiguous. Activations live in the tape's
-/// arena (valid until <see cref="Tape.Reset"/>); their gradient is allocated on first use during
-/// backward. A view (<see cref="Ops.Reshape"/>) shares its base's data and gradient.
+/// arena (valid until <see cref="Autograd.Tape.Reset"/>); their gradient is allocated on first use during
+/// backward. A view (<see cref="Autograd.Ops.Reshape"/>) shares its base's data and gradient.
 /// </summary>
 public unsafe class Tensor
 {
