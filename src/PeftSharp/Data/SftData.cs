@@ -5,31 +5,82 @@ using PeftSharp.Training;
 
 namespace PeftSharp.Data;
 
+/// <summary>What one split became: examples read, tokens, examples cut to max_length, rows (packed or not) and tokens in the loss.</summary>
+public sealed record SplitStats(string Split, int Examples, long Tokens, int Truncated, int Rows, long LossTokens)
+{
+    public double LossShare => Tokens == 0 ? 0 : (double)LossTokens / Tokens;
+}
+
 /// <summary>The loaded train and eval sets, and what the loader has to tell the user (skipped lines, the format found).</summary>
 public sealed record SftDataBundle(SftDataset Train, SftDataset? Eval, DatasetFormat Format, IReadOnlyList<string> Notices,
     IReadOnlyList<MalformedRecord> Skipped)
 {
     /// <summary>The evaluation examples before tokenization (for generation metrics and samples).</summary>
     public IReadOnlyList<SftExample> EvalExamples { get; init; } = [];
+    public SplitStats? TrainStats { get; init; }
+    public SplitStats? EvalStats { get; init; }
+}
+
+/// <summary>The files of the train and eval splits a `data` section names, found before anything is read.</summary>
+public sealed record DataSources(IReadOnlyList<string> TrainFiles, string TrainSplit, IReadOnlyList<string>? EvalFiles, string EvalSplit,
+    string Description)
+{
+    public string TrainName => TrainFiles.Count == 1 ? TrainFiles[0] : $"{Description} split \"{TrainSplit}\"";
 }
 
 /// <summary>From the `data` section to datasets: read, detect the format, split, tokenize, pack.</summary>
 public static class SftData
 {
+    /// <summary>
+    /// The data files a `data` section names: train_file / eval_file, or dataset_name (+ dataset_config) with
+    /// dataset_train_split and dataset_test_split (eval_file, when set, wins over the test split). Checks that every
+    /// file and split exists, so a wrong path fails before a model loads.
+    /// </summary>
+    public static DataSources Resolve(DataArguments args, Func<string, string?>? environment = null)
+    {
+        string testSplit = args.DatasetTestSplit ?? "test";
+        if (!string.IsNullOrEmpty(args.DatasetName))
+        {
+            var dataset = DatasetSources.Resolve(args.DatasetName, args.DatasetConfig, environment);
+            var train = dataset.Files(args.DatasetTrainSplit, "dataset_train_split");
+            IReadOnlyList<string>? eval = null;
+            if (!string.IsNullOrEmpty(args.EvalFile)) eval = [RequireFile(args.EvalFile, "eval_file")];
+            else if (args.DatasetTestSplit != null) eval = dataset.Files(args.DatasetTestSplit, "dataset_test_split");
+            else if (args.TestSize == null && dataset.Splits.TryGetValue(testSplit, out var t)) eval = t;
+            string description = $"{dataset.Folder}{(dataset.Config != null ? $" (config \"{dataset.Config}\")" : "")}";
+            return new DataSources(train, args.DatasetTrainSplit, eval, testSplit, description);
+        }
+        if (string.IsNullOrEmpty(args.TrainFile)) throw new PeftSharpException("data.train_file or data.dataset_name is not set.");
+        var evalFiles = string.IsNullOrEmpty(args.EvalFile) ? null : new[] { RequireFile(args.EvalFile, "eval_file") };
+        return new DataSources([RequireFile(args.TrainFile, "train_file")], args.DatasetTrainSplit, evalFiles, testSplit, args.TrainFile);
+    }
+
+    private static string RequireFile(string path, string key) =>
+        File.Exists(path) ? path : throw new PeftSharpException($"data.{key}: data file not found: {path}.");
+
+    /// <summary>The records of one split: every file in order (a JSON file holding splits gives the split asked for).</summary>
+    public static List<DataRecord> ReadRecords(IReadOnlyList<string> files, string split, DataArguments args, List<MalformedRecord> skipped)
+    {
+        var mode = args.TextFileMode == "whole" ? PlainTextMode.Whole : PlainTextMode.Lines;
+        var records = new List<DataRecord>();
+        foreach (var file in files) records.AddRange(DataFiles.Read(file, args.DatasetTextField, mode, args.SkipMalformed, skipped, split));
+        return records;
+    }
+
     /// <param name="seed">The split seed (training's data_seed, else seed).</param>
     public static SftDataBundle Load(DataArguments args, Tokenizer tokenizer, ChatTemplate? chatTemplate, int seed)
     {
-        if (string.IsNullOrEmpty(args.TrainFile)) throw new PeftSharpException("data.train_file is not set.");
+        var sources = Resolve(args);
         var skipped = new List<MalformedRecord>();
         var notices = new List<string>();
         var mode = args.TextFileMode == "whole" ? PlainTextMode.Whole : PlainTextMode.Lines;
-        var trainRecords = DataFiles.Read(args.TrainFile, args.DatasetTextField, mode, args.SkipMalformed, skipped);
+        var trainRecords = ReadRecords(sources.TrainFiles, sources.TrainSplit, args, skipped);
         var (format, train) = Convert(trainRecords, args, skipped);
-        if (train.Count == 0) throw new PeftSharpException($"{args.TrainFile}: no training examples.");
+        if (train.Count == 0) throw new PeftSharpException($"{sources.TrainName}: no training examples.");
         List<SftExample>? eval = null;
-        if (!string.IsNullOrEmpty(args.EvalFile))
+        if (sources.EvalFiles != null)
         {
-            var evalRecords = DataFiles.Read(args.EvalFile, args.DatasetTextField, mode, args.SkipMalformed, skipped);
+            var evalRecords = ReadRecords(sources.EvalFiles, sources.EvalSplit, args, skipped);
             eval = Convert(evalRecords, args, skipped, format).Examples;
         }
         else if (args.TestSize is double testSize)
@@ -38,18 +89,53 @@ public static class SftData
             train = trainPart;
             eval = testPart;
         }
+        if (!string.IsNullOrEmpty(args.DatasetName))
+            notices.Add($"dataset {sources.Description}: {train.Count} training examples (split \"{sources.TrainSplit}\", {sources.TrainFiles.Count} file(s))" +
+                (sources.EvalFiles != null && string.IsNullOrEmpty(args.EvalFile) ? $", {eval?.Count ?? 0} evaluation examples (split \"{sources.EvalSplit}\")" : "") + ".");
+        var unused = UnusedColumns(trainRecords, format, args.DatasetTextField);
+        if (unused.Count > 0) notices.Add($"columns not used by {SftExamples.Describe(format)}: {string.Join(", ", unused)}.");
         if (skipped.Count > 0)
             notices.Add($"skipped {skipped.Count} malformed line(s); first: {skipped[0]}");
-        var tokenization = new SftTokenization(tokenizer, chatTemplate, new SftTokenizationOptions
+        var options = new SftTokenizationOptions
         {
             MaxLength = args.MaxLength,
             CompletionOnlyLoss = args.CompletionOnlyLoss,
             AssistantOnlyLoss = args.AssistantOnlyLoss,
             ChunkLongText = mode == PlainTextMode.Whole,
-        });
-        var trainSet = Build(train, tokenization, args.Packing, args.MaxLength);
-        var evalSet = eval == null ? null : Build(eval, tokenization, packing: false, args.MaxLength);
-        return new SftDataBundle(trainSet, evalSet, format, notices, skipped) { EvalExamples = eval ?? [] };
+        };
+        var (trainSet, trainStats) = Build(train, new SftTokenization(tokenizer, chatTemplate, options), args.Packing, args.MaxLength, sources.TrainSplit);
+        SftDataset? evalSet = null;
+        SplitStats? evalStats = null;
+        if (eval != null) (evalSet, evalStats) = Build(eval, new SftTokenization(tokenizer, chatTemplate, options), packing: false, args.MaxLength, sources.EvalSplit);
+        return new SftDataBundle(trainSet, evalSet, format, notices, skipped) { EvalExamples = eval ?? [], TrainStats = trainStats, EvalStats = evalStats };
+    }
+
+    /// <summary>Columns of the first record that the format does not read (kept out of training, as TRL ignores them; listed so nothing is ignored silently).</summary>
+    private static List<string> UnusedColumns(IReadOnlyList<DataRecord> records, DatasetFormat format, string textField)
+    {
+        if (records.Count == 0) return [];
+        string[] used = format switch
+        {
+            DatasetFormat.Text => [textField],
+            DatasetFormat.PromptCompletion => ["prompt", "completion"],
+            DatasetFormat.ConversationalPromptCompletion => ["prompt", "completion", "tools"],
+            _ => ["messages", "conversations", "tools"],
+        };
+        return records[0].Fields.Select(p => p.Key).Where(k => !used.Contains(k)).ToList();
+    }
+
+    /// <summary>Tokenizes, drops empty examples and packs (or not), with the split's counts.</summary>
+    public static (SftDataset Set, SplitStats Stats) Build(IReadOnlyList<SftExample> examples, SftTokenization tokenization, bool packing, int maxLength, string split)
+    {
+        var tokenized = examples.SelectMany(tokenization.Tokenize).Where(e => e.Length > 0).ToList();
+        var set = packing ? SftDataset.Pack(tokenized, tokenization.PadId, maxLength) : SftDataset.FromExamples(tokenized, tokenization.PadId);
+        long tokens = 0, loss = 0;
+        foreach (var row in set.Rows)
+        {
+            tokens += row.Length;
+            loss += row.TargetCount;
+        }
+        return (set, new SplitStats(split, examples.Count, tokens, tokenization.Truncated, set.Count, loss));
     }
 
     /// <summary>
@@ -68,11 +154,8 @@ public static class SftData
         return modelFolder == null ? null : ChatTemplate.FromTokenizerConfig(modelFolder);
     }
 
-    public static SftDataset Build(IReadOnlyList<SftExample> examples, SftTokenization tokenization, bool packing, int maxLength)
-    {
-        var tokenized = examples.SelectMany(tokenization.Tokenize).Where(e => e.Length > 0).ToList();
-        return packing ? SftDataset.Pack(tokenized, tokenization.PadId, maxLength) : SftDataset.FromExamples(tokenized, tokenization.PadId);
-    }
+    public static SftDataset Build(IReadOnlyList<SftExample> examples, SftTokenization tokenization, bool packing, int maxLength) =>
+        Build(examples, tokenization, packing, maxLength, "train").Set;
 
     /// <summary>Detects (or takes) the format from the first record and converts every record, skipping or throwing on bad ones.</summary>
     public static (DatasetFormat Format, List<SftExample> Examples) Convert(IReadOnlyList<DataRecord> records, DataArguments args,
@@ -85,12 +168,15 @@ public static class SftData
             try
             {
                 format ??= SftExamples.Detect(r.Fields, args.DatasetTextField, r.Where);
+                if (format is DatasetFormat.Preference or DatasetFormat.UnpairedPreference)
+                    throw new PreferenceDataException($"{r.File}: {SftExamples.Describe(format.Value)} trains a preference model (DPO, ORPO, KTO, a reward model), " +
+                        $"not SFT; SFT needs text, prompt/completion or messages. Columns: {string.Join(", ", r.Fields.Select(p => p.Key))}.");
                 var e = SftExamples.Convert(r, format.Value, args.DatasetTextField);
                 if (format == DatasetFormat.PromptCompletion && e.Format == DatasetFormat.ConversationalPromptCompletion)
                     format = DatasetFormat.ConversationalPromptCompletion;
                 examples.Add(e);
             }
-            catch (PeftSharpException e) when (args.SkipMalformed)
+            catch (PeftSharpException e) when (args.SkipMalformed && e is not PreferenceDataException)
             {
                 string prefix = r.Where + ": ";
                 skipped.Add(new MalformedRecord(r.File, r.Line, e.Message.StartsWith(prefix, StringComparison.Ordinal) ? e.Message[prefix.Length..] : e.Message));
@@ -115,3 +201,6 @@ public static class SftData
         return (order[nTest..].Select(i => items[i]).ToList(), order[..nTest].Select(i => items[i]).ToList());
     }
 }
+
+/// <summary>Preference data given to SFT: never skipped as a malformed line.</summary>
+internal sealed class PreferenceDataException(string message) : PeftSharpException(message);
