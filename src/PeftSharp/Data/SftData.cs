@@ -68,15 +68,45 @@ public static class SftData
     }
 
     /// <param name="seed">The split seed (training's data_seed, else seed).</param>
-    public static SftDataBundle Load(DataArguments args, Tokenizer tokenizer, ChatTemplate? chatTemplate, int seed)
+    /// <param name="cacheDirectory">Where tokenized training examples are cached (see <see cref="TokenizationCache"/>); null: no cache.</param>
+    public static SftDataBundle Load(DataArguments args, Tokenizer tokenizer, ChatTemplate? chatTemplate, int seed, string? cacheDirectory = null)
     {
         var sources = Resolve(args);
         var skipped = new List<MalformedRecord>();
         var notices = new List<string>();
         var mode = args.TextFileMode == "whole" ? PlainTextMode.Whole : PlainTextMode.Lines;
-        var trainRecords = ReadRecords(sources.TrainFiles, sources.TrainSplit, args, skipped);
-        var (format, train) = Convert(trainRecords, args, skipped);
-        if (train.Count == 0) throw new PeftSharpException($"{sources.TrainName}: no training examples.");
+        var options = new SftTokenizationOptions
+        {
+            MaxLength = args.MaxLength,
+            CompletionOnlyLoss = args.CompletionOnlyLoss,
+            AssistantOnlyLoss = args.AssistantOnlyLoss,
+            ChunkLongText = mode == PlainTextMode.Whole,
+        };
+        // The cache holds the training split's tokenized examples; a test_size split draws evaluation from them, so it is not cached.
+        string? cachePath = cacheDirectory != null && tokenizer.Fingerprint != null && args.TestSize == null
+            ? TokenizationCache.PathFor(cacheDirectory, CacheKey(sources, args, tokenizer, chatTemplate, options))
+            : null;
+        var cached = cachePath != null ? TokenizationCache.TryLoad(cachePath) : null;
+
+        DatasetFormat format;
+        List<SftExample>? train = null;
+        int trainCount;
+        if (cached != null)
+        {
+            format = cached.Format;
+            notices.AddRange(cached.Notices);
+            skipped.AddRange(cached.Skipped);
+            trainCount = cached.TrainExamples;
+        }
+        else
+        {
+            var trainRecords = ReadRecords(sources.TrainFiles, sources.TrainSplit, args, skipped);
+            (format, train) = Convert(trainRecords, args, skipped);
+            if (train.Count == 0) throw new PeftSharpException($"{sources.TrainName}: no training examples.");
+            var unused = UnusedColumns(trainRecords, format, args.DatasetTextField);
+            if (unused.Count > 0) notices.Add($"columns not used by {SftExamples.Describe(format)}: {string.Join(", ", unused)}.");
+            trainCount = train.Count;
+        }
         List<SftExample>? eval = null;
         if (sources.EvalFiles != null)
         {
@@ -85,29 +115,76 @@ public static class SftData
         }
         else if (args.TestSize is double testSize)
         {
-            var (trainPart, testPart) = TrainTestSplit(train, testSize, seed);
+            var (trainPart, testPart) = TrainTestSplit(train!, testSize, seed);
             train = trainPart;
             eval = testPart;
+            trainCount = train.Count;
         }
         if (!string.IsNullOrEmpty(args.DatasetName))
-            notices.Add($"dataset {sources.Description}: {train.Count} training examples (split \"{sources.TrainSplit}\", {sources.TrainFiles.Count} file(s))" +
+            notices.Insert(0, $"dataset {sources.Description}: {trainCount} training examples (split \"{sources.TrainSplit}\", {sources.TrainFiles.Count} file(s))" +
                 (sources.EvalFiles != null && string.IsNullOrEmpty(args.EvalFile) ? $", {eval?.Count ?? 0} evaluation examples (split \"{sources.EvalSplit}\")" : "") + ".");
-        var unused = UnusedColumns(trainRecords, format, args.DatasetTextField);
-        if (unused.Count > 0) notices.Add($"columns not used by {SftExamples.Describe(format)}: {string.Join(", ", unused)}.");
         if (skipped.Count > 0)
             notices.Add($"skipped {skipped.Count} malformed line(s); first: {skipped[0]}");
-        var options = new SftTokenizationOptions
+
+        var trainTokenization = new SftTokenization(tokenizer, chatTemplate, options);
+        IReadOnlyList<TokenizedExample> tokenizedTrain;
+        int truncated;
+        if (cached != null)
         {
-            MaxLength = args.MaxLength,
-            CompletionOnlyLoss = args.CompletionOnlyLoss,
-            AssistantOnlyLoss = args.AssistantOnlyLoss,
-            ChunkLongText = mode == PlainTextMode.Whole,
-        };
-        var (trainSet, trainStats) = Build(train, new SftTokenization(tokenizer, chatTemplate, options), args.Packing, args.MaxLength, sources.TrainSplit);
+            tokenizedTrain = cached.Train;
+            truncated = cached.Truncated;
+        }
+        else
+        {
+            tokenizedTrain = TokenizeAll(train!, trainTokenization);
+            truncated = trainTokenization.Truncated;
+            if (cachePath != null)
+                TokenizationCache.Save(cachePath, new TokenizationCache.Entry(format, notices.Where(n => !n.StartsWith("dataset ", StringComparison.Ordinal)).ToList(),
+                    skipped, trainCount, truncated, tokenizedTrain));
+        }
+        var (trainSet, trainStats) = Build(tokenizedTrain, trainTokenization.PadId, args.Packing, args.MaxLength, sources.TrainSplit, trainCount, truncated);
+        if (cached != null) notices.Add($"tokenized training data read from the cache {cachePath} (delete it to tokenize again).");
         SftDataset? evalSet = null;
         SplitStats? evalStats = null;
-        if (eval != null) (evalSet, evalStats) = Build(eval, new SftTokenization(tokenizer, chatTemplate, options), packing: false, args.MaxLength, sources.EvalSplit);
+        if (eval != null)
+        {
+            var evalTokenization = new SftTokenization(tokenizer, chatTemplate, options);
+            var tokenizedEval = TokenizeAll(eval, evalTokenization);
+            (evalSet, evalStats) = Build(tokenizedEval, evalTokenization.PadId, packing: false, args.MaxLength, sources.EvalSplit, eval.Count, evalTokenization.Truncated);
+        }
         return new SftDataBundle(trainSet, evalSet, format, notices, skipped) { EvalExamples = eval ?? [], TrainStats = trainStats, EvalStats = evalStats };
+    }
+
+    /// <summary>Everything that changes the tokenized training examples.</summary>
+    private static string CacheKey(DataSources sources, DataArguments args, Tokenizer tokenizer, ChatTemplate? template, SftTokenizationOptions options) =>
+        TokenizationCache.Key([
+            "train", sources.TrainSplit, .. sources.TrainFiles.Select(TokenizationCache.FileIdentity),
+            "tokenizer", tokenizer.Fingerprint!,
+            "template", template?.Source ?? "", .. (template?.Variables ?? new Dictionary<string, object?>()).OrderBy(v => v.Key, StringComparer.Ordinal).Select(v => $"{v.Key}={v.Value}"),
+            "options", options.ToString(), args.Format, args.DatasetTextField, args.TextFileMode, args.SkipMalformed.ToString(),
+        ]);
+
+    /// <summary>
+    /// Tokenizes every example on all cores (the tokenizer and templates are thread-safe), keeping the examples' order; a
+    /// bad example throws the error of the first one in order, as a sequential pass would.
+    /// </summary>
+    public static List<TokenizedExample> TokenizeAll(IReadOnlyList<SftExample> examples, SftTokenization tokenization)
+    {
+        var results = new List<TokenizedExample>[examples.Count];
+        var errors = new Exception?[examples.Count];
+        Parallel.ForEach(System.Collections.Concurrent.Partitioner.Create(0, examples.Count, 64), range =>
+        {
+            for (int i = range.Item1; i < range.Item2; i++)
+            {
+                try { results[i] = tokenization.Tokenize(examples[i]).ToList(); }
+                catch (Exception e) { errors[i] = e; return; }
+            }
+        });
+        foreach (var e in errors)
+            if (e != null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e);
+        var all = new List<TokenizedExample>(examples.Count);
+        foreach (var r in results) all.AddRange(r.Where(e => e.Length > 0));
+        return all;
     }
 
     /// <summary>Columns of the first record that the format does not read (kept out of training, as TRL ignores them; listed so nothing is ignored silently).</summary>
@@ -124,18 +201,18 @@ public static class SftData
         return records[0].Fields.Select(p => p.Key).Where(k => !used.Contains(k)).ToList();
     }
 
-    /// <summary>Tokenizes, drops empty examples and packs (or not), with the split's counts.</summary>
-    public static (SftDataset Set, SplitStats Stats) Build(IReadOnlyList<SftExample> examples, SftTokenization tokenization, bool packing, int maxLength, string split)
+    /// <summary>Packs (or not) tokenized examples, with the split's counts.</summary>
+    public static (SftDataset Set, SplitStats Stats) Build(IReadOnlyList<TokenizedExample> tokenized, int padId, bool packing, int maxLength, string split,
+        int examples, int truncated)
     {
-        var tokenized = examples.SelectMany(tokenization.Tokenize).Where(e => e.Length > 0).ToList();
-        var set = packing ? SftDataset.Pack(tokenized, tokenization.PadId, maxLength) : SftDataset.FromExamples(tokenized, tokenization.PadId);
+        var set = packing ? SftDataset.Pack(tokenized, padId, maxLength) : SftDataset.FromExamples(tokenized, padId);
         long tokens = 0, loss = 0;
         foreach (var row in set.Rows)
         {
             tokens += row.Length;
             loss += row.TargetCount;
         }
-        return (set, new SplitStats(split, examples.Count, tokens, tokenization.Truncated, set.Count, loss));
+        return (set, new SplitStats(split, examples, tokens, truncated, set.Count, loss));
     }
 
     /// <summary>
@@ -155,7 +232,7 @@ public static class SftData
     }
 
     public static SftDataset Build(IReadOnlyList<SftExample> examples, SftTokenization tokenization, bool packing, int maxLength) =>
-        Build(examples, tokenization, packing, maxLength, "train").Set;
+        Build(TokenizeAll(examples, tokenization), tokenization.PadId, packing, maxLength, "train", examples.Count, tokenization.Truncated).Set;
 
     /// <summary>Detects (or takes) the format from the first record and converts every record, skipping or throwing on bad ones.</summary>
     public static (DatasetFormat Format, List<SftExample> Examples) Convert(IReadOnlyList<DataRecord> records, DataArguments args,

@@ -109,7 +109,7 @@ public static class FineTuning
         var (trainable, all) = peft?.CountParameters() ?? (model.Parameters.Where(p => p.RequiresGrad).Sum(p => p.Length), model.Parameters.Sum(p => p.Length));
         string trainableLine = peft?.PrintTrainableParameters() ?? Planning.MemoryPlanner.PeftLine(trainable, all);
 
-        var data = SftData.Load(config.Data, tokenizer, template, args.DataSeed ?? seed);
+        var data = SftData.Load(config.Data, tokenizer, template, args.DataSeed ?? seed, cacheDirectory: Path.Combine(args.OutputDir, "tokenized"));
         notices.AddRange(data.Notices);
 
         ITrainableState state = peft != null ? new PeftCheckpointState(peft) : new ParameterTrainableState(model.Parameters);

@@ -109,4 +109,13 @@ public sealed class DataCommandTests : IDisposable
         Assert.Contains("data.dataset_test_split: dataset", e.Message);
         Assert.Contains("has no split \"validation\"", e.Message);
     }
+
+    [Fact]
+    public void ConfigNeedsExactlyOneOfTrainFileAndDatasetName()
+    {
+        var e = Assert.Throws<PeftSharpException>(() => RunConfig.Load(Config("  dataset_name: x\n  train_file: y.jsonl")));
+        Assert.Contains("data.train_file and data.dataset_name are both set", e.Message);
+        e = Assert.Throws<PeftSharpException>(() => RunConfig.Load(Config("  max_length: 8")));
+        Assert.Contains("data.train_file or data.dataset_name is required", e.Message);
+    }
 }

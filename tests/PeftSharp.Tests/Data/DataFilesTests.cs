@@ -90,7 +90,8 @@ public sealed class DataFilesTests : IDisposable
         Assert.True(packed.Train.Packed);
         Assert.True(packed.Train.Count < 6);
         var inLoss = packed.Train.Rows.SelectMany(r => r.InputIds.Where((_, t) => r.Labels[t] != -100)).ToArray();
-        Assert.Equal(string.Concat(Enumerable.Range(0, 6).Select(i => $"a{i}")).Order(), TinyTokenizer.Get().Decode(inLoss).Order());
+        // Each assistant answer and the <|im_end|> closing it are trained.
+        Assert.Equal(string.Concat(Enumerable.Range(0, 6).Select(i => $"a{i}<|im_end|>")).Order(), TinyTokenizer.Get().Decode(inLoss).Order());
     }
 
     [Fact]
