@@ -58,13 +58,23 @@ public static class SftData
     private static string RequireFile(string path, string key) =>
         File.Exists(path) ? path : throw new PeftSharpException($"data.{key}: data file not found: {path}.");
 
-    /// <summary>The records of one split: every file in order (a JSON file holding splits gives the split asked for).</summary>
-    public static List<DataRecord> ReadRecords(IReadOnlyList<string> files, string split, DataArguments args, List<MalformedRecord> skipped)
+    /// <summary>
+    /// The records of one split: every file in order (a JSON file holding splits gives the split asked for). Parquet and
+    /// Arrow files are streamed a row group (record batch) at a time, so the records of a large split are never all in memory.
+    /// </summary>
+    public static IEnumerable<DataRecord> ReadRecords(IReadOnlyList<string> files, string split, DataArguments args, List<MalformedRecord> skipped)
     {
         var mode = args.TextFileMode == "whole" ? PlainTextMode.Whole : PlainTextMode.Lines;
-        var records = new List<DataRecord>();
-        foreach (var file in files) records.AddRange(DataFiles.Read(file, args.DatasetTextField, mode, args.SkipMalformed, skipped, split));
-        return records;
+        foreach (var file in files)
+        {
+            var records = Path.GetExtension(file).ToLowerInvariant() switch
+            {
+                ".parquet" => ColumnarFiles.ReadParquet(file),
+                ".arrow" => ColumnarFiles.ReadArrow(file),
+                _ => DataFiles.Read(file, args.DatasetTextField, mode, args.SkipMalformed, skipped, split),
+            };
+            foreach (var r in records) yield return r;
+        }
     }
 
     /// <param name="seed">The split seed (training's data_seed, else seed).</param>
@@ -100,10 +110,11 @@ public static class SftData
         }
         else
         {
-            var trainRecords = ReadRecords(sources.TrainFiles, sources.TrainSplit, args, skipped);
+            DataRecord? firstRecord = null;
+            var trainRecords = ReadRecords(sources.TrainFiles, sources.TrainSplit, args, skipped).Select(r => { firstRecord ??= r; return r; });
             (format, train) = Convert(trainRecords, args, skipped);
             if (train.Count == 0) throw new PeftSharpException($"{sources.TrainName}: no training examples.");
-            var unused = UnusedColumns(trainRecords, format, args.DatasetTextField);
+            var unused = UnusedColumns(firstRecord, format, args.DatasetTextField);
             if (unused.Count > 0) notices.Add($"columns not used by {SftExamples.Describe(format)}: {string.Join(", ", unused)}.");
             trainCount = train.Count;
         }
@@ -188,9 +199,9 @@ public static class SftData
     }
 
     /// <summary>Columns of the first record that the format does not read (kept out of training, as TRL ignores them; listed so nothing is ignored silently).</summary>
-    private static List<string> UnusedColumns(IReadOnlyList<DataRecord> records, DatasetFormat format, string textField)
+    private static List<string> UnusedColumns(DataRecord? first, DatasetFormat format, string textField)
     {
-        if (records.Count == 0) return [];
+        if (first == null) return [];
         string[] used = format switch
         {
             DatasetFormat.Text => [textField],
@@ -198,7 +209,7 @@ public static class SftData
             DatasetFormat.ConversationalPromptCompletion => ["prompt", "completion", "tools"],
             _ => ["messages", "conversations", "tools"],
         };
-        return records[0].Fields.Select(p => p.Key).Where(k => !used.Contains(k)).ToList();
+        return first.Fields.Select(p => p.Key).Where(k => !used.Contains(k)).ToList();
     }
 
     /// <summary>Packs (or not) tokenized examples, with the split's counts.</summary>
@@ -235,11 +246,11 @@ public static class SftData
         Build(TokenizeAll(examples, tokenization), tokenization.PadId, packing, maxLength, "train", examples.Count, tokenization.Truncated).Set;
 
     /// <summary>Detects (or takes) the format from the first record and converts every record, skipping or throwing on bad ones.</summary>
-    public static (DatasetFormat Format, List<SftExample> Examples) Convert(IReadOnlyList<DataRecord> records, DataArguments args,
+    public static (DatasetFormat Format, List<SftExample> Examples) Convert(IEnumerable<DataRecord> records, DataArguments args,
         List<MalformedRecord> skipped, DatasetFormat? known = null)
     {
         DatasetFormat? format = known ?? (args.Format == "auto" ? null : SftExamples.ParseFormat(args.Format));
-        var examples = new List<SftExample>(records.Count);
+        var examples = new List<SftExample>();
         foreach (var r in records)
         {
             try
