@@ -55,6 +55,23 @@ public static class SftData
         return new DataSources([RequireFile(args.TrainFile, "train_file")], args.DatasetTrainSplit, evalFiles, testSplit, args.TrainFile);
     }
 
+    /// <summary>
+    /// <see cref="Resolve"/>, then the first record of the training split read and converted, so a wrong path,
+    /// config or split, a file that is not readable, data with no usable column, or preference data all fail before a model loads.
+    /// </summary>
+    public static DataSources Validate(DataArguments args)
+    {
+        var sources = Resolve(args);
+        // Parquet and Arrow are streamed, so the first record costs one row group; a large text file is checked when loaded.
+        string firstFile = sources.TrainFiles[0];
+        if (Path.GetExtension(firstFile).ToLowerInvariant() is ".parquet" or ".arrow" || new FileInfo(firstFile).Length < (64 << 20))
+        {
+            var first = ReadRecords([firstFile], sources.TrainSplit, args, []).FirstOrDefault();
+            if (first != null) Convert([first], args, []);
+        }
+        return sources;
+    }
+
     private static string RequireFile(string path, string key) =>
         File.Exists(path) ? path : throw new PeftSharpException($"data.{key}: data file not found: {path}.");
 

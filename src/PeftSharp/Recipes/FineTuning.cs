@@ -87,7 +87,7 @@ public static class FineTuning
         string folder = ModelFolder.Resolve(config.ModelNameOrPath);
         var tokenizer = Tokenizer.FromFolder(config.Tokenizer ?? folder);
         var template = SftData.ResolveChatTemplate(config.Data.ChatTemplate, folder);
-        SftData.Resolve(config.Data); // a wrong data path, config or split fails here, before the model loads
+        SftData.Validate(config.Data); // a wrong data path, config, split or schema fails here, before the model loads
         int seed = args.Seed;
 
         using var model = QuantizedModel.Load(folder, LoadOptionsFor(config, folder));

@@ -118,4 +118,16 @@ public sealed class DataCommandTests : IDisposable
         e = Assert.Throws<PeftSharpException>(() => RunConfig.Load(Config("  max_length: 8")));
         Assert.Contains("data.train_file or data.dataset_name is required", e.Message);
     }
+
+    [Fact]
+    public void PreferenceDataIsRefusedBeforeTheModelLoads()
+    {
+        string pref = Path.Combine(_root, "pref.parquet");
+        File.Copy(DatasetSourcesTests.Golden("formats", "preference.parquet"), pref);
+        string config = Config($"  train_file: {pref}\n  skip_malformed: true");
+        // The model folder keeps its tokenizer but loses its weights: the data error must come first.
+        foreach (var f in Directory.GetFiles(Path.Combine(_root, "model"), "*.safetensors")) File.Delete(f);
+        var e = Assert.ThrowsAny<PeftSharpException>(() => TrainCommand.Run(RunConfig.Load(config), new StringWriter()));
+        Assert.Contains("pref.parquet: preference data (chosen/rejected) trains a preference model", e.Message);
+    }
 }
