@@ -12,6 +12,7 @@ public static class CommandCatalog
         yield return TrainCommand.Create();
         yield return DemoCommand.Create();
         yield return TokenizeCommand.Create();
+        yield return DataCommand.Create();
         yield return InitModelCommand.Create();
         yield return GenerateCommand.Create();
         yield return ChatCommand.Create();

@@ -92,6 +92,10 @@ public sealed class RunConfig
             foreach (var key in new[] { "train_file", "eval_file" })
                 if (data[key] is JsonValue v && v.GetValueKind() == System.Text.Json.JsonValueKind.String && !Path.IsPathRooted(v.GetValue<string>()))
                     data[key] = Path.GetFullPath(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, v.GetValue<string>()));
+        // A relative dataset_name that names a folder beside the config file is that folder (else a hub id or a path from the working directory).
+        if (tree["data"] is JsonObject d && d["dataset_name"] is JsonValue n && n.GetValueKind() == System.Text.Json.JsonValueKind.String
+            && !Path.IsPathRooted(n.GetValue<string>()) && Directory.Exists(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, n.GetValue<string>())))
+            d["dataset_name"] = Path.GetFullPath(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, n.GetValue<string>()));
         try { return FromTree(tree, overrides); }
         catch (PeftSharpException e) { throw new PeftSharpException($"{path}: {e.Message}"); }
     }
@@ -135,7 +139,10 @@ public sealed class RunConfig
             notices.Add("load_in_4bit: gradient_checkpointing is on, as prepare_model_for_kbit_training sets it (training.gradient_checkpointing: false turns it off).");
         }
         var data = DataArguments.FromJson(sections["data"]);
-        if (data.TrainFile == null) throw new PeftSharpException("data.train_file is required.");
+        if (data.TrainFile == null && data.DatasetName == null)
+            throw new PeftSharpException("data.train_file or data.dataset_name is required.");
+        if (data.TrainFile != null && data.DatasetName != null)
+            throw new PeftSharpException("data.train_file and data.dataset_name are both set; keep one (train_file reads one file, dataset_name a dataset folder with splits).");
 
         return new RunConfig
         {

@@ -7,7 +7,10 @@ namespace PeftSharp.Data;
 /// <summary>One record of a data file: its fields and where it came from (file and 1-based line).</summary>
 public sealed record DataRecord(string File, int Line, JsonObject Fields)
 {
-    public string Where => $"{File}:{Line}";
+    /// <summary>Where the record is, for a columnar file ("file (row N: row group G, row R)"); null for text files.</summary>
+    public string? Position { get; init; }
+
+    public string Where => Position ?? $"{File}:{Line}";
 }
 
 /// <summary>A record that could not be read, kept for the malformed-line report.</summary>
@@ -33,17 +36,21 @@ public enum PlainTextMode
 /// </summary>
 public static class DataFiles
 {
-    public static List<DataRecord> Read(string path, string textField, PlainTextMode textMode, bool skipMalformed, List<MalformedRecord> malformed)
+    /// <param name="split">The split a JSON file holding {"train": [...], "test": [...]} is read from.</param>
+    public static List<DataRecord> Read(string path, string textField, PlainTextMode textMode, bool skipMalformed, List<MalformedRecord> malformed,
+        string split = "train")
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"Data file not found: {path}", path);
         string ext = Path.GetExtension(path).ToLowerInvariant();
         return ext switch
         {
             ".jsonl" or ".ndjson" => ReadJsonLines(path, File.ReadAllText(path), skipMalformed, malformed),
-            ".json" => ReadJson(path, File.ReadAllText(path), skipMalformed, malformed),
+            ".json" => ReadJson(path, File.ReadAllText(path), skipMalformed, malformed, split),
             ".csv" => ReadCsv(path, File.ReadAllText(path), skipMalformed, malformed),
             ".txt" or ".text" or ".md" => ReadText(path, File.ReadAllText(path), textField, textMode),
-            _ => throw new PeftSharpException($"{path}: unknown data file type '{ext}'; expected .jsonl, .json, .csv or .txt."),
+            ".parquet" => ColumnarFiles.ReadParquet(path).ToList(),
+            ".arrow" => ColumnarFiles.ReadArrow(path).ToList(),
+            _ => throw new PeftSharpException($"{path}: unknown data file type '{ext}'; expected .jsonl, .json, .csv, .txt, .parquet or .arrow."),
         };
     }
 
@@ -75,7 +82,12 @@ public static class DataFiles
         return records;
     }
 
-    public static List<DataRecord> ReadJson(string file, string content, bool skipMalformed = false, List<MalformedRecord>? malformed = null)
+    /// <summary>
+    /// A JSON array of objects, or an object holding the array under the split's name (e.g. {"train": [...], "test": [...]}),
+    /// else under "data".
+    /// </summary>
+    public static List<DataRecord> ReadJson(string file, string content, bool skipMalformed = false, List<MalformedRecord>? malformed = null,
+        string split = "train")
     {
         JsonNode? root;
         var lines = new LineIndex(content);
@@ -87,17 +99,17 @@ public static class DataFiles
         {
             throw new PeftSharpException($"{file}:{(e.LineNumber ?? 0) + 1}: not valid JSON ({e.Message}).", e);
         }
-        JsonArray? array = root switch
-        {
-            JsonArray a => a,
-            JsonObject o when o["train"] is JsonArray t => t,
-            JsonObject o when o["data"] is JsonArray d => d,
-            _ => null,
-        };
+        string? key = root is JsonObject ro ? (ro[split] is JsonArray ? split : ro["data"] is JsonArray ? "data" : null) : null;
+        JsonArray? array = root is JsonArray a ? a : key != null ? (JsonArray)root![key]! : null;
         if (array == null)
-            throw new PeftSharpException($"{file}: expected a JSON array of objects, or an object with a \"train\" or \"data\" array.");
+        {
+            var arrays = root is JsonObject obj ? obj.Where(p => p.Value is JsonArray).Select(p => p.Key).ToList() : [];
+            throw new PeftSharpException(arrays.Count > 0
+                ? $"{file}: holds the splits {string.Join(", ", arrays)} but not \"{split}\", the split asked for (data.dataset_train_split / dataset_test_split choose it).{Suggestions.DidYouMean(split, arrays)}"
+                : $"{file}: expected a JSON array of objects, or an object with a \"{split}\" or \"data\" array.");
+        }
         // Line numbers of the array's elements come from a reader pass over the same text.
-        var elementLines = ElementLines(content, root is JsonArray ? null : (root!["train"] is JsonArray ? "train" : "data"));
+        var elementLines = ElementLines(content, key);
         var records = new List<DataRecord>(array.Count);
         for (int i = 0; i < array.Count; i++)
         {

@@ -5,51 +5,242 @@ using PeftSharp.Training;
 
 namespace PeftSharp.Data;
 
+/// <summary>What one split became: examples read, tokens, examples cut to max_length, rows (packed or not) and tokens in the loss.</summary>
+public sealed record SplitStats(string Split, int Examples, long Tokens, int Truncated, int Rows, long LossTokens)
+{
+    public double LossShare => Tokens == 0 ? 0 : (double)LossTokens / Tokens;
+}
+
 /// <summary>The loaded train and eval sets, and what the loader has to tell the user (skipped lines, the format found).</summary>
 public sealed record SftDataBundle(SftDataset Train, SftDataset? Eval, DatasetFormat Format, IReadOnlyList<string> Notices,
     IReadOnlyList<MalformedRecord> Skipped)
 {
     /// <summary>The evaluation examples before tokenization (for generation metrics and samples).</summary>
     public IReadOnlyList<SftExample> EvalExamples { get; init; } = [];
+    public SplitStats? TrainStats { get; init; }
+    public SplitStats? EvalStats { get; init; }
+}
+
+/// <summary>The files of the train and eval splits a `data` section names, found before anything is read.</summary>
+public sealed record DataSources(IReadOnlyList<string> TrainFiles, string TrainSplit, IReadOnlyList<string>? EvalFiles, string EvalSplit,
+    string Description)
+{
+    public string TrainName => TrainFiles.Count == 1 ? TrainFiles[0] : $"{Description} split \"{TrainSplit}\"";
 }
 
 /// <summary>From the `data` section to datasets: read, detect the format, split, tokenize, pack.</summary>
 public static class SftData
 {
-    /// <param name="seed">The split seed (training's data_seed, else seed).</param>
-    public static SftDataBundle Load(DataArguments args, Tokenizer tokenizer, ChatTemplate? chatTemplate, int seed)
+    /// <summary>
+    /// The data files a `data` section names: train_file / eval_file, or dataset_name (+ dataset_config) with
+    /// dataset_train_split and dataset_test_split (eval_file, when set, wins over the test split). Checks that every
+    /// file and split exists, so a wrong path fails before a model loads.
+    /// </summary>
+    public static DataSources Resolve(DataArguments args, Func<string, string?>? environment = null)
     {
-        if (string.IsNullOrEmpty(args.TrainFile)) throw new PeftSharpException("data.train_file is not set.");
+        string testSplit = args.DatasetTestSplit ?? "test";
+        if (!string.IsNullOrEmpty(args.DatasetName))
+        {
+            var dataset = DatasetSources.Resolve(args.DatasetName, args.DatasetConfig, environment);
+            var train = dataset.Files(args.DatasetTrainSplit, "dataset_train_split");
+            IReadOnlyList<string>? eval = null;
+            if (!string.IsNullOrEmpty(args.EvalFile)) eval = [RequireFile(args.EvalFile, "eval_file")];
+            else if (args.DatasetTestSplit != null) eval = dataset.Files(args.DatasetTestSplit, "dataset_test_split");
+            else if (args.TestSize == null && dataset.Splits.TryGetValue(testSplit, out var t)) eval = t;
+            string description = $"{dataset.Folder}{(dataset.Config != null ? $" (config \"{dataset.Config}\")" : "")}";
+            return new DataSources(train, args.DatasetTrainSplit, eval, testSplit, description);
+        }
+        if (string.IsNullOrEmpty(args.TrainFile)) throw new PeftSharpException("data.train_file or data.dataset_name is not set.");
+        var evalFiles = string.IsNullOrEmpty(args.EvalFile) ? null : new[] { RequireFile(args.EvalFile, "eval_file") };
+        return new DataSources([RequireFile(args.TrainFile, "train_file")], args.DatasetTrainSplit, evalFiles, testSplit, args.TrainFile);
+    }
+
+    /// <summary>
+    /// <see cref="Resolve"/>, then the first record of the training split read and converted, so a wrong path,
+    /// config or split, a file that is not readable, data with no usable column, or preference data all fail before a model loads.
+    /// </summary>
+    public static DataSources Validate(DataArguments args)
+    {
+        var sources = Resolve(args);
+        // Parquet and Arrow are streamed, so the first record costs one row group; a large text file is checked when loaded.
+        string firstFile = sources.TrainFiles[0];
+        if (Path.GetExtension(firstFile).ToLowerInvariant() is ".parquet" or ".arrow" || new FileInfo(firstFile).Length < (64 << 20))
+        {
+            var first = ReadRecords([firstFile], sources.TrainSplit, args, []).FirstOrDefault();
+            if (first != null) Convert([first], args, []);
+        }
+        return sources;
+    }
+
+    private static string RequireFile(string path, string key) =>
+        File.Exists(path) ? path : throw new PeftSharpException($"data.{key}: data file not found: {path}.");
+
+    /// <summary>
+    /// The records of one split: every file in order (a JSON file holding splits gives the split asked for). Parquet and
+    /// Arrow files are streamed a row group (record batch) at a time, so the records of a large split are never all in memory.
+    /// </summary>
+    public static IEnumerable<DataRecord> ReadRecords(IReadOnlyList<string> files, string split, DataArguments args, List<MalformedRecord> skipped)
+    {
+        var mode = args.TextFileMode == "whole" ? PlainTextMode.Whole : PlainTextMode.Lines;
+        foreach (var file in files)
+        {
+            var records = Path.GetExtension(file).ToLowerInvariant() switch
+            {
+                ".parquet" => ColumnarFiles.ReadParquet(file),
+                ".arrow" => ColumnarFiles.ReadArrow(file),
+                _ => DataFiles.Read(file, args.DatasetTextField, mode, args.SkipMalformed, skipped, split),
+            };
+            foreach (var r in records) yield return r;
+        }
+    }
+
+    /// <param name="seed">The split seed (training's data_seed, else seed).</param>
+    /// <param name="cacheDirectory">Where tokenized training examples are cached (see <see cref="TokenizationCache"/>); null: no cache.</param>
+    public static SftDataBundle Load(DataArguments args, Tokenizer tokenizer, ChatTemplate? chatTemplate, int seed, string? cacheDirectory = null)
+    {
+        var sources = Resolve(args);
         var skipped = new List<MalformedRecord>();
         var notices = new List<string>();
         var mode = args.TextFileMode == "whole" ? PlainTextMode.Whole : PlainTextMode.Lines;
-        var trainRecords = DataFiles.Read(args.TrainFile, args.DatasetTextField, mode, args.SkipMalformed, skipped);
-        var (format, train) = Convert(trainRecords, args, skipped);
-        if (train.Count == 0) throw new PeftSharpException($"{args.TrainFile}: no training examples.");
-        List<SftExample>? eval = null;
-        if (!string.IsNullOrEmpty(args.EvalFile))
-        {
-            var evalRecords = DataFiles.Read(args.EvalFile, args.DatasetTextField, mode, args.SkipMalformed, skipped);
-            eval = Convert(evalRecords, args, skipped, format).Examples;
-        }
-        else if (args.TestSize is double testSize)
-        {
-            var (trainPart, testPart) = TrainTestSplit(train, testSize, seed);
-            train = trainPart;
-            eval = testPart;
-        }
-        if (skipped.Count > 0)
-            notices.Add($"skipped {skipped.Count} malformed line(s); first: {skipped[0]}");
-        var tokenization = new SftTokenization(tokenizer, chatTemplate, new SftTokenizationOptions
+        var options = new SftTokenizationOptions
         {
             MaxLength = args.MaxLength,
             CompletionOnlyLoss = args.CompletionOnlyLoss,
             AssistantOnlyLoss = args.AssistantOnlyLoss,
             ChunkLongText = mode == PlainTextMode.Whole,
+        };
+        // The cache holds the training split's tokenized examples; a test_size split draws evaluation from them, so it is not cached.
+        string? cachePath = cacheDirectory != null && tokenizer.Fingerprint != null && args.TestSize == null
+            ? TokenizationCache.PathFor(cacheDirectory, CacheKey(sources, args, tokenizer, chatTemplate, options))
+            : null;
+        var cached = cachePath != null ? TokenizationCache.TryLoad(cachePath) : null;
+
+        DatasetFormat format;
+        List<SftExample>? train = null;
+        int trainCount;
+        if (cached != null)
+        {
+            format = cached.Format;
+            notices.AddRange(cached.Notices);
+            skipped.AddRange(cached.Skipped);
+            trainCount = cached.TrainExamples;
+        }
+        else
+        {
+            DataRecord? firstRecord = null;
+            var trainRecords = ReadRecords(sources.TrainFiles, sources.TrainSplit, args, skipped).Select(r => { firstRecord ??= r; return r; });
+            (format, train) = Convert(trainRecords, args, skipped);
+            if (train.Count == 0) throw new PeftSharpException($"{sources.TrainName}: no training examples.");
+            var unused = UnusedColumns(firstRecord, format, args.DatasetTextField);
+            if (unused.Count > 0) notices.Add($"columns not used by {SftExamples.Describe(format)}: {string.Join(", ", unused)}.");
+            trainCount = train.Count;
+        }
+        List<SftExample>? eval = null;
+        if (sources.EvalFiles != null)
+        {
+            var evalRecords = ReadRecords(sources.EvalFiles, sources.EvalSplit, args, skipped);
+            eval = Convert(evalRecords, args, skipped, format).Examples;
+        }
+        else if (args.TestSize is double testSize)
+        {
+            var (trainPart, testPart) = TrainTestSplit(train!, testSize, seed);
+            train = trainPart;
+            eval = testPart;
+            trainCount = train.Count;
+        }
+        if (!string.IsNullOrEmpty(args.DatasetName))
+            notices.Insert(0, $"dataset {sources.Description}: {trainCount} training examples (split \"{sources.TrainSplit}\", {sources.TrainFiles.Count} file(s))" +
+                (sources.EvalFiles != null && string.IsNullOrEmpty(args.EvalFile) ? $", {eval?.Count ?? 0} evaluation examples (split \"{sources.EvalSplit}\")" : "") + ".");
+        if (skipped.Count > 0)
+            notices.Add($"skipped {skipped.Count} malformed line(s); first: {skipped[0]}");
+
+        var trainTokenization = new SftTokenization(tokenizer, chatTemplate, options);
+        IReadOnlyList<TokenizedExample> tokenizedTrain;
+        int truncated;
+        if (cached != null)
+        {
+            tokenizedTrain = cached.Train;
+            truncated = cached.Truncated;
+        }
+        else
+        {
+            tokenizedTrain = TokenizeAll(train!, trainTokenization);
+            truncated = trainTokenization.Truncated;
+            if (cachePath != null)
+                TokenizationCache.Save(cachePath, new TokenizationCache.Entry(format, notices.Where(n => !n.StartsWith("dataset ", StringComparison.Ordinal)).ToList(),
+                    skipped, trainCount, truncated, tokenizedTrain));
+        }
+        var (trainSet, trainStats) = Build(tokenizedTrain, trainTokenization.PadId, args.Packing, args.MaxLength, sources.TrainSplit, trainCount, truncated);
+        if (cached != null) notices.Add($"tokenized training data read from the cache {cachePath} (delete it to tokenize again).");
+        SftDataset? evalSet = null;
+        SplitStats? evalStats = null;
+        if (eval != null)
+        {
+            var evalTokenization = new SftTokenization(tokenizer, chatTemplate, options);
+            var tokenizedEval = TokenizeAll(eval, evalTokenization);
+            (evalSet, evalStats) = Build(tokenizedEval, evalTokenization.PadId, packing: false, args.MaxLength, sources.EvalSplit, eval.Count, evalTokenization.Truncated);
+        }
+        return new SftDataBundle(trainSet, evalSet, format, notices, skipped) { EvalExamples = eval ?? [], TrainStats = trainStats, EvalStats = evalStats };
+    }
+
+    /// <summary>Everything that changes the tokenized training examples.</summary>
+    private static string CacheKey(DataSources sources, DataArguments args, Tokenizer tokenizer, ChatTemplate? template, SftTokenizationOptions options) =>
+        TokenizationCache.Key([
+            "train", sources.TrainSplit, .. sources.TrainFiles.Select(TokenizationCache.FileIdentity),
+            "tokenizer", tokenizer.Fingerprint!,
+            "template", template?.Source ?? "", .. (template?.Variables ?? new Dictionary<string, object?>()).OrderBy(v => v.Key, StringComparer.Ordinal).Select(v => $"{v.Key}={v.Value}"),
+            "options", options.ToString(), args.Format, args.DatasetTextField, args.TextFileMode, args.SkipMalformed.ToString(),
+        ]);
+
+    /// <summary>
+    /// Tokenizes every example on all cores (the tokenizer and templates are thread-safe), keeping the examples' order; a
+    /// bad example throws the error of the first one in order, as a sequential pass would.
+    /// </summary>
+    public static List<TokenizedExample> TokenizeAll(IReadOnlyList<SftExample> examples, SftTokenization tokenization)
+    {
+        var results = new List<TokenizedExample>[examples.Count];
+        var errors = new Exception?[examples.Count];
+        Parallel.ForEach(System.Collections.Concurrent.Partitioner.Create(0, examples.Count, 64), range =>
+        {
+            for (int i = range.Item1; i < range.Item2; i++)
+            {
+                try { results[i] = tokenization.Tokenize(examples[i]).ToList(); }
+                catch (Exception e) { errors[i] = e; return; }
+            }
         });
-        var trainSet = Build(train, tokenization, args.Packing, args.MaxLength);
-        var evalSet = eval == null ? null : Build(eval, tokenization, packing: false, args.MaxLength);
-        return new SftDataBundle(trainSet, evalSet, format, notices, skipped) { EvalExamples = eval ?? [] };
+        foreach (var e in errors)
+            if (e != null) System.Runtime.ExceptionServices.ExceptionDispatchInfo.Throw(e);
+        var all = new List<TokenizedExample>(examples.Count);
+        foreach (var r in results) all.AddRange(r.Where(e => e.Length > 0));
+        return all;
+    }
+
+    /// <summary>Columns of the first record that the format does not read (kept out of training, as TRL ignores them; listed so nothing is ignored silently).</summary>
+    private static List<string> UnusedColumns(DataRecord? first, DatasetFormat format, string textField)
+    {
+        if (first == null) return [];
+        string[] used = format switch
+        {
+            DatasetFormat.Text => [textField],
+            DatasetFormat.PromptCompletion => ["prompt", "completion"],
+            DatasetFormat.ConversationalPromptCompletion => ["prompt", "completion", "tools"],
+            _ => ["messages", "conversations", "tools"],
+        };
+        return first.Fields.Select(p => p.Key).Where(k => !used.Contains(k)).ToList();
+    }
+
+    /// <summary>Packs (or not) tokenized examples, with the split's counts.</summary>
+    public static (SftDataset Set, SplitStats Stats) Build(IReadOnlyList<TokenizedExample> tokenized, int padId, bool packing, int maxLength, string split,
+        int examples, int truncated)
+    {
+        var set = packing ? SftDataset.Pack(tokenized, padId, maxLength) : SftDataset.FromExamples(tokenized, padId);
+        long tokens = 0, loss = 0;
+        foreach (var row in set.Rows)
+        {
+            tokens += row.Length;
+            loss += row.TargetCount;
+        }
+        return (set, new SplitStats(split, examples, tokens, truncated, set.Count, loss));
     }
 
     /// <summary>
@@ -68,29 +259,29 @@ public static class SftData
         return modelFolder == null ? null : ChatTemplate.FromTokenizerConfig(modelFolder);
     }
 
-    public static SftDataset Build(IReadOnlyList<SftExample> examples, SftTokenization tokenization, bool packing, int maxLength)
-    {
-        var tokenized = examples.SelectMany(tokenization.Tokenize).Where(e => e.Length > 0).ToList();
-        return packing ? SftDataset.Pack(tokenized, tokenization.PadId, maxLength) : SftDataset.FromExamples(tokenized, tokenization.PadId);
-    }
+    public static SftDataset Build(IReadOnlyList<SftExample> examples, SftTokenization tokenization, bool packing, int maxLength) =>
+        Build(TokenizeAll(examples, tokenization), tokenization.PadId, packing, maxLength, "train", examples.Count, tokenization.Truncated).Set;
 
     /// <summary>Detects (or takes) the format from the first record and converts every record, skipping or throwing on bad ones.</summary>
-    public static (DatasetFormat Format, List<SftExample> Examples) Convert(IReadOnlyList<DataRecord> records, DataArguments args,
+    public static (DatasetFormat Format, List<SftExample> Examples) Convert(IEnumerable<DataRecord> records, DataArguments args,
         List<MalformedRecord> skipped, DatasetFormat? known = null)
     {
         DatasetFormat? format = known ?? (args.Format == "auto" ? null : SftExamples.ParseFormat(args.Format));
-        var examples = new List<SftExample>(records.Count);
+        var examples = new List<SftExample>();
         foreach (var r in records)
         {
             try
             {
                 format ??= SftExamples.Detect(r.Fields, args.DatasetTextField, r.Where);
+                if (format is DatasetFormat.Preference or DatasetFormat.UnpairedPreference)
+                    throw new PreferenceDataException($"{r.File}: {SftExamples.Describe(format.Value)} trains a preference model (DPO, ORPO, KTO, a reward model), " +
+                        $"not SFT; SFT needs text, prompt/completion or messages. Columns: {string.Join(", ", r.Fields.Select(p => p.Key))}.");
                 var e = SftExamples.Convert(r, format.Value, args.DatasetTextField);
                 if (format == DatasetFormat.PromptCompletion && e.Format == DatasetFormat.ConversationalPromptCompletion)
                     format = DatasetFormat.ConversationalPromptCompletion;
                 examples.Add(e);
             }
-            catch (PeftSharpException e) when (args.SkipMalformed)
+            catch (PeftSharpException e) when (args.SkipMalformed && e is not PreferenceDataException)
             {
                 string prefix = r.Where + ": ";
                 skipped.Add(new MalformedRecord(r.File, r.Line, e.Message.StartsWith(prefix, StringComparison.Ordinal) ? e.Message[prefix.Length..] : e.Message));
@@ -115,3 +306,6 @@ public static class SftData
         return (order[nTest..].Select(i => items[i]).ToList(), order[..nTest].Select(i => items[i]).ToList());
     }
 }
+
+/// <summary>Preference data given to SFT: never skipped as a malformed line.</summary>
+internal sealed class PreferenceDataException(string message) : PeftSharpException(message);

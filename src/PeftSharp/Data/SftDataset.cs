@@ -8,6 +8,7 @@ namespace PeftSharp.Data;
 /// token. Unpacked rows hold one example (positions 0..n-1, segment 0); packed rows hold several, with
 /// positions restarting at 0 and the segment index increasing per example. The first token of every
 /// packed example after the first has label -100, so no loss crosses an example boundary (TRL's padding-free collator).
+/// The arrays are read, never written: unpacked rows of one length share their positions and segments.
 /// </summary>
 public sealed record SequenceRow(int[] InputIds, int[] Labels, int[] PositionIds, int[] SegmentIds)
 {
@@ -40,21 +41,22 @@ public sealed class SftDataset
     public bool Packed { get; }
     public int Count => Rows.Count;
 
-    /// <summary>One row per example (labels from the loss mask).</summary>
+    /// <summary>
+    /// One row per example (labels from the loss mask). Rows of the same length share one positions array (0..n-1) and
+    /// one segments array (zeros), which nothing writes, so a large dataset holds 8 bytes a token less.
+    /// </summary>
     public static SftDataset FromExamples(IReadOnlyList<TokenizedExample> examples, int padId)
     {
         var rows = new SequenceRow[examples.Count];
+        var shared = new Dictionary<int, (int[] Positions, int[] Segments)>();
         for (int i = 0; i < examples.Count; i++)
         {
             var e = examples[i];
             var labels = new int[e.Length];
-            var positions = new int[e.Length];
-            for (int t = 0; t < e.Length; t++)
-            {
-                labels[t] = e.InLoss[t] ? e.InputIds[t] : -100;
-                positions[t] = t;
-            }
-            rows[i] = new SequenceRow(e.InputIds, labels, positions, new int[e.Length]);
+            for (int t = 0; t < e.Length; t++) labels[t] = e.InLoss[t] ? e.InputIds[t] : -100;
+            if (!shared.TryGetValue(e.Length, out var arrays))
+                shared[e.Length] = arrays = (Enumerable.Range(0, e.Length).ToArray(), new int[e.Length]);
+            rows[i] = new SequenceRow(e.InputIds, labels, arrays.Positions, arrays.Segments);
         }
         return new SftDataset(rows, padId, packed: false);
     }

@@ -45,6 +45,11 @@ public sealed class SftTokenization(Tokenizer tokenizer, ChatTemplate? chatTempl
     /// <summary>The id used for padding: the tokenizer's pad token, else EOS (labels come from masks, never from "id == pad"), else 0.</summary>
     public int PadId => Tokenizer.PadTokenId ?? Tokenizer.EosTokenId ?? 0;
 
+    private int _truncated;
+
+    /// <summary>How many examples <see cref="Tokenize"/> has cut to max_length so far.</summary>
+    public int Truncated => _truncated;
+
     /// <summary>One example, or several max_length chunks of a long text when <see cref="SftTokenizationOptions.ChunkLongText"/>.</summary>
     public IEnumerable<TokenizedExample> Tokenize(SftExample example)
     {
@@ -53,6 +58,7 @@ public sealed class SftTokenization(Tokenizer tokenizer, ChatTemplate? chatTempl
         if (full.Length <= max) { yield return full; yield break; }
         if (!(Options.ChunkLongText && example.Format == DatasetFormat.Text))
         {
+            Interlocked.Increment(ref _truncated);
             yield return new TokenizedExample(full.InputIds[..max], full.InLoss[..max]);
             yield break;
         }
@@ -97,7 +103,7 @@ public sealed class SftTokenization(Tokenizer tokenizer, ChatTemplate? chatTempl
                     return new TokenizedExample(ids, Filled(ids.Length, true));
                 }
                 ChatRenderResult rendered;
-                try { rendered = template.RenderWithSpans(example.Messages!, addGenerationPrompt: false); }
+                try { rendered = template.RenderWithSpans(example.Messages!, addGenerationPrompt: false, Extra(example)); }
                 catch (ChatTemplateException e) { throw new PeftSharpException($"{example.Where}: chat template failed: {e.Message}", e); }
                 var all = Tokenizer.Encode(rendered.Text, addSpecialTokens: false);
                 var mask = new bool[all.Length];
@@ -105,7 +111,10 @@ public sealed class SftTokenization(Tokenizer tokenizer, ChatTemplate? chatTempl
                 {
                     if (span.Length == 0) continue;
                     int first = TokenBoundary(rendered.Text, span.Start, all, straddleCounts: false);
-                    int end = TokenBoundary(rendered.Text, span.End, all, straddleCounts: true);
+                    // A span is the message content; the end-of-turn token the template writes after it is trained too, so the
+                    // model learns to stop (TRL's training templates put it inside {% generation %}, where the span already has it).
+                    int spanEnd = rendered.FromGenerationBlocks ? span.End : EndOfTurn(rendered.Text, span.End);
+                    int end = TokenBoundary(rendered.Text, spanEnd, all, straddleCounts: true);
                     for (int t = first; t < end; t++) mask[t] = true;
                 }
                 return new TokenizedExample(all, mask);
@@ -128,9 +137,34 @@ public sealed class SftTokenization(Tokenizer tokenizer, ChatTemplate? chatTempl
     private ChatTemplate RequireTemplate(SftExample example) => ChatTemplate
         ?? throw new PeftSharpException($"{example.Where}: conversational data needs a chat template (the tokenizer's, or data.chat_template).");
 
+    /// <summary>
+    /// The end of the end-of-turn token after an assistant content ending at <paramref name="end"/>: the first special token
+    /// (an added token marked special, or EOS) that follows after nothing but spaces or tabs (chatml's &lt;|im_end|&gt;, Llama 3's
+    /// &lt;|eot_id|&gt;, Llama 2's " &lt;/s&gt;", Zephyr's &lt;/s&gt;); <paramref name="end"/> itself when none does.
+    /// </summary>
+    internal int EndOfTurn(string text, int end)
+    {
+        int p = end;
+        while (p < text.Length && text[p] is ' ' or '\t') p++;
+        if (p >= text.Length) return end;
+        int best = -1;
+        foreach (var token in SpecialTokenStrings)
+            if (token.Length > best && string.CompareOrdinal(text, p, token, 0, token.Length) == 0) best = token.Length;
+        return best > 0 ? p + best : end;
+    }
+
+    private string[]? _specialTokenStrings;
+
+    private string[] SpecialTokenStrings => _specialTokenStrings ??= Tokenizer.AddedTokens.Where(t => t.Special).Select(t => t.Content)
+        .Append(Tokenizer.EosToken).Where(t => !string.IsNullOrEmpty(t)).Distinct().ToArray()!;
+
+    /// <summary>The record's tools for the template (as `tools`), or null.</summary>
+    private static Dictionary<string, object?>? Extra(SftExample example) =>
+        example.Tools is { } tools ? new Dictionary<string, object?> { ["tools"] = Formats.ChatTemplates.Py.FromNet(tools) } : null;
+
     private static string Render(ChatTemplate template, IReadOnlyList<ChatMessage> messages, bool generationPrompt, SftExample example)
     {
-        try { return template.Render(messages, generationPrompt); }
+        try { return template.Render(messages, generationPrompt, Extra(example)); }
         catch (ChatTemplateException e) { throw new PeftSharpException($"{example.Where}: chat template failed: {e.Message}", e); }
     }
 

@@ -51,7 +51,7 @@ public static class ModelFolder
             && !Path.IsPathRooted(reference);
     }
 
-    private static string? Snapshot(string repo, out string why)
+    internal static string? Snapshot(string repo, out string why)
     {
         if (!Directory.Exists(repo)) { why = "not downloaded"; return null; }
         string snapshots = Path.Combine(repo, "snapshots");

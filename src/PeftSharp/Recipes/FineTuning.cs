@@ -93,7 +93,7 @@ public static class FineTuning
         var modelConfig = ModelConfig.Load(folder);
         var tokenizer = Tokenizer.FromFolder(config.Tokenizer ?? folder);
         var template = SftData.ResolveChatTemplate(config.Data.ChatTemplate, folder);
-        var data = SftData.Load(config.Data, tokenizer, template, args.DataSeed ?? seed);
+        var data = SftData.Load(config.Data, tokenizer, template, args.DataSeed ?? seed, cacheDirectory: Path.Combine(args.OutputDir, "tokenized"));
         notices.AddRange(data.Notices);
         CheckVocabulary(data, modelConfig, config.Tokenizer ?? folder, folder);
         if (args.PrecisionNotice(config.Dtype) is { } precision) notices.Add(precision);

@@ -11,6 +11,12 @@ public sealed class DataArguments
 
     public string? TrainFile { get; set; }
     public string? EvalFile { get; set; }
+    /// <summary>TRL's ScriptArguments: a dataset folder or hub id, its config, and the splits to train and evaluate on.</summary>
+    public string? DatasetName { get; set; }
+    public string? DatasetConfig { get; set; }
+    public string DatasetTrainSplit { get; set; } = "train";
+    /// <summary>null: "test" when the dataset has it.</summary>
+    public string? DatasetTestSplit { get; set; }
     public string Format { get; set; } = "auto";
     public string DatasetTextField { get; set; } = "text";
     public int MaxLength { get; set; } = 1024;
@@ -27,7 +33,11 @@ public sealed class DataArguments
 
     public static IEnumerable<KeySpec> Keys =>
     [
-        new("train_file", ValueKind.String, "training data: .jsonl, .json, .csv or .txt"),
+        new("train_file", ValueKind.String, "training data: .jsonl, .json, .csv, .txt, .parquet or .arrow"),
+        new("dataset_name", ValueKind.String, "a dataset folder, or ORG/NAME in the Hugging Face cache (TRL's ScriptArguments)"),
+        new("dataset_config", ValueKind.String, "the dataset card's config (datasets' `name`)"),
+        new("dataset_train_split", ValueKind.String, "the split to train on (default train)"),
+        new("dataset_test_split", ValueKind.String, "the split to evaluate on (default test, when the dataset has it)"),
         new("eval_file", ValueKind.String, "evaluation data (else test_size splits train_file)"),
         new("format", ValueKind.Enum, "data format; auto detects it as TRL does", Allowed: Formats),
         new("dataset_text_field", ValueKind.String, "the text column for language-modelling data"),
@@ -46,6 +56,10 @@ public sealed class DataArguments
     {
         TrainFile = o.Str("train_file"),
         EvalFile = o.Str("eval_file"),
+        DatasetName = o.Str("dataset_name"),
+        DatasetConfig = o.Str("dataset_config"),
+        DatasetTrainSplit = o.Str("dataset_train_split", "train")!,
+        DatasetTestSplit = o.Str("dataset_test_split"),
         Format = o.Str("format", "auto")!,
         DatasetTextField = o.Str("dataset_text_field", "text")!,
         MaxLength = o.Int("max_length", 1024),

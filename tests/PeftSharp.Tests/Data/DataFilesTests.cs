@@ -90,7 +90,8 @@ public sealed class DataFilesTests : IDisposable
         Assert.True(packed.Train.Packed);
         Assert.True(packed.Train.Count < 6);
         var inLoss = packed.Train.Rows.SelectMany(r => r.InputIds.Where((_, t) => r.Labels[t] != -100)).ToArray();
-        Assert.Equal(string.Concat(Enumerable.Range(0, 6).Select(i => $"a{i}")).Order(), TinyTokenizer.Get().Decode(inLoss).Order());
+        // Each assistant answer and the <|im_end|> closing it are trained.
+        Assert.Equal(string.Concat(Enumerable.Range(0, 6).Select(i => $"a{i}<|im_end|>")).Order(), TinyTokenizer.Get().Decode(inLoss).Order());
     }
 
     [Fact]
@@ -111,7 +112,7 @@ public sealed class DataFilesTests : IDisposable
             recs.Select(r => SftExamples.Detect(r.Fields, "text", r.Where)));
         var bad = DataFiles.ReadJsonLines("g.jsonl", "{\"messages\": [{\"role\": \"user\", \"content\": 3}]}\n", false, []);
         var e = Assert.Throws<PeftSharpException>(() => SftExamples.Convert(bad[0], DatasetFormat.Conversational, "text"));
-        Assert.Equal("g.jsonl:1: messages[0].content is a number, expected a string.", e.Message);
+        Assert.Equal("g.jsonl:1: messages[0].content is a number, expected a string or a list of {\"type\": \"text\", \"text\"} parts.", e.Message);
         var none = DataFiles.ReadJsonLines("h.jsonl", "{\"foo\": 1}\n", false, []);
         Assert.Contains("h.jsonl:1: cannot tell the data format", Assert.Throws<PeftSharpException>(() => SftExamples.Detect(none[0].Fields, "text", none[0].Where)).Message);
     }

@@ -48,15 +48,15 @@ public class ChatTemplateSpanAndBuiltinTests
     }
 
     [Theory]
-    [InlineData("chatml")]
-    [InlineData("llama3")]
-    [InlineData("llama2")]
-    [InlineData("zephyr")]
-    public void BuiltinSpansComeFromGenerationBlocksAndCoverAssistantContent(string name)
+    [InlineData("chatml", "<|im_end|>")]
+    [InlineData("llama3", "<|eot_id|>")]
+    [InlineData("llama2", " </s>")]
+    [InlineData("zephyr", "</s>")]
+    public void BuiltinSpansComeFromGenerationBlocksAndCoverAssistantContentAndEndOfTurn(string name, string endOfTurn)
     {
         var result = ChatTemplate.Builtin(name).RenderWithSpans(Conversation, false);
         Assert.True(result.FromGenerationBlocks);
-        Assert.Equal(["Hello!", "4"], result.AssistantSpans.Select(s => result.Text.Substring(s.Start, s.Length)));
+        Assert.Equal(["Hello!" + endOfTurn, "4" + endOfTurn], result.AssistantSpans.Select(s => result.Text.Substring(s.Start, s.Length)));
         Assert.True(result.AssistantSpans[0].End <= result.AssistantSpans[1].Start);
     }
 

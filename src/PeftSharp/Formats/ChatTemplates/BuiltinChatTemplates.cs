@@ -2,7 +2,8 @@ namespace PeftSharp.Formats.ChatTemplates;
 
 /// <summary>
 /// Our own Jinja2 renderings of common chat formats, for model folders that ship no template.
-/// Assistant content sits in <c>{% generation %}</c> blocks, so assistant spans come straight from them.
+/// Assistant content and the end-of-turn token after it sit in <c>{% generation %}</c> blocks (as in TRL's training
+/// templates), so assistant spans come straight from them and assistant_only_loss trains the model to stop.
 /// </summary>
 internal static class BuiltinChatTemplates
 {
@@ -14,11 +15,11 @@ internal static class BuiltinChatTemplates
         {%- for message in messages %}
             {{- '<|im_start|>' + message['role'] + '\n' }}
             {%- if message['role'] == 'assistant' %}
-                {%- generation %}{{ message['content'] }}{% endgeneration %}
+                {%- generation %}{{ message['content'] + '<|im_end|>' }}{% endgeneration %}
             {%- else %}
-                {{- message['content'] }}
+                {{- message['content'] + '<|im_end|>' }}
             {%- endif %}
-            {{- '<|im_end|>\n' }}
+            {{- '\n' }}
         {%- endfor %}
         {%- if add_generation_prompt %}
             {{- '<|im_start|>assistant\n' }}
@@ -32,11 +33,10 @@ internal static class BuiltinChatTemplates
         {%- for message in messages %}
             {{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\n\n' }}
             {%- if message['role'] == 'assistant' %}
-                {%- generation %}{{ message['content'] | trim }}{% endgeneration %}
+                {%- generation %}{{ (message['content'] | trim) + '<|eot_id|>' }}{% endgeneration %}
             {%- else %}
-                {{- message['content'] | trim }}
+                {{- (message['content'] | trim) + '<|eot_id|>' }}
             {%- endif %}
-            {{- '<|eot_id|>' }}
         {%- endfor %}
         {%- if add_generation_prompt %}
             {{- '<|start_header_id|>assistant<|end_header_id|>\n\n' }}
@@ -68,8 +68,7 @@ internal static class BuiltinChatTemplates
                 {{- bos_token + '[INST] ' + text + ' [/INST]' }}
             {%- else %}
                 {{- ' ' }}
-                {%- generation %}{{ message['content'] | trim }}{% endgeneration %}
-                {{- ' ' + eos_token }}
+                {%- generation %}{{ (message['content'] | trim) + ' ' + eos_token }}{% endgeneration %}
             {%- endif %}
         {%- endfor %}
         """;
@@ -80,11 +79,11 @@ internal static class BuiltinChatTemplates
         {%- for message in messages %}
             {{- '<|' + message['role'] + '|>\n' }}
             {%- if message['role'] == 'assistant' %}
-                {%- generation %}{{ message['content'] }}{% endgeneration %}
+                {%- generation %}{{ message['content'] + eos_token }}{% endgeneration %}
             {%- else %}
-                {{- message['content'] }}
+                {{- message['content'] + eos_token }}
             {%- endif %}
-            {{- eos_token + '\n' }}
+            {{- '\n' }}
         {%- endfor %}
         {%- if add_generation_prompt %}
             {{- '<|assistant|>\n' }}

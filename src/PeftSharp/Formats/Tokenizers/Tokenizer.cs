@@ -123,7 +123,8 @@ public sealed class Tokenizer
                 PreTokenizer.FromJson(Prop(root, "pre_tokenizer"), file),
                 PostProcessor.FromJson(Prop(root, "post_processor"), file),
                 Decoder.FromJson(Prop(root, "decoder"), file),
-                added, SpecialTokens.Read(Path.GetDirectoryName(Path.GetFullPath(path))!));
+                added, SpecialTokens.Read(Path.GetDirectoryName(Path.GetFullPath(path))!))
+            { Fingerprint = FingerprintOf(path) };
         }
     }
 
@@ -168,7 +169,26 @@ public sealed class Tokenizer
         var specials = SpecialTokens.Read(dir);
         var added = SpecialTokens.ReadLegacyAddedTokens(dir, vocab, specials);
         var model = new BpeModel(vocab, merges, null, false, false, false, null, null, Path.GetFileName(mergesPath));
-        return new Tokenizer(model, null, new ByteLevelPreTokenizer(false, true), null, new ByteLevelDecoder(), added, specials);
+        return new Tokenizer(model, null, new ByteLevelPreTokenizer(false, true), null, new ByteLevelDecoder(), added, specials)
+            { Fingerprint = FingerprintOf(vocabPath, mergesPath, Path.Combine(dir, "added_tokens.json")) };
+    }
+
+    /// <summary>
+    /// SHA-256 (hex) of the files this tokenizer was read from and the special-token files beside them; two tokenizers
+    /// with the same fingerprint encode alike (the tokenization cache is keyed by it). Null for a tokenizer built in memory.
+    /// </summary>
+    public string? Fingerprint { get; private init; }
+
+    private static string FingerprintOf(params string[] files)
+    {
+        string dir = Path.GetDirectoryName(Path.GetFullPath(files[0]))!;
+        using var sha = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        foreach (var f in files.Concat([Path.Combine(dir, "tokenizer_config.json"), Path.Combine(dir, "special_tokens_map.json")]))
+        {
+            sha.AppendData(System.Text.Encoding.UTF8.GetBytes(Path.GetFileName(f) + "\n"));
+            if (File.Exists(f)) sha.AppendData(File.ReadAllBytes(f));
+        }
+        return Convert.ToHexString(sha.GetHashAndReset());
     }
 
     private static JsonElement Prop(JsonElement root, string key) => root.TryGetProperty(key, out var v) ? v : default;
