@@ -3,12 +3,14 @@ using PeftSharp.Tensors;
 
 namespace PeftSharp.Models.Generation;
 
-/// <summary>Why a sequence stopped: "eos", "stop_string" or "length" in transformers' terms.</summary>
+/// <summary>Why a sequence stopped: "eos", "stop_string" or "length" in transformers' terms; a served request may also be cancelled.</summary>
 public enum FinishReason
 {
     Eos,
     StopString,
     Length,
+    /// <summary>The caller cancelled (a client disconnected, a timeout, a shutdown); only a serving engine reports it.</summary>
+    Cancelled,
 }
 
 /// <summary>
