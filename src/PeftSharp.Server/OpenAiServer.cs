@@ -274,6 +274,7 @@ public sealed class OpenAiServer : IAsyncDisposable
             Stop = stop,
         };
         var options = _engine.ResolveOptions(settings);
+        if (Bool(body, "ignore_eos") == true) options.EosTokenIds = []; // vLLM's extension: generate max_tokens
         bool stream = Bool(body, "stream") ?? false;
         bool includeUsage = body["stream_options"] is JsonObject so && (Bool(so, "include_usage") ?? false);
 
