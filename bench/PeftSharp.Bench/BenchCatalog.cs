@@ -14,6 +14,7 @@ public static class BenchCatalog
         ["gemm"] = GemmBench.Run,
         ["model"] = ModelBench.Run,
         ["train"] = TrainBench.Run,
+        ["serve"] = ServeBench.Run,
     };
 
     public static int Run(string[] args)

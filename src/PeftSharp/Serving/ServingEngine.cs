@@ -387,13 +387,14 @@ public sealed class ServingEngine : IDisposable
             stepRows.Clear();
             stepTokens.Clear();
             stepAdapters.Clear();
-            for (int r = 0; r < _rows.Length; r++)
-                if (_rows[r] is { } s)
-                {
-                    stepRows.Add(r);
-                    stepTokens.Add(s.LastToken);
-                    stepAdapters.Add(s.Request.Adapter);
-                }
+            // Rows sharing an adapter go next to each other, so each adapter's B·A runs as one GEMM over its rows.
+            foreach (int r in Enumerable.Range(0, _rows.Length).Where(r => _rows[r] != null).OrderBy(r => _rows[r]!.Request.Adapter, StringComparer.Ordinal))
+            {
+                var s = _rows[r]!;
+                stepRows.Add(r);
+                stepTokens.Add(s.LastToken);
+                stepAdapters.Add(s.Request.Adapter);
+            }
             if (stepRows.Count == 0) continue;
             try
             {
