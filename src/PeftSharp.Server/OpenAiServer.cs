@@ -324,7 +324,7 @@ public sealed class OpenAiServer : IAsyncDisposable
                 await Send(context, new JsonObject
                 {
                     ["id"] = id, ["object"] = chat ? "chat.completion.chunk" : "text_completion", ["created"] = created, ["model"] = model,
-                    ["choices"] = new JsonArray(), ["usage"] = Usage(prompt.Length * n, completionTokens),
+                    ["choices"] = new JsonArray(), ["usage"] = Usage(prompt.Length, completionTokens),
                 });
             await context.Response.WriteAsync("data: [DONE]\n\n");
             await context.Response.Body.FlushAsync();
@@ -350,7 +350,7 @@ public sealed class OpenAiServer : IAsyncDisposable
         var response = new JsonObject
         {
             ["id"] = id, ["object"] = chat ? "chat.completion" : "text_completion", ["created"] = created, ["model"] = model,
-            ["choices"] = choices, ["usage"] = Usage(prompt.Length * n, completionTokens),
+            ["choices"] = choices, ["usage"] = Usage(prompt.Length, completionTokens),
         };
         context.Response.ContentType = "application/json";
         await context.Response.WriteAsync(response.ToJsonString());

@@ -114,7 +114,7 @@ public sealed class OpenAiServerTests(ServingFixture fixture) : IClassFixture<Se
         Assert.Equal(expected, texts[0].ToString());
         Assert.Equal(expected, texts[1].ToString());
         var usage = chunks[^1]["usage"]!;
-        Assert.Equal(2 * engine.EncodeText("Once upon a time").Length, usage["prompt_tokens"]!.GetValue<int>());
+        Assert.Equal(engine.EncodeText("Once upon a time").Length, usage["prompt_tokens"]!.GetValue<int>()); // the prompt once, as OpenAI counts it for n > 1
         Assert.True(usage["completion_tokens"]!.GetValue<int>() > 0);
     }
 
@@ -235,5 +235,19 @@ public sealed class OpenAiServerTests(ServingFixture fixture) : IClassFixture<Se
         Assert.Equal(0, engine.Metrics.Running);
         var after = await http.PostAsync("/v1/completions", Json("""{"model": "a", "prompt": "Hi", "max_tokens": 2}"""));
         Assert.Equal(HttpStatusCode.OK, after.StatusCode);
+    }
+
+    [Fact]
+    public async Task ARequestThatRunsTooLongIsCancelledWith504()
+    {
+        var (server, engine) = await Start(options: new ServerOptions { RequestTimeout = TimeSpan.FromMilliseconds(1) });
+        await using var _ = server;
+        using var __ = engine;
+        using var http = Http(server);
+        var response = await http.PostAsync("/v1/completions", Json("""{"model": "a", "prompt": "Once", "max_tokens": 250, "temperature": 0, "ignore_eos": true}"""));
+        Assert.Equal(HttpStatusCode.GatewayTimeout, response.StatusCode);
+        Assert.Equal("timeout_error", JsonNode.Parse(await response.Content.ReadAsStringAsync())!["error"]!["type"]!.GetValue<string>());
+        for (int i = 0; i < 200 && engine.Metrics.Running > 0; i++) await Task.Delay(25);
+        Assert.Equal(0, engine.Metrics.Running);
     }
 }
