@@ -93,7 +93,11 @@ public static class ServeBench
                     var start = clock.Elapsed.TotalSeconds;
                     using var request = new HttpRequestMessage(HttpMethod.Post, "/v1/completions") { Content = new StringContent(body, Encoding.UTF8, "application/json") };
                     using var response = await http.SendAsync(request, HttpCompletionOption.ResponseHeadersRead);
-                    if (!response.IsSuccessStatusCode) { Interlocked.Increment(ref errors); continue; }
+                    if (!response.IsSuccessStatusCode)
+                    {
+                        if (Interlocked.Increment(ref errors) == 1) Console.Error.WriteLine($"serve bench: first error: {(int)response.StatusCode} {await response.Content.ReadAsStringAsync()}");
+                        continue;
+                    }
                     using var reader = new StreamReader(await response.Content.ReadAsStreamAsync());
                     double last = start;
                     bool first = true;
@@ -115,9 +119,9 @@ public static class ServeBench
                     Interlocked.Add(ref tokens, got);
                     Interlocked.Increment(ref requests);
                 }
-                catch (Exception)
+                catch (Exception e)
                 {
-                    Interlocked.Increment(ref errors);
+                    if (Interlocked.Increment(ref errors) == 1) Console.Error.WriteLine($"serve bench: first error: {e.Message}");
                 }
             }
         })).ToArray();
@@ -135,9 +139,9 @@ public static class ServeBench
         };
     }
 
-    private static double Pct(List<double> values, double p)
+    private static double? Pct(List<double> values, double p)
     {
-        if (values.Count == 0) return double.NaN;
+        if (values.Count == 0) return null;
         var sorted = values.Order().ToArray();
         return Math.Round(sorted[Math.Min(sorted.Length - 1, (int)(p * sorted.Length))] * 1000, 2);
     }

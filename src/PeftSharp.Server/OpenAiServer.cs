@@ -316,8 +316,9 @@ public sealed class OpenAiServer : IAsyncDisposable
             {
                 if (u.TokenId >= 0) completionTokens++;
                 if (u.Finish == FinishReason.Cancelled) continue;
-                if (u.Text.Length > 0 || u.Finish != null)
-                    await Send(context, Chunk(id, created, model, chat, index, u.Text.Length > 0 ? new JsonObject { ["content"] = u.Text } : new JsonObject(), u.Text, u.Finish is { } f ? Reason(f) : null));
+                // A chunk per generated token, its text possibly empty (held back: part of a character or of a possible stop string).
+                if (u.TokenId >= 0 || u.Finish != null)
+                    await Send(context, Chunk(id, created, model, chat, index, u.Text.Length > 0 || u.Finish == null ? new JsonObject { ["content"] = u.Text } : new JsonObject(), u.Text, u.Finish is { } f ? Reason(f) : null));
             }
             if (context.RequestAborted.IsCancellationRequested) return;
             if (includeUsage)
