@@ -176,4 +176,26 @@ public sealed class ServingEngineTests(ServingFixture fixture) : IClassFixture<S
         await engine.UnloadAdapterAsync("a");
         Assert.Throws<ServingException>(() => engine.AdapterFor("a"));
     }
+
+    [Fact]
+    public async Task ShutdownLetsRunningRequestsFinishThenCancelsAndRefusesNewOnes()
+    {
+        using var engine = fixture.Engine(new ServingOptions { MaxNumSeqs = 2 });
+        var running = engine.GenerateAsync(new GenerationRequest(engine.EncodeText("Hi"), "a", WithoutEos(Greedy(engine, 40))));
+        await Task.Delay(20);
+        await engine.ShutdownAsync(TimeSpan.FromSeconds(60));
+        var finished = await running;
+        Assert.Equal(FinishReason.Length, finished.Finish);
+        Assert.Equal(40, finished.Tokens.Length);
+        var refused = Assert.Throws<ServingException>(() => engine.Submit(new GenerationRequest(engine.EncodeText("Hi"), null, Greedy(engine, 4))));
+        Assert.Equal(503, refused.StatusCode);
+
+        using var other = fixture.Engine(new ServingOptions { MaxNumSeqs = 1 });
+        var reader = other.Submit(new GenerationRequest(other.EncodeText("Hi"), "b", WithoutEos(Greedy(other, 250))));
+        Assert.True(await reader.WaitToReadAsync());
+        await other.ShutdownAsync(TimeSpan.Zero);
+        FinishReason? finish = null;
+        await foreach (var u in reader.ReadAllAsync()) finish = u.Finish ?? finish;
+        Assert.Equal(FinishReason.Cancelled, finish);
+    }
 }
