@@ -15,6 +15,7 @@ public static class BenchCatalog
         ["model"] = ModelBench.Run,
         ["train"] = TrainBench.Run,
         ["data"] = DataBench.Run,
+        ["serve"] = ServeBench.Run,
     };
 
     public static int Run(string[] args)

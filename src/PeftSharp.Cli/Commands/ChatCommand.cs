@@ -1,5 +1,4 @@
 using System.CommandLine;
-using System.Text.Json;
 using PeftSharp.Formats;
 using PeftSharp.Formats.ChatTemplates;
 using PeftSharp.Formats.HfConfig;
@@ -106,7 +105,7 @@ public static class ChatCommand
                 }
 
                 history.Add(ChatMessage.User(line));
-                int[] promptIds = tokenizer.Encode(template.Render(history, addGenerationPrompt: true), addSpecialTokens: false);
+                int[] promptIds = Prompts.EncodeChat(tokenizer, template, history);
                 int room = model.Config.MaxPositionEmbeddings - promptIds.Length;
                 if (room <= 0)
                 {
@@ -130,13 +129,14 @@ public static class ChatCommand
     private static string Reply(ICausalLM model, Tokenizer tokenizer, int[] promptIds, GenerationOptions options, TextWriter output)
     {
         using var session = model.StartDecoding(1, promptIds.Length + options.MaxNewTokens);
-        var streamer = new StreamingDecoder(ids => tokenizer.Decode(ids, skipSpecialTokens: true));
-        var result = Generator.Generate(session, [promptIds], options, onToken: (_, id) =>
+        var stream = new TextStream(ids => tokenizer.Decode(ids, skipSpecialTokens: true), options.StopStrings);
+        var result = Generator.Generate(session, [promptIds], options, decodeForStops: id =>
         {
-            output.Write(streamer.Push(id));
+            output.Write(stream.Push(id));
             output.Flush();
+            return stream.LastPiece;
         })[0];
-        output.WriteLine(streamer.Flush());
+        output.WriteLine(stream.Finish());
         output.Flush();
         return tokenizer.Decode(result.Tokens, skipSpecialTokens: true);
     }
@@ -144,27 +144,6 @@ public static class ChatCommand
     private static List<ChatMessage> NewHistory(string? system) => string.IsNullOrEmpty(system) ? [] : [ChatMessage.System(system)];
 
     /// <summary>The folder's chat template, or the built-in ChatML with a notice when it has none.</summary>
-    public static ChatTemplate LoadTemplate(string folder, out string? notice)
-    {
-        notice = null;
-        string config = Path.Combine(folder, "tokenizer_config.json");
-        if (File.Exists(config) && (File.Exists(Path.Combine(folder, "chat_template.jinja")) || HasTemplateKey(config)))
-            return ChatTemplate.FromTokenizerConfig(folder);
-        notice = $"({folder} has no chat template; using the built-in chatml format)";
-        return File.Exists(config) ? ChatTemplate.FromTokenizerConfig(folder, fallback: "chatml") : ChatTemplate.Builtin("chatml");
-    }
-
-    private static bool HasTemplateKey(string file)
-    {
-        try
-        {
-            using var doc = JsonDocument.Parse(File.ReadAllText(file));
-            return doc.RootElement.ValueKind == JsonValueKind.Object
-                && doc.RootElement.TryGetProperty("chat_template", out var t) && t.ValueKind != JsonValueKind.Null;
-        }
-        catch (JsonException e)
-        {
-            throw new PeftSharpException($"{file}: not valid JSON ({e.Message})", e);
-        }
-    }
+    public static ChatTemplate LoadTemplate(string folder, out string? notice) =>
+        ChatTemplates.Resolve(null, folder, ChatTemplates.DefaultFallback, out notice)!;
 }

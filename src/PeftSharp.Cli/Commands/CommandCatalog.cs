@@ -16,6 +16,7 @@ public static class CommandCatalog
         yield return InitModelCommand.Create();
         yield return GenerateCommand.Create();
         yield return ChatCommand.Create();
+        yield return ServeCommand.Create();
         yield return InspectCommand.Create();
         yield return MergeCommand.Create();
         yield return QuantizeCommand.Create();

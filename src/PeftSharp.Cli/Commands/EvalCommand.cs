@@ -5,6 +5,7 @@ using PeftSharp.Data;
 using PeftSharp.Formats.ChatTemplates;
 using PeftSharp.Formats.Tokenizers;
 using PeftSharp.Models;
+using PeftSharp.Models.Generation;
 using PeftSharp.Training;
 using PeftSharp.Training.Metrics;
 
@@ -78,9 +79,7 @@ public static class EvalCommand
         var tokenizer = loadTokenizer(options.Model);
         ChatTemplate? template = null;
         if (format is DatasetFormat.Conversational or DatasetFormat.ConversationalPromptCompletion)
-            template = options.ChatTemplate != null && ChatTemplate.BuiltinNames.Contains(options.ChatTemplate)
-                ? ChatTemplate.Builtin(options.ChatTemplate)
-                : ChatTemplate.FromTokenizerConfig(options.Model, options.ChatTemplate);
+            template = ChatTemplates.Resolve(options.ChatTemplate != null && ChatTemplate.BuiltinNames.Contains(options.ChatTemplate) ? options.ChatTemplate : null, options.Model, options.ChatTemplate);
 
         var model = loadModel(options.Model);
         if (options.Adapter != null)

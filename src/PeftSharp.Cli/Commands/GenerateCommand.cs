@@ -123,32 +123,25 @@ public static class GenerateCommand
             options.MaxNewTokens = Math.Min(options.MaxNewTokens, room);
 
             using var session = model.StartDecoding(1, promptIds.Length + options.MaxNewTokens);
-            string Decode(int[] ids) => tokenizer!.Decode(ids, skipSpecialTokens: true);
-            var streamer = args.OutputIds ? null : new StreamingDecoder(Decode);
-            // The stop check sees the same text the streamer prints (multi-byte characters completed first).
-            var stopDecoder = options.StopStrings.Count > 0 ? new StreamingDecoder(Decode) : null;
-            // onToken runs before the stop check sees the token: a stop string it completes lies in the last
-            // (longest stop) characters, so those wait until the next token or the end.
-            int holdBack = options.StopStrings.Count == 0 ? 0 : options.StopStrings.Max(t => t.Length);
-            var pending = new System.Text.StringBuilder();
-            int printed = 0;
-            var result = Generator.Generate(session, [promptIds], options, onToken: streamer == null ? null : (_, id) =>
+            GeneratedSequence result;
+            if (args.OutputIds)
             {
-                pending.Append(streamer.Push(id));
-                if (pending.Length <= holdBack) return;
-                string ready = pending.ToString(0, pending.Length - holdBack);
-                pending.Remove(0, ready.Length);
-                printed += ready.Length;
-                output.Write(ready);
-                output.Flush();
-            }, decodeForStops: stopDecoder == null ? null : id => stopDecoder.Push(id))[0];
-            if (streamer != null)
-            {
-                pending.Append(streamer.Flush());
-                string rest = result.Reason == FinishReason.StopString ? result.Text![Math.Min(printed, result.Text!.Length)..] : pending.ToString();
-                output.WriteLine(rest);
+                var stream = tokenizer == null ? null : new TextStream(ids => tokenizer.Decode(ids, skipSpecialTokens: true), options.StopStrings);
+                result = Generator.Generate(session, [promptIds], options, decodeForStops: stream == null ? null : id => { stream.Push(id); return stream.LastPiece; })[0];
+                output.WriteLine("[" + string.Join(",", result.Tokens) + "]");
             }
-            else output.WriteLine("[" + string.Join(",", result.Tokens) + "]");
+            else
+            {
+                // The text is printed as it streams; the generator's stop check sees the same pieces.
+                var stream = new TextStream(ids => tokenizer!.Decode(ids, skipSpecialTokens: true), options.StopStrings);
+                result = Generator.Generate(session, [promptIds], options, decodeForStops: id =>
+                {
+                    output.Write(stream.Push(id));
+                    output.Flush();
+                    return stream.LastPiece;
+                })[0];
+                output.WriteLine(stream.Finish());
+            }
             output.Flush();
             return result;
         }
@@ -158,56 +151,18 @@ public static class GenerateCommand
         }
     }
 
-    internal static Tokenizer LoadTokenizer(string folder)
-    {
-        bool hasTokenizer = File.Exists(Path.Combine(folder, "tokenizer.json"))
-            || (File.Exists(Path.Combine(folder, "vocab.json")) && File.Exists(Path.Combine(folder, "merges.txt")));
-        if (!hasTokenizer)
-            throw new PeftSharpException($"{folder}: no tokenizer (tokenizer.json, or vocab.json + merges.txt); pass --prompt-ids and --output-ids to work with token ids.");
-        return Tokenizer.FromFolder(folder);
-    }
+    internal static Tokenizer LoadTokenizer(string folder) =>
+        Prompts.LoadTokenizer(folder, "pass --prompt-ids and --output-ids to work with token ids");
 
-    private static int[] EncodePrompt(Tokenizer tokenizer, string folder, string prompt, bool chat)
-    {
-        if (chat)
-        {
-            var template = ChatTemplate.FromTokenizerConfig(folder);
-            string text = template.Render([ChatMessage.User(prompt)], addGenerationPrompt: true);
-            return tokenizer.Encode(text, addSpecialTokens: false);
-        }
-        var ids = tokenizer.Encode(prompt);
-        if (ids.Length > 0) return ids;
-        return tokenizer.BosTokenId is int bos ? [bos]
-            : tokenizer.EosTokenId is int eos ? [eos]
-            : throw new PeftSharpException("the prompt is empty and the tokenizer has no bos or eos token to start from; give some text.");
-    }
+    private static int[] EncodePrompt(Tokenizer tokenizer, string folder, string prompt, bool chat) => chat
+        ? Prompts.EncodeChat(tokenizer, ChatTemplates.Resolve(null, folder)!, [ChatMessage.User(prompt)])
+        : Prompts.EncodeText(tokenizer, prompt);
 
     /// <summary>generation_config.json's settings (eos from the tokenizer when no config names one), overridden by the command line.</summary>
-    public static GenerationOptions Options(GenerateArgs args, GenerationConfig? generation, ModelConfig? model, Tokenizer? tokenizer)
-    {
-        var options = GenerationOptions.FromConfig(generation, model, DefaultMaxNewTokens);
-        if (options.EosTokenIds.Length == 0 && tokenizer?.EosTokenId is int eos) options.EosTokenIds = [eos];
-        options.PadTokenId ??= tokenizer?.PadTokenId;
-        if (args.MaxNewTokens is int n) options.MaxNewTokens = n;
-        if (args.Temperature is double t)
+    public static GenerationOptions Options(GenerateArgs args, GenerationConfig? generation, ModelConfig? model, Tokenizer? tokenizer) =>
+        new GenerationSettings
         {
-            options.Temperature = t;
-            options.DoSample = t > 0;
-        }
-        if (args.TopK is int k)
-        {
-            options.TopK = k;
-            options.DoSample |= args.Temperature is not 0.0;
-        }
-        if (args.TopP is double p)
-        {
-            options.TopP = p;
-            options.DoSample |= args.Temperature is not 0.0;
-        }
-        if (args.RepetitionPenalty is double r) options.RepetitionPenalty = r;
-        if (args.Stop.Count > 0) options.StopStrings = args.Stop.ToArray();
-        options.Seed = args.Seed ?? BitConverter.ToUInt64(System.Security.Cryptography.RandomNumberGenerator.GetBytes(8));
-        options.Validate();
-        return options;
-    }
+            MaxNewTokens = args.MaxNewTokens, Temperature = args.Temperature, TopK = args.TopK, TopP = args.TopP,
+            RepetitionPenalty = args.RepetitionPenalty, Seed = args.Seed, Stop = args.Stop,
+        }.Resolve(generation, model, tokenizer, DefaultMaxNewTokens);
 }

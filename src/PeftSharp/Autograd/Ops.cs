@@ -12,6 +12,13 @@ public sealed unsafe class Ops(Tape tape)
 {
     public Tape Tape { get; } = tape;
 
+    /// <summary>
+    /// A mixed-adapter batch (PEFT's <c>adapter_names</c>): for each row of the activations, the adapter that row uses
+    /// (a null entry: the base model alone). Null: every row uses the layers' active adapters. Inference only; set by
+    /// a decoding session around each forward.
+    /// </summary>
+    public string?[]? RowAdapters { get; set; }
+
     /// <summary>table[ids[i]] → (ids.Length, C). Also the positional embedding (ids = positions).</summary>
     public Tensor Embedding(int[] ids, Tensor table)
     {

@@ -248,16 +248,7 @@ public static class SftData
     /// source (it contains "{{" or "{%"), else the model folder's tokenizer_config.json template; null when
     /// neither is given.
     /// </summary>
-    public static ChatTemplate? ResolveChatTemplate(string? chatTemplate, string? modelFolder)
-    {
-        if (!string.IsNullOrEmpty(chatTemplate))
-        {
-            if (ChatTemplate.BuiltinNames.Contains(chatTemplate, StringComparer.OrdinalIgnoreCase)) return ChatTemplate.Builtin(chatTemplate);
-            if (chatTemplate.Contains("{{") || chatTemplate.Contains("{%")) return ChatTemplate.Parse(chatTemplate);
-            throw new PeftSharpException($"data.chat_template: '{chatTemplate}' is neither a built-in format ({string.Join(", ", ChatTemplate.BuiltinNames)}) nor a Jinja template.");
-        }
-        return modelFolder == null ? null : ChatTemplate.FromTokenizerConfig(modelFolder);
-    }
+    public static ChatTemplate? ResolveChatTemplate(string? chatTemplate, string? modelFolder) => Models.Generation.ChatTemplates.Resolve(chatTemplate, modelFolder);
 
     public static SftDataset Build(IReadOnlyList<SftExample> examples, SftTokenization tokenization, bool packing, int maxLength) =>
         Build(TokenizeAll(examples, tokenization), tokenization.PadId, packing, maxLength, "train", examples.Count, tokenization.Truncated).Set;

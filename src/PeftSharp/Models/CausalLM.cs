@@ -228,7 +228,7 @@ public abstract unsafe class CausalLM : ICausalLM, IRandomStreams
                 // The previous kept output (this layer's input) is not needed either: rewinding to where it
                 // starts puts every layer's activations at the same place in the arena.
                 var start = keptAt ?? mark;
-                h = KeepOnly(ops, output, start);
+                h = KeepOnly(ops, output, start, context.Scratch ?? _sequenceScratch);
                 keptAt = start;
             }
             else
@@ -240,27 +240,25 @@ public abstract unsafe class CausalLM : ICausalLM, IRandomStreams
         return FinalNorm(ops, h);
     }
 
-    private NativeBuffer<float>? _layerOutput;
+    /// <summary>The layer-output scratch of whole-sequence forwards (training, evaluation); a decoding session has its own.</summary>
+    private readonly LayerOutputScratch _sequenceScratch = new();
 
     /// <summary>
     /// A layer that recorded no backward node (inference, or a frozen prefix of the model) leaves nothing that
     /// backward could read: its output is kept and every intermediate activation it allocated (and its input,
     /// when that was kept the same way) is released, so a no-grad forward holds one layer's activations at a
-    /// time instead of all of them.
+    /// time instead of all of them. The copy goes through the context's scratch, so concurrent decoding sessions
+    /// on one model share nothing mutable.
     /// </summary>
-    private Tensor KeepOnly(Ops ops, Tensor output, ArenaMark mark)
+    private static Tensor KeepOnly(Ops ops, Tensor output, ArenaMark mark, LayerOutputScratch scratch)
     {
         long n = output.Length;
-        if (_layerOutput == null || _layerOutput.Length < n)
-        {
-            _layerOutput?.Dispose();
-            _layerOutput = new NativeBuffer<float>(n, clear: false);
-        }
+        float* buffer = scratch.Get(n);
         long bytes = n * sizeof(float);
-        Buffer.MemoryCopy(output.Data, _layerOutput.Pointer, bytes, bytes);
+        Buffer.MemoryCopy(output.Data, buffer, bytes, bytes);
         ops.Tape.Arena.Release(mark);
         var kept = ops.Tape.NewTensor(output.Shape, requiresGrad: false);
-        Buffer.MemoryCopy(_layerOutput.Pointer, kept.Data, bytes, bytes);
+        Buffer.MemoryCopy(buffer, kept.Data, bytes, bytes);
         return kept;
     }
 
@@ -338,7 +336,7 @@ public abstract unsafe class CausalLM : ICausalLM, IRandomStreams
 
     public void Dispose()
     {
-        _layerOutput?.Dispose();
+        _sequenceScratch.Dispose();
         foreach (var slot in _slots) slot.Layer.Dispose();
         foreach (var p in _own) p.Dispose();
         DisposeExtra();
@@ -374,6 +372,9 @@ internal abstract class AttentionContext(int batch, int tokens, int[] positions)
     /// <summary>(Batch·Tokens) position of each token.</summary>
     public int[] Positions { get; } = positions;
 
+    /// <summary>Where a no-grad forward copies each kept layer output; null: the model's own (whole-sequence forwards).</summary>
+    public LayerOutputScratch? Scratch { get; init; }
+
     /// <summary>q (B, T, H, D), k and v (B, T, Hkv, D) → (B, T, H, D).</summary>
     public abstract Tensor Attend(Ops ops, int layer, Tensor q, Tensor k, Tensor v);
 }
@@ -382,4 +383,26 @@ internal sealed class SequenceAttention(int batch, int tokens, int[] positions, 
     : AttentionContext(batch, tokens, positions)
 {
     public override Tensor Attend(Ops ops, int layer, Tensor q, Tensor k, Tensor v) => ops.Attention(q, k, v, mask, segments);
+}
+
+/// <summary>A growable native buffer for one forward's kept layer outputs; owned by whoever runs the forward.</summary>
+internal sealed unsafe class LayerOutputScratch : IDisposable
+{
+    private NativeBuffer<float>? _buffer;
+
+    public float* Get(long length)
+    {
+        if (_buffer == null || _buffer.Length < length)
+        {
+            _buffer?.Dispose();
+            _buffer = new NativeBuffer<float>(length, clear: false);
+        }
+        return _buffer.Pointer;
+    }
+
+    public void Dispose()
+    {
+        _buffer?.Dispose();
+        _buffer = null;
+    }
 }

@@ -99,3 +99,30 @@ public interface IDecodeSession : IDisposable
     /// </summary>
     void Append(ReadOnlySpan<int> tokens, ReadOnlySpan<int> mask, int count, Span<float> lastLogits);
 }
+
+/// <summary>
+/// A decoding session whose rows advance independently (continuous batching): a row joins by a prefill of its prompt into
+/// a free row, decodes one token per step alongside the others, and leaves (<see cref="ResetRow"/>) between steps. Each
+/// row may use its own adapter (PEFT's mixed-batch forward): the base GEMMs are shared, each row adds its own B·A.
+/// </summary>
+public interface IBatchDecodeSession : IDecodeSession
+{
+    /// <summary>Rows (sequences) the session holds.</summary>
+    int Rows { get; }
+
+    /// <summary>Most tokens one row can cache (prompt and generated).</summary>
+    int MaxTokens { get; }
+
+    /// <summary>Tokens cached in <paramref name="row"/>.</summary>
+    int RowLength(int row);
+
+    /// <summary>Empties a row so that another sequence can use it.</summary>
+    void ResetRow(int row);
+
+    /// <summary>
+    /// Appends <paramref name="count"/> real tokens to each of <paramref name="rows"/> (tokens: rows × count, row-major), each
+    /// row at its own length, row i computed with adapter <paramref name="adapters"/>[i] (null: the base model; a null list:
+    /// the active adapters), and writes each row's next-token logits (rows × vocab) into <paramref name="lastLogits"/>.
+    /// </summary>
+    void AppendRows(ReadOnlySpan<int> rows, ReadOnlySpan<int> tokens, int count, IReadOnlyList<string?>? adapters, Span<float> lastLogits);
+}

@@ -143,6 +143,7 @@ public sealed unsafe class LoraLinear : IWrappedLinear, IRandomStreams
             if (Merged) Unmerge();
             return ApplyBias(ops, BaseLayer.Forward(ops, x));
         }
+        if (ops.RowAdapters is { } rowAdapters) return ForwardRows(ops, x, rowAdapters);
         var y = BaseLayer.Forward(ops, x);
         if (!Merged)
             foreach (var name in _active)
@@ -151,6 +152,32 @@ public sealed unsafe class LoraLinear : IWrappedLinear, IRandomStreams
                 y = ad.UseDora ? DoraForward(ops, x, y, ad) : LoraForward(ops, x, y, ad);
             }
         return ApplyBias(ops, y);
+    }
+
+    /// <summary>
+    /// PEFT's mixed-batch forward (<c>adapter_names</c>), for inference: the base output for every row in one GEMM, then
+    /// each run of consecutive rows that names an adapter of this layer adds that adapter's s·B·A·x. Plain LoRA only (no
+    /// dropout, DoRA, merged weights or trainable bias: a server refuses such adapters before they get here).
+    /// </summary>
+    private Tensor ForwardRows(Ops ops, Tensor x, string?[] rowAdapters)
+    {
+        int rows = x.Rows, n = Info.OutFeatures, k = Info.InFeatures;
+        if (rowAdapters.Length != rows) throw new ArgumentException($"{Info.Name}: {rowAdapters.Length} row adapters for {rows} rows.");
+        if (Merged) throw new PeftSharpException($"{Info.Name}: a mixed-adapter batch needs unmerged adapters (merged: {string.Join(", ", _merged)}).");
+        var y = BaseLayer.Forward(ops, x);
+        for (int start = 0, end; start < rows; start = end)
+        {
+            string? name = rowAdapters[start];
+            for (end = start + 1; end < rows && rowAdapters[end] == name; end++) { }
+            if (name == null || !_adapters.TryGetValue(name, out var ad)) continue;
+            if (ad.UseDora) throw new PeftSharpException($"{Info.Name}: adapter \"{name}\" uses DoRA, which a mixed-adapter batch does not support.");
+            int m = end - start, r = ad.Rank;
+            float* h = ops.Tape.Scratch((long)m * r);                           // (m, r) = s·x·Aᵀ
+            Gemm.LinearForward(x.Data + (long)start * k, ad.A.Data, null, h, m, r, k);
+            Elementwise.Scale((long)m * r, (float)ad.Scaling, h, h);
+            Gemm.Compute(false, true, m, n, r, h, r, ad.B.Data, r, y.Data + (long)start * n, n, accumulate: true); // y += h·Bᵀ
+        }
+        return y;
     }
 
     private Tensor LoraForward(Ops ops, Tensor x, Tensor y, LoraAdapter ad)

@@ -64,6 +64,12 @@ public sealed partial class PeftModel : IDisposable
         return pm;
     }
 
+    /// <summary>
+    /// A PeftModel holding no adapter yet, for a host that loads and unloads adapters at run time (<see cref="LoadAdapter"/>,
+    /// <see cref="DeleteAdapter"/>) and picks one per batch row. The model must be loaded frozen.
+    /// </summary>
+    public static PeftModel WithoutAdapters(ICausalLM model) => new(model);
+
     /// <summary>add_adapter: injects another adapter (the active adapter does not change).</summary>
     public void AddAdapter(string name, LoraConfig config, Rng? rng = null, bool trainable = true) =>
         Inject(name, config, rng ?? new Rng(0), trainable, initialize: true);

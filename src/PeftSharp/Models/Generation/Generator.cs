@@ -3,12 +3,14 @@ using PeftSharp.Tensors;
 
 namespace PeftSharp.Models.Generation;
 
-/// <summary>Why a sequence stopped: "eos", "stop_string" or "length" in transformers' terms.</summary>
+/// <summary>Why a sequence stopped: "eos", "stop_string" or "length" in transformers' terms; a served request may also be cancelled.</summary>
 public enum FinishReason
 {
     Eos,
     StopString,
     Length,
+    /// <summary>The caller cancelled (a client disconnected, a timeout, a shutdown); only a serving engine reports it.</summary>
+    Cancelled,
 }
 
 /// <summary>
@@ -101,6 +103,20 @@ public static class Generator
     }
 
     /// <summary>
+    /// Greedy decoding of one prompt (the one greedy decoder: generation metrics use it too): up to
+    /// <paramref name="maxNewTokens"/> new tokens, stopping before any of <paramref name="stopIds"/> (not included).
+    /// </summary>
+    public static int[] GenerateGreedy(ICausalLM model, int[] prompt, int maxNewTokens, IReadOnlyCollection<int> stopIds)
+    {
+        if (prompt.Length == 0) throw new ArgumentException("Greedy decoding needs at least one prompt token.", nameof(prompt));
+        if (maxNewTokens <= 0) return [];
+        using var session = model.StartDecoding(1, prompt.Length + maxNewTokens);
+        var options = new GenerationOptions { MaxNewTokens = maxNewTokens, EosTokenIds = stopIds.ToArray(), Seed = 0 };
+        var result = Generate(session, [prompt], options)[0];
+        return result.Reason == FinishReason.Eos ? result.Tokens[..^1] : result.Tokens;
+    }
+
+    /// <summary>
     /// The seed of sequence <paramref name="index"/>'s own sampling stream: the options' seed for sequence 0,
     /// so a prompt sampled alone with <c>SequenceSeed(seed, i)</c> gives what it gives as sequence i of a batch.
     /// </summary>
@@ -174,7 +190,7 @@ public static class Generator
     }
 
     /// <summary>The per-token choice, with scratch buffers reused across steps and sequences.</summary>
-    private sealed class Sampler(GenerationOptions options, int vocab)
+    internal sealed class Sampler(GenerationOptions options, int vocab)
     {
         private readonly float[] _keys = new float[vocab];
         private readonly int[] _order = new int[vocab];
