@@ -41,7 +41,7 @@ public static class DataCommand
     {
         string folder = ModelFolder.Resolve(config.ModelNameOrPath);
         var tokenizer = Tokenizer.FromFolder(config.Tokenizer ?? folder);
-        var template = SftData.ResolveChatTemplate(config.Data.ChatTemplate, folder);
+        var template = SftData.ChatTemplateFor(config.Data, folder);
         var bundle = SftData.Load(config.Data, tokenizer, template, config.Training.DataSeed ?? config.Training.Seed);
         var rows = bundle.Train.Rows.Take(show).ToList();
         if (json)

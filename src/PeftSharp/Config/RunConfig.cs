@@ -65,6 +65,10 @@ public sealed class RunConfig
         [("training", "completion_only_loss")] = ("data", "completion_only_loss", "completion_only_loss is a data option here"),
         [("training", "assistant_only_loss")] = ("data", "assistant_only_loss", "assistant_only_loss is a data option here"),
         [("model", "torch_dtype")] = ("model", "dtype", "transformers renamed torch_dtype to dtype"),
+        [("training", "eos_token")] = ("data", "eos_token", "eos_token is a data option here"),
+        [("training", "chat_template_path")] = ("data", "chat_template_path", "chat_template_path is a data option here"),
+        [("training", "packing_strategy")] = ("data", "packing_strategy", "packing_strategy is a data option here"),
+        [("training", "padding_free")] = ("data", "padding_free", "padding_free is a data option here"),
     };
 
     public required string ModelNameOrPath { get; init; }
@@ -89,7 +93,7 @@ public sealed class RunConfig
         var tree = ConfigTree.LoadFile(path);
         // Data files given relative to the config file are found beside it (set through --set: relative to the working directory).
         if (tree["data"] is JsonObject data)
-            foreach (var key in new[] { "train_file", "eval_file" })
+            foreach (var key in new[] { "train_file", "eval_file", "chat_template_path" })
                 if (data[key] is JsonValue v && v.GetValueKind() == System.Text.Json.JsonValueKind.String && !Path.IsPathRooted(v.GetValue<string>()))
                     data[key] = Path.GetFullPath(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, v.GetValue<string>()));
         // A relative dataset_name that names a folder beside the config file is that folder (else a hub id or a path from the working directory).

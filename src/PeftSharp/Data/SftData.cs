@@ -104,10 +104,13 @@ public static class SftData
         var mode = args.TextFileMode == "whole" ? PlainTextMode.Whole : PlainTextMode.Lines;
         var options = new SftTokenizationOptions
         {
-            MaxLength = args.MaxLength,
+            // Wrapped packing cuts the whole stream into max_length rows: its examples are not truncated first.
+            MaxLength = args.Packing && args.PackingStrategy == "wrapped" ? int.MaxValue : args.MaxLength,
             CompletionOnlyLoss = args.CompletionOnlyLoss,
             AssistantOnlyLoss = args.AssistantOnlyLoss,
             ChunkLongText = mode == PlainTextMode.Whole,
+            EosTokenId = args.EosToken == null ? null : tokenizer.TokenToId(args.EosToken)
+                ?? throw new PeftSharpException($"data.eos_token: \"{args.EosToken}\" is not a token of the tokenizer (its eos_token is \"{tokenizer.EosToken}\")."),
         };
         // The cache holds the training split's tokenized examples; a test_size split draws evaluation from them, so it is not cached.
         string? cachePath = cacheDirectory != null && tokenizer.Fingerprint != null && args.TestSize == null
@@ -170,7 +173,9 @@ public static class SftData
                 TokenizationCache.Save(cachePath, new TokenizationCache.Entry(format, notices.Where(n => !n.StartsWith("dataset ", StringComparison.Ordinal)).ToList(),
                     skipped, trainCount, truncated, tokenizedTrain));
         }
-        var (trainSet, trainStats) = Build(tokenizedTrain, trainTokenization.PadId, args.Packing, args.MaxLength, sources.TrainSplit, trainCount, truncated);
+        var (trainSet, trainStats) = Build(tokenizedTrain, trainTokenization.PadId, args.Packing, args.MaxLength, sources.TrainSplit, trainCount, truncated,
+            args.PackingStrategy);
+        trainSet.PaddingFree = args.PaddingFree;
         if (cached != null) notices.Add($"tokenized training data read from the cache {cachePath} (delete it to tokenize again).");
         SftDataset? evalSet = null;
         SplitStats? evalStats = null;
@@ -231,9 +236,11 @@ public static class SftData
 
     /// <summary>Packs (or not) tokenized examples, with the split's counts.</summary>
     public static (SftDataset Set, SplitStats Stats) Build(IReadOnlyList<TokenizedExample> tokenized, int padId, bool packing, int maxLength, string split,
-        int examples, int truncated)
+        int examples, int truncated, string packingStrategy = "bfd")
     {
-        var set = packing ? SftDataset.Pack(tokenized, padId, maxLength) : SftDataset.FromExamples(tokenized, padId);
+        var set = !packing ? SftDataset.FromExamples(tokenized, padId)
+            : packingStrategy == "wrapped" ? SftDataset.PackWrapped(tokenized, padId, maxLength)
+            : SftDataset.Pack(tokenized, padId, maxLength);
         long tokens = 0, loss = 0;
         foreach (var row in set.Rows)
         {
@@ -249,6 +256,24 @@ public static class SftData
     /// neither is given.
     /// </summary>
     public static ChatTemplate? ResolveChatTemplate(string? chatTemplate, string? modelFolder) => Models.Generation.ChatTemplates.Resolve(chatTemplate, modelFolder);
+
+    /// <summary>
+    /// The data section's template: chat_template (a built-in name or Jinja source), or chat_template_path (a Jinja file,
+    /// or a tokenizer folder or its tokenizer_config.json, as TRL clones a template from it), else the model folder's.
+    /// </summary>
+    public static ChatTemplate? ChatTemplateFor(DataArguments args, string? modelFolder)
+    {
+        if (args.ChatTemplatePath is not { } path) return ResolveChatTemplate(args.ChatTemplate, modelFolder);
+        if (!string.IsNullOrEmpty(args.ChatTemplate))
+            throw new PeftSharpException("data: chat_template and chat_template_path are both set; keep one.");
+        if (Directory.Exists(path)) return ChatTemplate.FromTokenizerConfig(path);
+        if (!File.Exists(path)) throw new PeftSharpException($"data.chat_template_path: {path} is neither a file nor a folder.");
+        if (Path.GetFileName(path) == "tokenizer_config.json") return ChatTemplate.FromTokenizerConfig(Path.GetDirectoryName(Path.GetFullPath(path))!);
+        string source = File.ReadAllText(path);
+        if (!(source.Contains("{{") || source.Contains("{%")))
+            throw new PeftSharpException($"data.chat_template_path: {path} holds no Jinja template ({{{{ … }}}} or {{% … %}}).");
+        return ChatTemplate.Parse(source);
+    }
 
     public static SftDataset Build(IReadOnlyList<SftExample> examples, SftTokenization tokenization, bool packing, int maxLength) =>
         Build(TokenizeAll(examples, tokenization), tokenization.PadId, packing, maxLength, "train", examples.Count, tokenization.Truncated).Set;

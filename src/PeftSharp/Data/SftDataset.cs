@@ -123,6 +123,58 @@ public sealed class SftDataset
         return new SftDataset(rows, padId, packed: true);
     }
 
+    /// <summary>
+    /// TRL's "wrapped" packing: the examples end to end in their order, cut into rows of <paramref name="maxLength"/>
+    /// tokens (the last may be shorter), an example split across rows where a row ends; examples are not truncated
+    /// first. Unlike TRL's, attention still stays within each example: every piece is its own segment, with positions
+    /// from 0 within the piece.
+    /// </summary>
+    public static SftDataset PackWrapped(IReadOnlyList<TokenizedExample> examples, int padId, int maxLength)
+    {
+        long total = examples.Sum(e => (long)e.Length);
+        var rows = new List<SequenceRow>();
+        int n = (int)Math.Min(maxLength, total), o = 0, segment = 0, pieceStart = 0;
+        var ids = new int[n];
+        var labels = new int[n];
+        var positions = new int[n];
+        var segments = new int[n];
+        long left = total;
+        foreach (var e in examples)
+        {
+            for (int t = 0; t < e.Length; t++)
+            {
+                if (o == ids.Length)
+                {
+                    rows.Add(new SequenceRow(ids, labels, positions, segments));
+                    left -= o;
+                    n = (int)Math.Min(maxLength, left);
+                    (ids, labels, positions, segments) = (new int[n], new int[n], new int[n], new int[n]);
+                    o = 0;
+                    segment = 0;
+                }
+                if (t == 0 && o > 0)
+                {
+                    segment++;
+                    pieceStart = o;
+                }
+                if (o == 0) pieceStart = 0;
+                ids[o] = e.InputIds[t];
+                labels[o] = e.InLoss[t] && !(t == 0 && o > 0) ? e.InputIds[t] : Kernels.CrossEntropy.IgnoreIndex;
+                positions[o] = o - pieceStart;
+                segments[o] = segment;
+                o++;
+            }
+        }
+        if (o > 0) rows.Add(new SequenceRow(ids, labels, positions, segments));
+        return new SftDataset(rows, padId, packed: true);
+    }
+
+    /// <summary>
+    /// SFTConfig.padding_free: <see cref="Collate"/> puts a batch's sequences end to end in one row (each row's packed
+    /// examples keep their own segments) instead of padding them to the longest; the loss is the same.
+    /// </summary>
+    public bool PaddingFree { get; set; }
+
     private static void Remove(SortedDictionary<int, SortedSet<int>> byRoom, int room, int bin)
     {
         var set = byRoom[room];
@@ -160,6 +212,7 @@ public sealed class SftDataset
     /// </summary>
     public TokenBatch Collate(ReadOnlySpan<int> indices)
     {
+        if (PaddingFree) return CollatePaddingFree(indices);
         int batch = indices.Length, seqLen = 1;
         foreach (int i in indices) seqLen = Math.Max(seqLen, Rows[i].Length);
         var ids = new int[batch * seqLen];
@@ -188,6 +241,34 @@ public sealed class SftDataset
             PositionIds = positions,
             SegmentIds = segments,
         };
+    }
+
+    private TokenBatch CollatePaddingFree(ReadOnlySpan<int> indices)
+    {
+        int total = 0;
+        foreach (int i in indices) total += Rows[i].Length;
+        var ids = new int[total];
+        var labels = new int[total];
+        var positions = new int[total];
+        var segments = new int[total];
+        int o = 0, segmentBase = 0;
+        foreach (int i in indices)
+        {
+            var row = Rows[i];
+            int rowSegments = 0;
+            for (int t = 0; t < row.Length; t++, o++)
+            {
+                ids[o] = row.InputIds[t];
+                // The first token of a sequence is no target of the one before it.
+                labels[o] = t == 0 ? Kernels.CrossEntropy.IgnoreIndex : row.Labels[t];
+                positions[o] = row.PositionIds[t];
+                int s = Packed ? row.SegmentIds[t] : 0;
+                segments[o] = segmentBase + s;
+                rowSegments = Math.Max(rowSegments, s + 1);
+            }
+            segmentBase += rowSegments;
+        }
+        return new TokenBatch(1, total, ids) { Labels = labels, PositionIds = positions, SegmentIds = segments };
     }
 
     /// <summary>Targets of the shifted loss in a batch (labels at t ≥ 1 of each row that are not -100).</summary>

@@ -18,6 +18,8 @@ public sealed record SftTokenizationOptions
     public bool AssistantOnlyLoss { get; init; }
     /// <summary>Cut a long text into max_length chunks instead of truncating it (a whole plain-text file).</summary>
     public bool ChunkLongText { get; init; }
+    /// <summary>The id appended to text and completions (SFTConfig.eos_token); null: the tokenizer's eos token.</summary>
+    public int? EosTokenId { get; init; }
 }
 
 /// <summary>
@@ -178,7 +180,7 @@ public sealed class SftTokenization(Tokenizer tokenizer, ChatTemplate? chatTempl
 
     private int[] AppendEos(int[] ids)
     {
-        if (Tokenizer.EosTokenId is not int eos || (ids.Length > 0 && ids[^1] == eos)) return ids;
+        if ((Options.EosTokenId ?? Tokenizer.EosTokenId) is not int eos || (ids.Length > 0 && ids[^1] == eos)) return ids;
         return [.. ids, eos];
     }
 

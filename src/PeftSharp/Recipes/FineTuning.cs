@@ -92,7 +92,7 @@ public static class FineTuning
         // the chat template and the data (read, tokenized, against the model's vocabulary).
         var modelConfig = ModelConfig.Load(folder);
         var tokenizer = Tokenizer.FromFolder(config.Tokenizer ?? folder);
-        var template = SftData.ResolveChatTemplate(config.Data.ChatTemplate, folder);
+        var template = SftData.ChatTemplateFor(config.Data, folder);
         var data = SftData.Load(config.Data, tokenizer, template, args.DataSeed ?? seed, cacheDirectory: Path.Combine(args.OutputDir, "tokenized"));
         notices.AddRange(data.Notices);
         CheckVocabulary(data, modelConfig, config.Tokenizer ?? folder, folder);

@@ -30,6 +30,16 @@ public sealed class DataArguments
     public string? ChatTemplate { get; set; }
     /// <summary>Plain-text files: "lines" (one example per non-empty line) or "whole" (the file cut into max_length chunks).</summary>
     public string TextFileMode { get; set; } = "lines";
+    /// <summary>SFTConfig.eos_token: the token appended to text and completions (default: the tokenizer's eos_token).</summary>
+    public string? EosToken { get; set; }
+    /// <summary>SFTConfig.chat_template_path: a Jinja template file, or a tokenizer folder (or its tokenizer_config.json) whose template to use.</summary>
+    public string? ChatTemplatePath { get; set; }
+    /// <summary>SFTConfig.packing_strategy: "bfd" (best-fit decreasing, examples whole) or "wrapped" (one stream cut into max_length rows).</summary>
+    public string PackingStrategy { get; set; } = "bfd";
+    /// <summary>SFTConfig.padding_free: a batch is one row of its sequences end to end (no padding; attention stays within each).</summary>
+    public bool PaddingFree { get; set; }
+
+    public static readonly string[] PackingStrategies = ["bfd", "wrapped"];
 
     public static IEnumerable<KeySpec> Keys =>
     [
@@ -49,6 +59,10 @@ public sealed class DataArguments
         new("shuffle", ValueKind.Bool, "shuffle the training data every epoch (with the seed)"),
         new("skip_malformed", ValueKind.Bool, "skip malformed lines (and say how many) instead of stopping"),
         new("chat_template", ValueKind.String, "a built-in template name (chatml, llama3, llama2, zephyr) or a Jinja template"),
+        new("eos_token", ValueKind.String, "the token appended to text and completions (default: the tokenizer's eos_token)"),
+        new("chat_template_path", ValueKind.String, "a Jinja template file, or a tokenizer folder whose chat template to use"),
+        new("packing_strategy", ValueKind.Enum, "bfd: best-fit decreasing, examples kept whole; wrapped: one stream cut into max_length rows", Allowed: PackingStrategies),
+        new("padding_free", ValueKind.Bool, "batch sequences end to end in one row instead of padding them (same loss, less compute)"),
         new("text_file_mode", ValueKind.Enum, "plain-text files: one example per line, or the whole file in max_length chunks", Allowed: TextFileModes),
     ];
 
@@ -71,5 +85,9 @@ public sealed class DataArguments
         SkipMalformed = o.Bool("skip_malformed", false),
         ChatTemplate = o.Str("chat_template"),
         TextFileMode = o.Str("text_file_mode", "lines")!,
+        EosToken = o.Str("eos_token"),
+        ChatTemplatePath = o.Str("chat_template_path"),
+        PackingStrategy = o.Str("packing_strategy", "bfd")!,
+        PaddingFree = o.Bool("padding_free", false),
     };
 }

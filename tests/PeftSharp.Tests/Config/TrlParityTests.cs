@@ -77,6 +77,9 @@ public sealed class TrlParityTests : IDisposable
               neftune_noise_alpha: 5
               max_length: 64
               packing: false
+              packing_strategy: bfd
+              padding_free: true
+              eos_token: "{PeftSharp.Formats.Tokenizers.Tokenizer.FromFolder(Model()).EosToken}"
               completion_only_loss: true
             """;
         var config = RunConfig.FromTree(ConfigTree.ParseYaml(yaml));
@@ -208,5 +211,99 @@ public sealed class TrlParityTests : IDisposable
         Assert.Equal(2, evals.Count);
         Assert.All(evals, e => { Assert.True(e.ContainsKey("eval_bleu")); Assert.True(e.ContainsKey("eval_rouge_l")); });
         Assert.NotNull(result.Train.State.BestMetric);
+    }
+}
+
+/// <summary>SFTConfig's data options: eos_token, chat_template_path, packing_strategy and padding_free.</summary>
+public sealed class SftDataOptionTests : IDisposable
+{
+    private readonly string _root = Directory.CreateTempSubdirectory("peftsharp-dataopts").FullName;
+
+    public void Dispose() => Directory.Delete(_root, true);
+
+    private static PeftSharp.Training.DataArguments Args(string yaml) =>
+        PeftSharp.Training.DataArguments.FromJson(ConfigTree.ParseYaml(yaml).AsObject());
+
+    private string Model()
+    {
+        string dir = Path.Combine(_root, "model");
+        if (!Directory.Exists(dir)) ModelInitializer.Write(dir, new InitModelOptions { Architecture = "llama", Preset = "tiny", Seed = 2 });
+        return dir;
+    }
+
+    private string Data(int n = 12)
+    {
+        string path = Path.Combine(_root, "data.jsonl");
+        File.WriteAllLines(path, Enumerable.Range(0, n).Select(i => $$"""{"prompt": "Topic {{i}} please.", "completion": " Video number {{i * 7}} is good."}"""));
+        return path;
+    }
+
+    [Fact]
+    public void EosTokenIsTheTokenAppended()
+    {
+        var tokenizer = PeftSharp.Formats.Tokenizers.Tokenizer.FromFolder(Model());
+        string other = tokenizer.BosToken!;
+        int otherId = tokenizer.TokenToId(other)!.Value;
+        Assert.NotEqual(tokenizer.EosTokenId, otherId);
+        var data = PeftSharp.Data.SftData.Load(Args($"train_file: \"{Data()}\"\neos_token: \"{other}\""), tokenizer, null, 1);
+        Assert.All(data.Train.Rows, r => Assert.Equal(otherId, r.InputIds[^1]));
+        var plain = PeftSharp.Data.SftData.Load(Args($"train_file: \"{Data()}\""), tokenizer, null, 1);
+        Assert.All(plain.Train.Rows, r => Assert.Equal(tokenizer.EosTokenId, r.InputIds[^1]));
+        var e = Assert.Throws<PeftSharpException>(() => PeftSharp.Data.SftData.Load(Args($"train_file: \"{Data()}\"\neos_token: \"<nope>\""), tokenizer, null, 1));
+        Assert.Contains("data.eos_token", e.Message);
+    }
+
+    [Fact]
+    public void ChatTemplatePathTakesAJinjaFileOrATokenizerFolder()
+    {
+        string file = Path.Combine(_root, "template.jinja");
+        File.WriteAllText(file, "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}");
+        var fromFile = PeftSharp.Data.SftData.ChatTemplateFor(Args($"chat_template_path: \"{file}\""), null)!;
+        Assert.Equal("<user>hi", fromFile.Render([PeftSharp.Formats.ChatTemplates.ChatMessage.User("hi")], addGenerationPrompt: false));
+        string folder = Path.Combine(_root, "tok");
+        Directory.CreateDirectory(folder);
+        File.WriteAllText(Path.Combine(folder, "tokenizer_config.json"), """{"chat_template": "[{{ messages[0]['content'] }}]"}""");
+        var fromFolder = PeftSharp.Data.SftData.ChatTemplateFor(Args($"chat_template_path: \"{folder}\""), null)!;
+        Assert.Equal("[hi]", fromFolder.Render([PeftSharp.Formats.ChatTemplates.ChatMessage.User("hi")], addGenerationPrompt: false));
+        Assert.Throws<PeftSharpException>(() => PeftSharp.Data.SftData.ChatTemplateFor(Args($"chat_template_path: \"{file}\"\nchat_template: chatml"), null));
+    }
+
+    [Fact]
+    public void WrappedPackingCutsOneStreamIntoFullRows()
+    {
+        var tokenizer = PeftSharp.Formats.Tokenizers.Tokenizer.FromFolder(Model());
+        var bfd = PeftSharp.Data.SftData.Load(Args($"train_file: \"{Data()}\"\npacking: true\nmax_length: 23"), tokenizer, null, 1);
+        var wrapped = PeftSharp.Data.SftData.Load(Args($"train_file: \"{Data()}\"\npacking: true\npacking_strategy: wrapped\nmax_length: 23"), tokenizer, null, 1);
+        // bfd truncates each example to max_length first; wrapped keeps every token and fills every row but the last.
+        Assert.All(bfd.Train.Rows, r => Assert.True(r.Length <= 23));
+        var plain = PeftSharp.Data.SftData.Load(Args($"train_file: \"{Data()}\"\nmax_length: 100000"), tokenizer, null, 1);
+        long stream = plain.Train.Rows.Sum(r => (long)r.Length);
+        Assert.True(stream > bfd.Train.Rows.Sum(r => (long)r.Length), "the examples are longer than max_length");
+        Assert.Equal(stream, wrapped.Train.Rows.Sum(r => (long)r.Length));
+        Assert.All(wrapped.Train.Rows.SkipLast(1), r => Assert.Equal(23, r.Length));
+        Assert.Equal((stream + 22) / 23, wrapped.Train.Count);
+        Assert.Equal(plain.Train.Rows.SelectMany(r => r.InputIds), wrapped.Train.Rows.SelectMany(r => r.InputIds));
+    }
+
+    [Fact]
+    public unsafe void PaddingFreeBatchesGiveThePaddedBatchesLoss()
+    {
+        var tokenizer = PeftSharp.Formats.Tokenizers.Tokenizer.FromFolder(Model());
+        var padded = PeftSharp.Data.SftData.Load(Args($"train_file: \"{Data()}\""), tokenizer, null, 1).Train;
+        var flat = PeftSharp.Data.SftData.Load(Args($"train_file: \"{Data()}\"\npadding_free: true"), tokenizer, null, 1).Train;
+        using var model = PeftSharp.Models.CausalLM.Load(Model(), new PeftSharp.Models.LoadOptions());
+        int[] rows = [0, 3, 5, 7];
+        var a = padded.Collate(rows);
+        var b = flat.Collate(rows);
+        Assert.Equal(4, a.Batch);
+        Assert.Equal(1, b.Batch);
+        Assert.True(b.SeqLen < a.InputIds.Length, "no padding");
+        Assert.Equal(PeftSharp.Data.SftDataset.TargetCount(a), PeftSharp.Data.SftDataset.TargetCount(b));
+        float Loss(PeftSharp.Models.TokenBatch batch)
+        {
+            using var tape = new PeftSharp.Autograd.Tape { GradEnabled = false };
+            return *model.Loss(new PeftSharp.Autograd.Ops(tape), batch).Data;
+        }
+        Assert.Equal(Loss(a), Loss(b), 4);
     }
 }
