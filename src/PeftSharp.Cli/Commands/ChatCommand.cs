@@ -156,15 +156,8 @@ public static class ChatCommand
 
     private static bool HasTemplateKey(string file)
     {
-        try
-        {
-            using var doc = JsonDocument.Parse(File.ReadAllText(file));
-            return doc.RootElement.ValueKind == JsonValueKind.Object
-                && doc.RootElement.TryGetProperty("chat_template", out var t) && t.ValueKind != JsonValueKind.Null;
-        }
-        catch (JsonException e)
-        {
-            throw new PeftSharpException($"{file}: not valid JSON ({e.Message})", e);
-        }
+        using var doc = JsonInput.ParseDocumentFile(file);
+        return doc.RootElement.ValueKind == JsonValueKind.Object
+            && doc.RootElement.TryGetProperty("chat_template", out var t) && t.ValueKind != JsonValueKind.Null;
     }
 }

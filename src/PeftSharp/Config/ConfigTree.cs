@@ -21,15 +21,9 @@ public static class ConfigTree
         catch (PeftSharpException e) { throw new PeftSharpException($"{path}: {e.Message}"); }
     }
 
-    public static JsonObject ParseJson(string text)
-    {
-        try
-        {
-            return JsonNode.Parse(text, documentOptions: new JsonDocumentOptions { CommentHandling = JsonCommentHandling.Skip, AllowTrailingCommas = true }) as JsonObject
-                ?? throw new PeftSharpException("the top level must be an object of sections (model, lora, quantization, data, training).");
-        }
-        catch (JsonException e) { throw new PeftSharpException($"malformed JSON at line {e.LineNumber + 1}: {e.Message}"); }
-    }
+    public static JsonObject ParseJson(string text) =>
+        Formats.JsonInput.ParseNode(text, "config", allowTrailingCommas: true, allowComments: true) as JsonObject
+            ?? throw new PeftSharpException("the top level must be an object of sections (model, lora, quantization, data, training).");
 
     public static JsonObject ParseYaml(string text)
     {

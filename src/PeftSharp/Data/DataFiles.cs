@@ -63,10 +63,10 @@ public static class DataFiles
             string text = raw.TrimEnd('\r');
             if (string.IsNullOrWhiteSpace(text)) continue;
             JsonNode? node;
-            try { node = JsonNode.Parse(text); }
-            catch (JsonException e)
+            try { node = Formats.JsonInput.ParseNode(text, "line", firstLine: line); }
+            catch (PeftSharpException e)
             {
-                Fail(skipMalformed, malformed, file, line, $"not valid JSON ({e.Message})");
+                Fail(skipMalformed, malformed, file, line, e.Message[(e.Message.IndexOf(": ", StringComparison.Ordinal) + 2)..]);
                 continue;
             }
             if (node is JsonObject o) records.Add(new DataRecord(file, line, o));
@@ -79,14 +79,7 @@ public static class DataFiles
     {
         JsonNode? root;
         var lines = new LineIndex(content);
-        try
-        {
-            root = JsonNode.Parse(content, documentOptions: new JsonDocumentOptions { AllowTrailingCommas = true });
-        }
-        catch (JsonException e)
-        {
-            throw new PeftSharpException($"{file}:{(e.LineNumber ?? 0) + 1}: not valid JSON ({e.Message}).", e);
-        }
+        root = Formats.JsonInput.ParseNode(content, file, allowTrailingCommas: true);
         JsonArray? array = root switch
         {
             JsonArray a => a,

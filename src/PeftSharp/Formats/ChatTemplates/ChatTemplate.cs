@@ -90,10 +90,7 @@ public sealed class ChatTemplate
         string folder = Directory.Exists(path) ? path : Path.GetDirectoryName(Path.GetFullPath(path))!;
         string file = Directory.Exists(path) ? Path.Combine(path, "tokenizer_config.json") : path;
         if (!File.Exists(file)) throw new PeftSharpException($"{file}: file not found (expected a tokenizer_config.json or a folder holding one)");
-        JsonDocument doc;
-        try { doc = JsonDocument.Parse(File.ReadAllText(file, Encoding.UTF8)); }
-        catch (JsonException e) { throw new PeftSharpException($"{file}: not valid JSON ({e.Message})", e); }
-        using (doc)
+        using (var doc = JsonInput.ParseDocumentFile(file))
         {
             var root = doc.RootElement;
             if (root.ValueKind != JsonValueKind.Object) throw new PeftSharpException($"{file}: expected a JSON object");

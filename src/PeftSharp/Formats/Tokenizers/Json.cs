@@ -42,14 +42,7 @@ internal static class Json
     };
 
     /// <summary>Parses a JSON file (a UTF-8 byte order mark is allowed); malformed JSON is a user error naming the file.</summary>
-    public static JsonDocument ParseFile(string path)
-    {
-        var bytes = File.ReadAllBytes(path);
-        var memory = bytes.AsMemory();
-        if (bytes.Length >= 3 && bytes[0] == 0xEF && bytes[1] == 0xBB && bytes[2] == 0xBF) memory = memory[3..];
-        try { return JsonDocument.Parse(memory); }
-        catch (JsonException e) { throw new PeftSharpException($"{path}: not valid JSON ({e.Message}).", e); }
-    }
+    public static JsonDocument ParseFile(string path) => JsonInput.ParseDocumentFile(path);
 
     private static string Describe(JsonElement e) =>
         e.ValueKind == JsonValueKind.Object && e.TryGetProperty("type", out var t) ? $"the '{t}' entry" : "an entry";
