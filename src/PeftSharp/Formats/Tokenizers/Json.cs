@@ -19,6 +19,11 @@ internal static class Json
     public static int Int(JsonElement e, string key, int fallback) =>
         e.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetInt32() : fallback;
 
+    public static JsonElement Object(JsonElement e, string key, string file) =>
+        e.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Object
+            ? v
+            : throw new PeftSharpException($"{file}: expected an object at key '{key}' in {Describe(e)}.");
+
     public static JsonElement Array(JsonElement e, string key, string file) =>
         e.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Array
             ? v
