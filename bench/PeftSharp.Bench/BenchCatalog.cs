@@ -14,6 +14,7 @@ public static class BenchCatalog
         ["gemm"] = GemmBench.Run,
         ["model"] = ModelBench.Run,
         ["train"] = TrainBench.Run,
+        ["fuzz"] = FuzzBench.Run,
     };
 
     public static int Run(string[] args)
