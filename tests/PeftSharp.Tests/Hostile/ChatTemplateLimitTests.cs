@@ -32,7 +32,23 @@ public class ChatTemplateLimitTests
     [InlineData("{% set s = namespace(v='ab') %}{% for i in range(40) %}{% set s.v = s.v + s.v %}{% endfor %}{{ s.v | length }}", "string length")]
     [InlineData("{% set ns = namespace(v=[]) %}{% for i in range(100000) %}{% set ns.v = [ns.v] %}{% endfor %}{{ ns.v == ns.v }}", "value nesting")]
     [InlineData("{% set ns = namespace(v=[]) %}{% for i in range(100000) %}{% set ns.v = [ns.v] %}{% endfor %}{{ ns.v | tojson }}", "value nesting")]
+    [InlineData("{{ ('ab' * 30000000) | list | length }}", "list length")]
+    [InlineData("{{ ('a b ' * 10000000).split() | length }}", "list length")]
     public void A_runaway_render_is_a_template_error_naming_the_limit(string template, string limit) => RenderFails(template, limit);
+
+    [Fact]
+    public void Quadratic_work_in_a_filter_stops_at_the_time_budget()
+    {
+        // 100,000 distinct items through unique: 5e9 comparisons, with no template loop to count.
+        var e = RenderFails("{{ range(100000) | list | unique | length }}", "render time");
+        Assert.Contains("10 s per render", e.Message);
+    }
+
+    [Fact]
+    public void Slicing_a_long_string_stays_a_string()
+    {
+        Assert.Equal("20000000 cba", ChatTemplate.Parse("{{ ('a' * 20000000)[::-1] | length }} {{ 'abc'[::-1] }}").Render([], false));
+    }
 
     [Theory]
     [InlineData(100_000, "(", ")")]

@@ -247,6 +247,13 @@ internal static class TemplateBuiltins
         return best;
     }
 
+    /// <summary>The list a split is filling, refused past <see cref="TemplateLimits.MaxListLength"/> items.</summary>
+    private static List<T> Grow<T>(List<T> list)
+    {
+        if (list.Count >= TemplateLimits.MaxListLength) TemplateLimits.CheckList(list.Count + 1L, "split");
+        return list;
+    }
+
     /// <summary>Indentation wider than this (tojson's indent, the indent filter's width) is refused.</summary>
     private const int MaxIndent = 1024;
 
@@ -308,12 +315,12 @@ internal static class TemplateBuiltins
             char c = s[i];
             if (c is '\n' or '\r' or '\v' or '\f' or '\x1c' or '\x1d' or '\x1e' or '\x85' or '\u2028' or '\u2029')
             {
-                lines.Add(s[start..i]);
+                Grow(lines).Add(s[start..i]);
                 if (c == '\r' && i + 1 < s.Length && s[i + 1] == '\n') i++;
                 start = i + 1;
             }
         }
-        if (start < s.Length) lines.Add(s[start..]);
+        if (start < s.Length) Grow(lines).Add(s[start..]);
         return lines;
     }
 
@@ -492,10 +499,10 @@ internal static class TemplateBuiltins
             {
                 while (i < s.Length && char.IsWhiteSpace(s[i])) i++;
                 if (i >= s.Length) break;
-                if (maxSplit >= 0 && parts.Count == maxSplit) { parts.Add(s[i..].TrimEnd()); break; }
+                if (maxSplit >= 0 && parts.Count == maxSplit) { Grow(parts).Add(s[i..].TrimEnd()); break; }
                 int start = i;
                 while (i < s.Length && !char.IsWhiteSpace(s[i])) i++;
-                parts.Add(s[start..i]);
+                Grow(parts).Add(s[start..i]);
             }
             return parts;
         }
@@ -506,10 +513,10 @@ internal static class TemplateBuiltins
         {
             int j = s.IndexOf(sp, pos, StringComparison.Ordinal);
             if (j < 0) break;
-            parts.Add(s[pos..j]);
+            Grow(parts).Add(s[pos..j]);
             pos = j + sp.Length;
         }
-        parts.Add(s[pos..]);
+        Grow(parts).Add(s[pos..]);
         return parts;
     }
 

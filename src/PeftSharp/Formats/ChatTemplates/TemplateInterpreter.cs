@@ -49,6 +49,7 @@ internal sealed class TemplateInterpreter
         interpreter.AddGlobals(globals.Vars);
         var scope = new Scope(globals);
         foreach (var (k, v) in variables) scope.Vars[k] = Py.FromNet(v);
+        using var budget = interpreter._budget.Enter();
         try { interpreter.ExecBody(template, scope); }
         catch (OutOfMemoryException) { throw TemplateLimits.Exceeded("memory", "the process ran out of memory while rendering"); }
         return (interpreter._root.ToString(), interpreter._generationSpans);

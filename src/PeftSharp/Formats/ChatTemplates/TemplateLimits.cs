@@ -62,15 +62,38 @@ public static class TemplateLimits
 /// <summary>The counters of one render: loop iterations, macro call depth and the time budget.</summary>
 internal sealed class RenderBudget
 {
+    /// <summary>The budget of the render running on this thread, for the value helpers (comparisons in sort, unique, in) to tick.</summary>
+    [ThreadStatic] private static RenderBudget? t_current;
+
     private readonly Stopwatch _clock = Stopwatch.StartNew();
-    private long _iterations;
+    private long _iterations, _ticks;
     public int CallDepth;
+
+    /// <summary>Makes this the current render's budget until the returned scope is disposed.</summary>
+    public Scope Enter()
+    {
+        var previous = t_current;
+        t_current = this;
+        return new Scope(previous);
+    }
+
+    public readonly struct Scope(RenderBudget? previous) : IDisposable
+    {
+        public void Dispose() => t_current = previous;
+    }
+
+    /// <summary>One unit of work in a value helper (a comparison): the time budget is checked every 4096.</summary>
+    public static void Tick()
+    {
+        var budget = t_current;
+        if (budget != null && (++budget._ticks & 4095) == 0) budget.CheckTime();
+    }
 
     public void Iteration()
     {
         if (++_iterations > TemplateLimits.MaxLoopIterations)
             throw TemplateLimits.Exceeded("loop iterations", $"{TemplateLimits.MaxLoopIterations:N0} per render");
-        if ((_iterations & 255) == 0) CheckTime();
+        CheckTime();
     }
 
     public void CheckTime()

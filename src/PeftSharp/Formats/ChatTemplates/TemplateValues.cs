@@ -280,6 +280,7 @@ internal static class Py
     private static bool Equals(object? a, object? b, int depth)
     {
         TemplateLimits.CheckValueDepth(depth);
+        RenderBudget.Tick();
         if (a is Undefined || b is Undefined) return a is Undefined && b is Undefined;
         if (IsNumber(a) && IsNumber(b))
             return Int(a) is long x && Int(b) is long y ? x == y : ToDouble(a) == ToDouble(b);
@@ -308,6 +309,7 @@ internal static class Py
     private static int Compare(object? a, object? b, string op, int depth)
     {
         TemplateLimits.CheckValueDepth(depth);
+        RenderBudget.Tick();
         if (a is Undefined u) throw u.Fail();
         if (b is Undefined w) throw w.Fail();
         if (IsNumber(a) && IsNumber(b))
@@ -342,7 +344,11 @@ internal static class Py
         _ => throw TypeError($"'{TypeName(v)}' object is not iterable"),
     };
 
-    public static List<object?> ToList(object? v) => Iterate(v).ToList();
+    public static List<object?> ToList(object? v)
+    {
+        if (v is string s) TemplateLimits.CheckList(s.Length, "a string's characters as a list");
+        return Iterate(v).ToList();
+    }
 
     public static long Length(object? v) => v switch
     {
@@ -455,6 +461,24 @@ internal static class Py
         return onFloat(ToDouble(a), ToDouble(b));
     }
 
+    private static string SliceString(string text, object? start, object? stop, long st)
+    {
+        int n = text.Length;
+        long Clamp(object? x, long dflt, long lo, long hi)
+        {
+            if (x is null) return dflt;
+            long i = Int(x) is long k ? k : throw TypeError("slice indices must be integers or None");
+            if (i < 0) i += n;
+            return Math.Clamp(i, lo, hi);
+        }
+        var sb = new StringBuilder();
+        if (st > 0)
+            for (long i = Clamp(start, 0, 0, n), end = Clamp(stop, n, 0, n); i < end; i += st) sb.Append(text[(int)i]);
+        else
+            for (long i = Clamp(start, n - 1, -1, n - 1), end = Clamp(stop, -1, -1, n - 1); i > end; i += st) sb.Append(text[(int)i]);
+        return sb.ToString();
+    }
+
     public static object? Negate(object? v) => v switch
     {
         long l => l == long.MinValue ? throw IntegerTooLarge("unary '-'") : (object)(-l),
@@ -469,9 +493,9 @@ internal static class Py
         if (v is Undefined u) throw u.Fail();
         long st = step is null ? 1 : Int(step) is long s ? s : throw TypeError("slice indices must be integers or None");
         if (st == 0) throw new ChatTemplateException("slice step cannot be zero");
+        if (v is string text) return SliceString(text, start, stop, st);
         IList<object?> items = v switch
         {
-            string str => str.Select(c => (object?)c).ToList(),
             IList<object?> l => l,
             _ => throw TypeError($"'{TypeName(v)}' object is not subscriptable"),
         };
@@ -490,7 +514,6 @@ internal static class Py
             for (long i = Clamp(start, n - 1, -1, n - 1), end = Clamp(stop, -1, -1, n - 1); i > end; i += st) picked.Add(items[(int)i]);
         return v switch
         {
-            string => string.Concat(picked.Select(c => (char)c!)),
             object?[] => picked.ToArray(),
             _ => picked,
         };
