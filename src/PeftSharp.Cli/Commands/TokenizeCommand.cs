@@ -66,7 +66,10 @@ public static class TokenizeCommand
 
     private static string ReadText(string line, int lineNumber)
     {
-        using (var doc = JsonInput.ParseDocument(line, $"standard input line {lineNumber}"))
+        JsonDocument document;
+        try { document = JsonInput.ParseDocument(line, "", firstLine: lineNumber); }
+        catch (PeftSharpException e) { throw new PeftSharpException($"standard input {e.Message.TrimEnd('.')}; expected {{\"text\": \"...\"}}.", e); }
+        using (var doc = document)
         {
             if (doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("text", out var t) && t.ValueKind == JsonValueKind.String)
                 return t.GetString()!;

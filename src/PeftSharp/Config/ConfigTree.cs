@@ -28,7 +28,7 @@ public static class ConfigTree
     }
 
     public static JsonObject ParseJson(string text) =>
-        Formats.JsonInput.ParseNode(text, "config", allowTrailingCommas: true, allowComments: true) as JsonObject
+        Formats.JsonInput.ParseNode(text, "", allowTrailingCommas: true, allowComments: true) as JsonObject
             ?? throw new PeftSharpException("the top level must be an object of sections (model, lora, quantization, data, training).");
 
     public static JsonObject ParseYaml(string text)

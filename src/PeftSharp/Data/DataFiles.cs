@@ -63,7 +63,7 @@ public static class DataFiles
             string text = raw.TrimEnd('\r');
             if (string.IsNullOrWhiteSpace(text)) continue;
             JsonNode? node;
-            try { node = Formats.JsonInput.ParseNode(text, "line", firstLine: line); }
+            try { node = Formats.JsonInput.ParseNode(text, "", firstLine: line); }
             catch (PeftSharpException e)
             {
                 Fail(skipMalformed, malformed, file, line, e.Message[(e.Message.IndexOf(": ", StringComparison.Ordinal) + 2)..]);

@@ -16,7 +16,10 @@ public static class JsonInput
     /// <summary>Nesting limit of objects and arrays (config files, tokenizers and data nest below 10).</summary>
     public const int MaxDepth = 64;
 
-    /// <summary>Parses a JSON value; <paramref name="source"/> (a file, or file:line) names it in errors.</summary>
+    /// <summary>
+    /// Parses a JSON value. Errors read "<paramref name="source"/>:line: ..." (with an empty source, "line N: ...");
+    /// <paramref name="firstLine"/> is the line the text starts at in its file (a JSONL line).
+    /// </summary>
     public static JsonNode? ParseNode(string text, string source, bool allowTrailingCommas = false, bool allowComments = false, int firstLine = 1)
     {
         var bytes = Encoding.UTF8.GetBytes(text);
@@ -47,10 +50,10 @@ public static class JsonInput
     }
 
     /// <summary>Parses text into a <see cref="JsonDocument"/>.</summary>
-    public static JsonDocument ParseDocument(string text, string source)
+    public static JsonDocument ParseDocument(string text, string source, int firstLine = 1)
     {
         var bytes = Encoding.UTF8.GetBytes(text);
-        Check(bytes, source, false, false, 1);
+        Check(bytes, source, false, false, firstLine);
         return JsonDocument.Parse(bytes, DocumentOptions(false, false));
     }
 
@@ -94,7 +97,7 @@ public static class JsonInput
                     case JsonTokenType.StartObject:
                     case JsonTokenType.StartArray:
                         if (reader.CurrentDepth >= MaxDepth)
-                            throw new PeftSharpException($"{source}:{lines.LineOf(utf8, reader.TokenStartIndex)}: JSON nested deeper than the limit of {MaxDepth} levels.");
+                            throw new PeftSharpException($"{Where(source, lines.LineOf(utf8, reader.TokenStartIndex))}: JSON nested deeper than the limit of {MaxDepth} levels.");
                         keys.Push(reader.TokenType == JsonTokenType.StartObject ? new HashSet<string>(StringComparer.Ordinal) : null);
                         break;
                     case JsonTokenType.EndObject:
@@ -105,7 +108,7 @@ public static class JsonInput
                     {
                         string name = ReadString(ref reader, utf8, source, lines, "a key");
                         if (keys.Peek() is { } seen && !seen.Add(name))
-                            throw new PeftSharpException($"{source}:{lines.LineOf(utf8, reader.TokenStartIndex)}: duplicate key \"{name}\" in one JSON object; each key may appear once.");
+                            throw new PeftSharpException($"{Where(source, lines.LineOf(utf8, reader.TokenStartIndex))}: duplicate key \"{name}\" in one JSON object; each key may appear once.");
                         break;
                     }
                     case JsonTokenType.String:
@@ -116,7 +119,7 @@ public static class JsonInput
         }
         catch (JsonException e)
         {
-            string where = e.LineNumber is long l ? $"{source}:{l + firstLine}" : source;
+            string where = e.LineNumber is long l ? Where(source, (int)l + firstLine) : source;
             throw new PeftSharpException($"{where}: not valid JSON ({e.Message}).", e);
         }
     }
@@ -126,9 +129,11 @@ public static class JsonInput
         try { return reader.GetString()!; }
         catch (InvalidOperationException)
         {
-            throw new PeftSharpException($"{source}:{lines.LineOf(utf8, reader.TokenStartIndex)}: {what} holds an invalid escape (a lone UTF-16 surrogate such as \\ud800); expected valid Unicode text.");
+            throw new PeftSharpException($"{Where(source, lines.LineOf(utf8, reader.TokenStartIndex))}: {what} holds an invalid escape (a lone UTF-16 surrogate such as \\ud800); expected valid Unicode text.");
         }
     }
+
+    private static string Where(string source, int line) => source.Length == 0 ? $"line {line}" : $"{source}:{line}";
 
     /// <summary>Line numbers of byte offsets, asked in increasing order.</summary>
     private sealed class LineCounter(int first)

@@ -64,6 +64,14 @@ public sealed class JsonInputTests : IDisposable
     }
 
     [Fact]
+    public void A_duplicate_key_in_a_json_run_config_names_the_file_and_line()
+    {
+        string path = Write("run.json", "{\"model\": {\"name_or_path\": \"m\"},\n \"lora\": {\"r\": 4,\n \"r\": 8}}");
+        var e = Assert.Throws<PeftSharpException>(() => PeftSharp.Config.ConfigTree.LoadFile(path));
+        Assert.Equal($"{path}: line 3: duplicate key \"r\" in one JSON object; each key may appear once.", e.Message);
+    }
+
+    [Fact]
     public void A_lone_surrogate_is_a_clear_error()
     {
         string path = Write("config.json", "{\"model_type\": \"llama\",\n\"name\": \"\\ud800\"}");
