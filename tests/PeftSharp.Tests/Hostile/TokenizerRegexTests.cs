@@ -60,3 +60,25 @@ public sealed class TokenizerRegexTests : IDisposable
         Assert.StartsWith(path + ": the regex '(a' is not valid", e.Message);
     }
 }
+
+/// <summary>The non-backtracking engine must find the matches the backtracking engine finds, for the patterns real tokenizers use.</summary>
+public class NonBacktrackingAgreementTests
+{
+    [Theory]
+    // llama3's and qwen's Split patterns without their one lookahead alternative, GPT-2's likewise, and the Whitespace pre-tokenizer.
+    [InlineData(@"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+")]
+    [InlineData(@"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+")]
+    [InlineData(@"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+")]
+    [InlineData(@"\w+|[^\w\s]+")]
+    public void Same_matches_as_the_backtracking_engine(string pattern)
+    {
+        var split = new SplitRegex(pattern, false);
+        Assert.True(split.IsNonBacktracking);
+        var reference = new System.Text.RegularExpressions.Regex(pattern, System.Text.RegularExpressions.RegexOptions.CultureInvariant);
+        string text = "Hello, World! It's 2024-12-05: naïve café — 12345 apples\r\n\n  tabs\tand  spaces  I'LL you'RE ÆØÅ 東京 مرحبا 😀 x=1+2; {\"k\": [1, 2]}\n";
+        var got = new List<(int, int)>();
+        split.Matches(text, got);
+        var expected = reference.Matches(text).Select(m => (m.Index, m.Index + m.Length)).ToList();
+        Assert.Equal(expected, got);
+    }
+}
