@@ -20,7 +20,7 @@ public static class FuzzBench
     {
         int cases = 10_000, seed = 19, chunk = 1000, from = 0, to = -1;
         double timeout = 10;
-        bool child = false;
+        bool child = false, assets = false;
         for (int i = 0; i < args.Length; i++)
         {
             switch (args[i])
@@ -29,23 +29,29 @@ public static class FuzzBench
                 case "--seed" when i + 1 < args.Length: seed = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--chunk" when i + 1 < args.Length: chunk = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--case-timeout" when i + 1 < args.Length: timeout = double.Parse(args[++i], CultureInfo.InvariantCulture); break;
+                case "--real-tokenizers": assets = true; break;
                 case "--child" when i + 2 < args.Length:
                     child = true;
                     from = int.Parse(args[++i], CultureInfo.InvariantCulture);
                     to = int.Parse(args[++i], CultureInfo.InvariantCulture);
                     break;
                 default:
-                    Console.Error.WriteLine("usage: fuzz [--cases N] [--seed S] [--case-timeout SECONDS] [--chunk N]");
+                    Console.Error.WriteLine("usage: fuzz [--cases N] [--seed S] [--case-timeout SECONDS] [--chunk N] [--real-tokenizers]");
                     return 1;
             }
         }
-        return child ? RunChild(from, to, seed, TimeSpan.FromSeconds(timeout)) : RunParent(cases, seed, chunk, timeout);
+        return child ? RunChild(from, to, seed, TimeSpan.FromSeconds(timeout), assets) : RunParent(cases, seed, chunk, timeout, assets);
     }
 
     /// <summary>Runs cases [from, to); one JSON line per case: index, target, verdict, seconds, allocated bytes (and the message of a crash).</summary>
-    private static int RunChild(int from, int to, int seed, TimeSpan timeout)
+    private static int RunChild(int from, int to, int seed, TimeSpan timeout, bool realTokenizers)
     {
-        using var harness = new FuzzHarness(Path.Combine(Path.GetTempPath(), $"peftsharp-fuzz-{Environment.ProcessId}"));
+        // --real-tokenizers: the tokenizer.json files of ../shared/assets (gpt2, qwen and llama3's Split regexes...) join the seeds.
+        var extra = realTokenizers
+            ? Directory.GetDirectories(Path.Combine(TokenizerBench.AssetsRoot(), "tokenizers")).Order(StringComparer.Ordinal)
+                .Select(d => Path.Combine(d, "tokenizer.json")).Where(File.Exists).ToList()
+            : [];
+        using var harness = new FuzzHarness(Path.Combine(Path.GetTempPath(), $"peftsharp-fuzz-{Environment.ProcessId}"), extra);
         for (int i = from; i < to; i++)
         {
             int index = i;
@@ -67,7 +73,7 @@ public static class FuzzBench
         return 0;
     }
 
-    private static int RunParent(int cases, int seed, int chunk, double timeout)
+    private static int RunParent(int cases, int seed, int chunk, double timeout, bool realTokenizers)
     {
         string self = Environment.ProcessPath!;
         string? dll = self.EndsWith("dotnet", StringComparison.Ordinal) ? typeof(FuzzBench).Assembly.Location : null;
@@ -85,6 +91,7 @@ public static class FuzzBench
             foreach (var a in (string[])["fuzz", "--child", next.ToString(CultureInfo.InvariantCulture), end.ToString(CultureInfo.InvariantCulture),
                          "--seed", seed.ToString(CultureInfo.InvariantCulture), "--case-timeout", timeout.ToString(CultureInfo.InvariantCulture)])
                 start.ArgumentList.Add(a);
+            if (realTokenizers) start.ArgumentList.Add("--real-tokenizers");
             using var process = Process.Start(start)!;
             int last = next - 1;
             string? line;
@@ -121,7 +128,7 @@ public static class FuzzBench
         }
         Console.WriteLine(JsonSerializer.Serialize(new
         {
-            bench = "fuzz", cases, seed, targets = FuzzHarness.Targets.Length, accepted, userErrors, crashes, hangs, aborts,
+            bench = "fuzz", cases, seed, realTokenizers, targets = FuzzHarness.Targets.Length, accepted, userErrors, crashes, hangs, aborts,
             caseTimeoutSeconds = timeout, slowestCaseSeconds = Math.Round(maxSeconds, 3), slowestCase = slowest,
             maxAllocatedBytes = maxAllocated, largestAllocationCase = largest, childPeakWorkingSetBytes = peakWorkingSet,
             wallSeconds = Math.Round(clock.Elapsed.TotalSeconds, 1),

@@ -62,7 +62,7 @@ public static class TokenizerBench
         return 0;
     }
 
-    private static string AssetsRoot()
+    internal static string AssetsRoot()
     {
         var env = Environment.GetEnvironmentVariable("PEFTSHARP_ASSETS");
         if (!string.IsNullOrEmpty(env)) return env;

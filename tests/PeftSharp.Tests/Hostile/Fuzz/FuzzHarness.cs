@@ -85,7 +85,13 @@ public sealed class FuzzHarness : IDisposable
     private readonly Dictionary<string, byte[]> _seeds = new(StringComparer.Ordinal);
     private readonly string _seedPrefix;
 
-    public FuzzHarness(string workDir)
+    private readonly List<byte[]> _tokenizerSeeds = [];
+
+    /// <summary>
+    /// Writes the seeds under <paramref name="workDir"/>. <paramref name="extraTokenizers"/> (tokenizer.json files,
+    /// e.g. the real ones of ../shared/assets) join the tiny tokenizer as seeds of the tokenizer.json target.
+    /// </summary>
+    public FuzzHarness(string workDir, IEnumerable<string>? extraTokenizers = null)
     {
         _root = workDir;
         Directory.CreateDirectory(_root);
@@ -137,6 +143,8 @@ public sealed class FuzzHarness : IDisposable
               save_total_limit: 2
             """.Replace("\r\n", "\n"));
         _seedPrefix = Path.Combine(_root, "case-");
+        _tokenizerSeeds.Add(_seeds["tokenizer.json"]);
+        foreach (var file in extraTokenizers ?? []) _tokenizerSeeds.Add(File.ReadAllBytes(file));
     }
 
     public void Dispose()
@@ -149,7 +157,7 @@ public sealed class FuzzHarness : IDisposable
     {
         string target = Targets[index % Targets.Length];
         var random = new Random(unchecked(seed * 1_000_003 + index));
-        var bytes = (byte[])_seeds[target].Clone();
+        var bytes = (byte[])(target == "tokenizer.json" ? _tokenizerSeeds[random.Next(_tokenizerSeeds.Count)] : _seeds[target]).Clone();
         var mutations = new List<string>();
         int count = 1 + random.Next(3);
         for (int m = 0; m < count; m++) bytes = Mutate(bytes, random, target, mutations);

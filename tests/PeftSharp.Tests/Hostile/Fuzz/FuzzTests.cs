@@ -9,7 +9,7 @@ namespace PeftSharp.Tests.Hostile.Fuzz;
 /// </summary>
 public sealed class FuzzTests : IDisposable
 {
-    private const int Cases = 440;
+    private const int Cases = 330;
     private static readonly TimeSpan CaseLimit = TimeSpan.FromSeconds(15);
     private readonly FuzzHarness _harness = new(Path.Combine(Path.GetTempPath(), "peftsharp-fuzz-" + Guid.NewGuid().ToString("N")));
 
