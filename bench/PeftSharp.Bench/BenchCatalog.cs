@@ -16,6 +16,7 @@ public static class BenchCatalog
         ["train"] = TrainBench.Run,
         ["data"] = DataBench.Run,
         ["serve"] = ServeBench.Run,
+        ["fuzz"] = FuzzBench.Run,
     };
 
     public static int Run(string[] args)

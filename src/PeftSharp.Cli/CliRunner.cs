@@ -2,7 +2,10 @@ using System.CommandLine;
 
 namespace PeftSharp.Cli;
 
-/// <summary>Runs the parsed command and maps failures to exit codes: 0 ok, 1 user error, 2 internal error.</summary>
+/// <summary>
+/// Runs the parsed command and maps failures to exit codes: 0 ok, 1 user error (bad input, a limit an
+/// input file exceeded, or the file system refusing: a full disk, no permission, a missing file), 2 a bug.
+/// </summary>
 public static class CliRunner
 {
     public const int Ok = 0, UserError = 1, InternalError = 2;
@@ -15,9 +18,9 @@ public static class CliRunner
             var config = new InvocationConfiguration { EnableDefaultExceptionHandler = false };
             return root.Parse(args).Invoke(config);
         }
-        catch (Exception e) when (IsUserError(e))
+        catch (Exception e) when (IsUserError(Unwrap(e)))
         {
-            error.WriteLine($"error: {e.Message}");
+            error.WriteLine($"error: {Unwrap(e).Message}");
             return UserError;
         }
         catch (Exception e)
@@ -27,6 +30,17 @@ public static class CliRunner
         }
     }
 
+    /// <summary>The exception parallel work wrapped (a single inner exception of an AggregateException).</summary>
+    private static Exception Unwrap(Exception e)
+    {
+        while (e is AggregateException { InnerExceptions.Count: 1 } a) e = a.InnerExceptions[0];
+        return e;
+    }
+
+    /// <summary>
+    /// IOException covers a missing file or folder, a full disk and a file in use; its message names the
+    /// path. UnauthorizedAccessException is a permission the user can grant.
+    /// </summary>
     private static bool IsUserError(Exception e) =>
-        e is PeftSharpException or FileNotFoundException or DirectoryNotFoundException or InvalidDataException;
+        e is PeftSharpException or IOException or UnauthorizedAccessException or InvalidDataException;
 }

@@ -41,7 +41,7 @@ public static class QuantizeCommand
                 LlmInt8SkipModules = skip is { Length: > 0 } ? skip : null,
             };
             string output = parseResult.GetValue(outOption)!;
-            var quantized = QuantizedCheckpoint.Write(parseResult.GetValue(modelOption)!, output, config);
+            var quantized = QuantizedCheckpoint.Write(parseResult.GetValue(modelOption)!, output, config, notice => Console.WriteLine($"notice: {notice}"));
             Console.WriteLine($"quantized {quantized.Count} linear weights to {config.Bnb4bitQuantType}{(config.Bnb4bitUseDoubleQuant ? " (double quant)" : "")}, block size {config.Bnb4bitBlockSize}; wrote {output}");
         });
         return command;

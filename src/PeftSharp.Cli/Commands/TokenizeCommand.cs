@@ -1,6 +1,7 @@
 using System.CommandLine;
 using System.Text.Encodings.Web;
 using System.Text.Json;
+using PeftSharp.Formats;
 using PeftSharp.Formats.Tokenizers;
 
 namespace PeftSharp.Cli.Commands;
@@ -65,15 +66,13 @@ public static class TokenizeCommand
 
     private static string ReadText(string line, int lineNumber)
     {
-        try
+        JsonDocument document;
+        try { document = JsonInput.ParseDocument(line, "", firstLine: lineNumber); }
+        catch (PeftSharpException e) { throw new PeftSharpException($"standard input {e.Message.TrimEnd('.')}; expected {{\"text\": \"...\"}}.", e); }
+        using (var doc = document)
         {
-            using var doc = JsonDocument.Parse(line);
             if (doc.RootElement.ValueKind == JsonValueKind.Object && doc.RootElement.TryGetProperty("text", out var t) && t.ValueKind == JsonValueKind.String)
                 return t.GetString()!;
-        }
-        catch (Exception e) when (e is JsonException or InvalidOperationException)
-        {
-            throw new PeftSharpException($"standard input line {lineNumber}: not valid JSON ({e.Message}); expected {{\"text\": \"...\"}}.", e);
         }
         throw new PeftSharpException($"standard input line {lineNumber}: expected a JSON object with a string \"text\".");
     }

@@ -136,6 +136,7 @@ public sealed class RunConfig
             throw new PeftSharpException("quantization.load_in_4bit freezes the base in 4 bits, so it needs a lora section to train adapters (QLoRA).");
 
         var training = TrainingArguments.FromJson(sections["training"]);
+        training.Validate(notices);
         if (quant?.Bool("load_in_4bit", false) == true && sections["training"]["gradient_checkpointing"] == null)
         {
             // PEFT's prepare_model_for_kbit_training(use_gradient_checkpointing=True), which QLoRA recipes call.

@@ -70,10 +70,10 @@ public static class DataFiles
             string text = raw.TrimEnd('\r');
             if (string.IsNullOrWhiteSpace(text)) continue;
             JsonNode? node;
-            try { node = JsonNode.Parse(text); }
-            catch (JsonException e)
+            try { node = Formats.JsonInput.ParseNode(text, "", firstLine: line); }
+            catch (PeftSharpException e)
             {
-                Fail(skipMalformed, malformed, file, line, $"not valid JSON ({e.Message})");
+                Fail(skipMalformed, malformed, file, line, e.Message[(e.Message.IndexOf(": ", StringComparison.Ordinal) + 2)..]);
                 continue;
             }
             if (node is JsonObject o) records.Add(new DataRecord(file, line, o));
@@ -91,14 +91,7 @@ public static class DataFiles
     {
         JsonNode? root;
         var lines = new LineIndex(content);
-        try
-        {
-            root = JsonNode.Parse(content, documentOptions: new JsonDocumentOptions { AllowTrailingCommas = true });
-        }
-        catch (JsonException e)
-        {
-            throw new PeftSharpException($"{file}:{(e.LineNumber ?? 0) + 1}: not valid JSON ({e.Message}).", e);
-        }
+        root = Formats.JsonInput.ParseNode(content, file, allowTrailingCommas: true);
         string? key = root is JsonObject ro ? (ro[split] is JsonArray ? split : ro["data"] is JsonArray ? "data" : null) : null;
         JsonArray? array = root is JsonArray a ? a : key != null ? (JsonArray)root![key]! : null;
         if (array == null)

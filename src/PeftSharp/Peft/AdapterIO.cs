@@ -24,6 +24,7 @@ public sealed partial class PeftModel
     /// </summary>
     public void SavePretrained(string directory)
     {
+        foreach (var name in _configs.Keys) AdapterName.Validate(name);
         foreach (var name in _configs.Keys)
             SaveAdapter(name == DefaultAdapterName || (!_configs.ContainsKey(DefaultAdapterName) && name == _configs.Keys.First())
                 ? directory : Path.Combine(directory, name), name);
@@ -32,6 +33,7 @@ public sealed partial class PeftModel
     /// <summary>Writes one adapter folder (each file through a temp file and a rename).</summary>
     public void SaveAdapter(string directory, string adapterName = DefaultAdapterName)
     {
+        AdapterName.Validate(adapterName);
         if (!_configs.TryGetValue(adapterName, out var config)) throw new PeftSharpException($"No adapter \"{adapterName}\" to save; adapters: {string.Join(", ", _configs.Keys)}.");
         var entries = AdapterTensors(adapterName, config).Select(t =>
             SafetensorsEntry.FromFloat32(KeyPrefix + t.Key, t.Value.Shape.Select(d => (long)d).ToArray(), t.Value.AsSpan().ToArray())).ToList();

@@ -124,9 +124,7 @@ public sealed class LoraConfig
     {
         if (Directory.Exists(path)) path = Path.Combine(path, FileName);
         if (!File.Exists(path)) throw new PeftSharpException($"No adapter config at {path}: an adapter folder holds {FileName} and adapter_model.safetensors.");
-        JsonObject obj;
-        try { obj = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new JsonException("the top level is not an object"); }
-        catch (JsonException e) { throw new PeftSharpException($"{path}: malformed JSON: {e.Message}"); }
+        var obj = JsonInput.ReadObjectFile(path);
         try { return FromJson(obj); }
         catch (PeftSharpException e) { throw new PeftSharpException($"{path}: {e.Message}"); }
     }

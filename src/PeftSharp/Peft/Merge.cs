@@ -133,7 +133,8 @@ public sealed partial class PeftModel
             foreach (var f in new[] { "generation_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt", "tokenizer.model" })
             {
                 var src = Path.Combine(sourceModelDirectory, f);
-                if (File.Exists(src)) File.Copy(src, Path.Combine(outputDirectory, f), overwrite: true);
+                if (File.Exists(src) || new FileInfo(src).LinkTarget != null)
+                    Formats.FolderCopy.CopyFile(sourceModelDirectory, src, Path.Combine(outputDirectory, f), notices.Add);
             }
         return notices;
     }

@@ -76,7 +76,7 @@ public sealed partial class PeftModel : IDisposable
 
     private void Inject(string name, LoraConfig config, Rng rng, bool trainable, bool initialize)
     {
-        ArgumentException.ThrowIfNullOrEmpty(name);
+        AdapterName.Validate(name);
         if (_configs.ContainsKey(name)) throw new PeftSharpException($"An adapter named \"{name}\" already exists; pick another name or delete it first.");
         config.Validate();
         if (_configs.Count == 0) CheckFrozen(config);

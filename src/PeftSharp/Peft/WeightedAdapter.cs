@@ -18,6 +18,7 @@ public sealed partial class PeftModel
         if (adapters.Count == 0 || adapters.Count != weights.Count) throw new PeftSharpException("add_weighted_adapter: give one weight per adapter (at least one adapter).");
         foreach (var a in adapters)
             if (!_configs.ContainsKey(a)) throw new PeftSharpException($"Adapter {a} does not exist");
+        AdapterName.Validate(name);
         if (_configs.ContainsKey(name)) return; // PEFT returns silently when the name exists
         if (adapters.Any(a => _configs[a].UseDora)) throw new PeftSharpException("add_weighted_adapter: DoRA adapters cannot be combined (their magnitude vectors have no weighted form).");
         if (SavedModules.Count(w => adapters.Count(w.Copies.ContainsKey) > 1) > 0)

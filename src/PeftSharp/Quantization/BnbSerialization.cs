@@ -85,8 +85,8 @@ public static class BnbSerialization
         var suffixType = QuantTypeNames.Parse(stateKeys[0][(weightName.Length + QuantStatePrefix.Length)..], stateKeys[0]);
 
         JsonElement root;
-        try { root = JsonDocument.Parse(stateTensor.Data).RootElement; }
-        catch (JsonException e) { throw new PeftSharpException($"{stateTensor.Name}: not a JSON quant state ({e.Message}).", e); }
+        try { root = JsonInput.ParseDocument(System.Text.Encoding.UTF8.GetString(stateTensor.Data), stateTensor.Name).RootElement; }
+        catch (PeftSharpException e) { throw new PeftSharpException($"not a JSON quant state: {e.Message}", e); }
         var quantType = QuantTypeNames.Parse(String(root, "quant_type", stateTensor.Name), stateTensor.Name + " quant_type");
         if (quantType != suffixType)
             throw new PeftSharpException($"{stateTensor.Name}: quant_type \"{quantType.BnbName()}\" disagrees with the entry name.");

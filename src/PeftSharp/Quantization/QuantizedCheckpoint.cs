@@ -28,9 +28,10 @@ public static unsafe class QuantizedCheckpoint
     /// Reads the model in <paramref name="modelDir"/> (config.json + safetensors), quantizes every linear weight that
     /// <paramref name="config"/> does not skip, and writes the quantized checkpoint (model.safetensors, sharded
     /// past 5 GB), config.json with <c>quantization_config</c>, and a copy of every other top-level file (tokenizer,
-    /// generation config) to <paramref name="outDir"/>. Returns the names of the weights quantized.
+    /// generation config) to <paramref name="outDir"/>; a symbolic link out of the folder is not copied but reported
+    /// through <paramref name="notice"/> (see <see cref="FolderCopy"/>). Returns the names of the weights quantized.
     /// </summary>
-    public static IReadOnlyList<string> Write(string modelDir, string outDir, BitsAndBytesConfig config)
+    public static IReadOnlyList<string> Write(string modelDir, string outDir, BitsAndBytesConfig config, Action<string>? notice = null)
     {
         if (!config.LoadIn4bit) throw new PeftSharpException("quantization_config: load_in_4bit must be true to write a 4-bit checkpoint.");
         config.Validate();
@@ -83,7 +84,7 @@ public static unsafe class QuantizedCheckpoint
             string name = Path.GetFileName(file);
             if (name == ModelConfig.FileName || name.EndsWith(".safetensors", StringComparison.Ordinal)
                 || name.EndsWith(".safetensors.index.json", StringComparison.Ordinal)) continue;
-            File.Copy(file, Path.Combine(outDir, name), overwrite: true);
+            FolderCopy.CopyFile(modelDir, file, Path.Combine(outDir, name), notice);
         }
         return quantized;
     }

@@ -107,11 +107,8 @@ public static class HtmlReport
         {
             lineNumber++;
             if (string.IsNullOrWhiteSpace(line)) continue;
-            try { log.Add(JsonNode.Parse(line) as JsonObject ?? throw new FormatException("not an object")); }
-            catch (Exception e) when (e is System.Text.Json.JsonException or FormatException)
-            {
-                throw new PeftSharpException($"{path}:{lineNumber}: not a JSON object: {e.Message}");
-            }
+            log.Add(Formats.JsonInput.ParseNode(line, path, firstLine: lineNumber) as JsonObject
+                ?? throw new PeftSharpException($"{path}:{lineNumber}: not a JSON object."));
         }
         return log;
     }

@@ -90,10 +90,8 @@ public sealed class TrainerState
     public static TrainerState Read(string path)
     {
         if (!File.Exists(path)) throw new PeftSharpException($"{path}: missing; not a complete checkpoint.");
-        JsonObject o;
-        try { o = JsonNode.Parse(File.ReadAllText(path)) as JsonObject ?? throw new PeftSharpException($"{path}: expected a JSON object."); }
-        catch (System.Text.Json.JsonException e) { throw new PeftSharpException($"{path}: not valid JSON ({e.Message}).", e); }
-        catch (ArgumentException e) { throw new PeftSharpException($"{path}: not valid JSON ({e.Message}).", e); }
+        var node = JsonInput.ParseNode(File.ReadAllText(path), path);
+        var o = node as JsonObject ?? throw new PeftSharpException($"{path}: expected a JSON object.");
         var p = o["peftsharp"] as JsonObject ?? throw new PeftSharpException($"{path}: no \"peftsharp\" section; this checkpoint was not written by PeftSharp's trainer.");
 
         T Get<T>(JsonObject from, string key, string where, bool required = true, T fallback = default!)

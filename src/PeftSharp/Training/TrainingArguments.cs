@@ -216,9 +216,48 @@ public sealed class TrainingArguments
         return result.Distinct().ToList();
     }
 
-    /// <summary>Cross-key rules, as transformers checks them.</summary>
-    public void Validate()
+    /// <summary>Learning rates above this are refused: an update of about this size per step destroys any pretrained weight.</summary>
+    public const double MaxLearningRate = 1.0;
+
+    /// <summary>Learning rates above this get a warning (LoRA trains at 1e-4..3e-4, full fine-tuning at 1e-5..5e-5).</summary>
+    public const double HighLearningRate = 1e-2;
+
+    /// <summary>
+    /// Cross-key rules, as transformers checks them, and values that cannot train. transformers accepts any
+    /// number; here a learning rate above <see cref="MaxLearningRate"/>, a negative or non-finite value, or a
+    /// warmup that is not a whole number of steps within int's range is refused by name, and a learning rate
+    /// above <see cref="HighLearningRate"/> adds a warning to <paramref name="warnings"/>.
+    /// </summary>
+    public void Validate(ICollection<string>? warnings = null)
     {
+        static void Require(bool ok, string key, double value, string expected)
+        {
+            if (!ok) throw new PeftSharpException($"training: {key} is {Show(value)}; expected {expected}.");
+        }
+        static string Show(double v) => double.IsFinite(v) && v == Math.Floor(v) && Math.Abs(v) < 1e15
+            ? ((long)v).ToString(System.Globalization.CultureInfo.InvariantCulture) : Formats.PythonJson.FormatFloat(v);
+        Require(double.IsFinite(LearningRate) && LearningRate > 0, "learning_rate", LearningRate, "a positive number (LoRA: 1e-4 to 3e-4 is typical)");
+        Require(LearningRate <= MaxLearningRate, "learning_rate", LearningRate,
+            $"at most {MaxLearningRate} (each step moves a weight by about the learning rate, so training diverges at once; LoRA: 1e-4 to 3e-4 is typical)");
+        if (LearningRate > HighLearningRate)
+            warnings?.Add($"training.learning_rate {Show(LearningRate)} is high for fine-tuning (LoRA: 1e-4 to 3e-4, full fine-tuning: 1e-5 to 5e-5); the loss may diverge.");
+        Require(double.IsFinite(NumTrainEpochs) && NumTrainEpochs > 0, "num_train_epochs", NumTrainEpochs, "a positive number");
+        Require(MaxSteps >= -1, "max_steps", MaxSteps, "-1 (use num_train_epochs) or a positive number of steps");
+        Require(double.IsFinite(WarmupSteps) && WarmupSteps >= 0 && (WarmupSteps < 1 || (WarmupSteps == Math.Floor(WarmupSteps) && WarmupSteps <= int.MaxValue)),
+            "warmup_steps", WarmupSteps, $"a whole number of steps (at most {int.MaxValue}) or a fraction of the total below 1");
+        if (MaxSteps > 0 && WarmupSteps >= 1 && WarmupSteps > MaxSteps)
+            warnings?.Add($"training.warmup_steps ({WarmupSteps}) is longer than max_steps ({MaxSteps}): the learning rate never reaches its peak.");
+        Require(double.IsFinite(WarmupRatio) && WarmupRatio is >= 0 and <= 1, "warmup_ratio", WarmupRatio, "a fraction from 0 to 1");
+        Require(double.IsFinite(WeightDecay) && WeightDecay >= 0, "weight_decay", WeightDecay, "a number >= 0");
+        Require(AdamBeta1 is >= 0 and < 1, "adam_beta1", AdamBeta1, "a number from 0 up to (not including) 1");
+        Require(AdamBeta2 is >= 0 and < 1, "adam_beta2", AdamBeta2, "a number from 0 up to (not including) 1");
+        Require(double.IsFinite(AdamEpsilon) && AdamEpsilon > 0, "adam_epsilon", AdamEpsilon, "a positive number");
+        Require(double.IsFinite(MaxGradNorm) && MaxGradNorm >= 0, "max_grad_norm", MaxGradNorm, "a number >= 0 (0 disables clipping)");
+        Require(double.IsFinite(EarlyStoppingThreshold) && EarlyStoppingThreshold >= 0, "early_stopping_threshold", EarlyStoppingThreshold, "a number >= 0");
+        foreach (var (key, value) in new[] { ("per_device_train_batch_size", PerDeviceTrainBatchSize), ("per_device_eval_batch_size", PerDeviceEvalBatchSize),
+                     ("gradient_accumulation_steps", GradientAccumulationSteps), ("save_total_limit", SaveTotalLimit ?? 1), ("early_stopping_patience", EarlyStoppingPatience ?? 1) })
+            Require(value >= 1, key, value, "a positive whole number");
+        Require(Seed >= 0, "seed", Seed, "a number >= 0");
         foreach (var (key, v) in new[] { ("logging_steps", (double?)LoggingSteps), ("eval_steps", EvalSteps), ("save_steps", SaveSteps) })
             if (v is double x && !(x > 0 && (x < 1 || x == Math.Floor(x))))
                 throw new PeftSharpException($"training.{key} must be a whole number of steps (at least 1) or a fraction in (0, 1) of the total, got {x}.");

@@ -52,7 +52,10 @@ public sealed class ChatTemplate
     public DateTime? Now { get; private init; }
 
     /// <summary>The same template with <c>strftime_now</c> fixed to <paramref name="now"/> (for reproducible renders).</summary>
-    public ChatTemplate WithNow(DateTime now) => new(Source, _ast, Variables) { Now = now };
+    public ChatTemplate WithNow(DateTime now) => new(Source, _ast, Variables) { Now = now, SourceFile = SourceFile };
+
+    /// <summary>The file the template was read from (named in render errors), or null.</summary>
+    public string? SourceFile { get; private init; }
 
     /// <summary>Parses (or takes from the cache) a template. Syntax errors throw <see cref="ChatTemplateException"/> naming the line.</summary>
     public static ChatTemplate Parse(string source, IReadOnlyDictionary<string, object?>? variables = null)
@@ -87,10 +90,7 @@ public sealed class ChatTemplate
         string folder = Directory.Exists(path) ? path : Path.GetDirectoryName(Path.GetFullPath(path))!;
         string file = Directory.Exists(path) ? Path.Combine(path, "tokenizer_config.json") : path;
         if (!File.Exists(file)) throw new PeftSharpException($"{file}: file not found (expected a tokenizer_config.json or a folder holding one)");
-        JsonDocument doc;
-        try { doc = JsonDocument.Parse(File.ReadAllText(file, Encoding.UTF8)); }
-        catch (JsonException e) { throw new PeftSharpException($"{file}: not valid JSON ({e.Message})", e); }
-        using (doc)
+        using (var doc = JsonInput.ParseDocumentFile(file))
         {
             var root = doc.RootElement;
             if (root.ValueKind != JsonValueKind.Object) throw new PeftSharpException($"{file}: expected a JSON object");
@@ -108,8 +108,10 @@ public sealed class ChatTemplate
             if (source == null && File.Exists(jinjaFile)) source = File.ReadAllText(jinjaFile, Encoding.UTF8);
             if (source != null)
             {
-                try { return Parse(source, variables); }
+                ChatTemplate parsed;
+                try { parsed = Parse(source, variables); }
                 catch (ChatTemplateException e) { throw new ChatTemplateException($"{file}: {e.Message}", e.Line); }
+                return new ChatTemplate(parsed.Source, parsed._ast, parsed.Variables) { SourceFile = file };
             }
             if (fallback != null) return Builtin(fallback, variables);
             throw new PeftSharpException($"{file}: has no 'chat_template'; choose a built-in format ({string.Join(", ", BuiltinNames)})");
@@ -167,7 +169,11 @@ public sealed class ChatTemplate
         };
         foreach (var (k, v) in Variables) vars[k] = v;
         if (extra != null) foreach (var (k, v) in extra) vars[k] = v;
-        return TemplateInterpreter.Render(_ast, vars, Now ?? DateTime.Now);
+        try { return TemplateInterpreter.Render(_ast, vars, Now ?? DateTime.Now); }
+        catch (ChatTemplateException e) when (SourceFile != null && !e.FromTemplate)
+        {
+            throw new ChatTemplateException($"{SourceFile}: {e.Message}", e.Line);
+        }
     }
 
     /// <summary>

@@ -22,6 +22,8 @@ internal static class PyJson
 
     private static void Write(StringBuilder sb, object? v, bool ascii, string? indent, string itemSep, string keySep, bool sort, int level)
     {
+        TemplateLimits.CheckValueDepth(level);
+        TemplateLimits.CheckString(sb.Length, "tojson");
         switch (v)
         {
             case null: sb.Append("null"); break;
@@ -68,6 +70,7 @@ internal static class PyJson
     private static void NewLine(StringBuilder sb, string? indent, int level)
     {
         if (indent == null) return;
+        TemplateLimits.CheckString(sb.Length + 1 + (long)level * indent.Length, "tojson");
         sb.Append('\n');
         for (int i = 0; i < level; i++) sb.Append(indent);
     }

@@ -42,7 +42,9 @@ internal static class TemplateBuiltins
         ["center"] = (v, a, k) =>
         {
             string s = Soft(v);
-            int width = (int)(long)(Arg(a, k, 0, "width", 80L) ?? 80L), pad = width - s.Length;
+            long requested = (long)(Arg(a, k, 0, "width", 80L) ?? 80L);
+            TemplateLimits.CheckString(requested, "center");
+            int width = (int)requested, pad = width - s.Length;
             if (pad <= 0) return s;
             int left = pad / 2 + (pad & width & 1);
             return new string(' ', left) + s + new string(' ', pad - left);
@@ -92,7 +94,7 @@ internal static class TemplateBuiltins
             var attr = Arg(a, k, 1, "attribute");
             var items = Py.Iterate(v);
             if (attr != null) items = items.Select(x => GetAttr(x, Soft(attr)));
-            return string.Join(sep, items.Select(Soft));
+            return JoinChecked(sep, items.Select(Soft));
         },
         ["last"] = (v, _, _) => Py.ToList(v) is { Count: > 0 } l ? l[^1] : Undefined.Plain,
         ["length"] = (v, _, _) => Py.Length(v),
@@ -107,7 +109,7 @@ internal static class TemplateBuiltins
         {
             string s = Soft(v), old = Soft(Arg(a, k, 0, "old")), repl = Soft(Arg(a, k, 1, "new"));
             var count = Arg(a, k, 2, "count");
-            return count == null ? s.Replace(old, repl, StringComparison.Ordinal) : ReplaceCount(s, old, repl, (long)count);
+            return ReplaceCount(s, old, repl, count == null ? -1 : (long)count);
         },
         ["reverse"] = (v, _, _) => v is string s ? new string(s.Reverse().ToArray()) : Py.ToList(v).AsEnumerable().Reverse().ToList(),
         ["round"] = (v, a, k) =>
@@ -154,7 +156,15 @@ internal static class TemplateBuiltins
         {
             bool ascii = Py.Truthy(Arg(a, k, 0, "ensure_ascii", false));
             var indentArg = Arg(a, k, 1, "indent");
-            string? indent = indentArg switch { null => null, long n => new string(' ', (int)n), string s => s, _ => throw Py.TypeError("tojson indent must be an int or a string") };
+            string? indent = indentArg switch
+            {
+                null => null,
+                long n when n > MaxIndent => throw TemplateLimits.Exceeded("tojson indent", $"{MaxIndent} spaces"),
+                long n => new string(' ', (int)Math.Max(0, n)),
+                string s when s.Length > MaxIndent => throw TemplateLimits.Exceeded("tojson indent", $"{MaxIndent} characters"),
+                string s => s,
+                _ => throw Py.TypeError("tojson indent must be an int or a string"),
+            };
             string? itemSep = null, keySep = null;
             if (Arg(a, k, 2, "separators") is IList<object?> seps && seps.Count == 2) { itemSep = Soft(seps[0]); keySep = Soft(seps[1]); }
             return PyJson.Dumps(v, ascii, indent, itemSep, keySep, Py.Truthy(Arg(a, k, 3, "sort_keys", false)));
@@ -179,7 +189,10 @@ internal static class TemplateBuiltins
     private static object? Indent(object? v, List<object?> a, Dictionary<string, object?>? k)
     {
         var width = Arg(a, k, 0, "width", 4L);
-        string indention = width is string ws ? ws : new string(' ', (int)(long)width!);
+        string indention = width is string ws ? ws
+            : width is long n ? (n > MaxIndent ? throw TemplateLimits.Exceeded("indent width", $"{MaxIndent} spaces") : new string(' ', (int)Math.Max(0, n)))
+            : throw Py.TypeError($"indent width must be an int or a string, got '{Py.TypeName(width)}'");
+        TemplateLimits.CheckString((long)Soft(v).Length * (indention.Length + 1), "indent");
         bool first = Py.Truthy(Arg(a, k, 1, "first", false)), blank = Py.Truthy(Arg(a, k, 2, "blank", false));
         var lines = SplitLines(Soft(v) + "\n");
         string rv;
@@ -234,12 +247,37 @@ internal static class TemplateBuiltins
         return best;
     }
 
+    /// <summary>The list a split is filling, refused past <see cref="TemplateLimits.MaxListLength"/> items.</summary>
+    private static List<T> Grow<T>(List<T> list)
+    {
+        if (list.Count >= TemplateLimits.MaxListLength) TemplateLimits.CheckList(list.Count + 1L, "split");
+        return list;
+    }
+
+    /// <summary>Indentation wider than this (tojson's indent, the indent filter's width) is refused.</summary>
+    private const int MaxIndent = 1024;
+
+    private static string JoinChecked(string separator, IEnumerable<string> items)
+    {
+        var sb = new StringBuilder();
+        bool first = true;
+        foreach (var item in items)
+        {
+            if (!first) sb.Append(separator);
+            first = false;
+            TemplateLimits.CheckString((long)sb.Length + item.Length, "join");
+            sb.Append(item);
+        }
+        return sb.ToString();
+    }
+
     private static string ReplaceCount(string s, string old, string repl, long count)
     {
         var sb = new StringBuilder();
         int pos = 0;
         for (long n = 0; count < 0 || n < count; n++)
         {
+            TemplateLimits.CheckString((long)sb.Length + repl.Length + s.Length - pos, "replace");
             int i = old.Length == 0 ? (pos <= s.Length && n <= s.Length ? pos : -1) : s.IndexOf(old, pos, StringComparison.Ordinal);
             if (i < 0) break;
             sb.Append(s, pos, i - pos).Append(repl);
@@ -277,12 +315,12 @@ internal static class TemplateBuiltins
             char c = s[i];
             if (c is '\n' or '\r' or '\v' or '\f' or '\x1c' or '\x1d' or '\x1e' or '\x85' or '\u2028' or '\u2029')
             {
-                lines.Add(s[start..i]);
+                Grow(lines).Add(s[start..i]);
                 if (c == '\r' && i + 1 < s.Length && s[i + 1] == '\n') i++;
                 start = i + 1;
             }
         }
-        if (start < s.Length) lines.Add(s[start..]);
+        if (start < s.Length) Grow(lines).Add(s[start..]);
         return lines;
     }
 
@@ -413,7 +451,7 @@ internal static class TemplateBuiltins
         "rfind" => Method(name, (a, _) => (long)s.LastIndexOf(RequireString(a[0], "rfind"), StringComparison.Ordinal)),
         "index" => Method(name, (a, _) => s.IndexOf(RequireString(a[0], "index"), StringComparison.Ordinal) is var i and >= 0 ? (long)i : throw new ChatTemplateException("substring not found")),
         "count" => Method(name, (a, _) => CountOf(s, RequireString(a[0], "count"))),
-        "join" => Method(name, (a, _) => string.Join(s, Py.Iterate(a[0]).Select(x => RequireString(x, "join")))),
+        "join" => Method(name, (a, _) => JoinChecked(s, Py.Iterate(a[0]).Select(x => RequireString(x, "join")))),
         "isdigit" => Method(name, (_, _) => s.Length > 0 && s.All(char.IsDigit)),
         "isalpha" => Method(name, (_, _) => s.Length > 0 && s.All(char.IsLetter)),
         "isalnum" => Method(name, (_, _) => s.Length > 0 && s.All(char.IsLetterOrDigit)),
@@ -461,10 +499,10 @@ internal static class TemplateBuiltins
             {
                 while (i < s.Length && char.IsWhiteSpace(s[i])) i++;
                 if (i >= s.Length) break;
-                if (maxSplit >= 0 && parts.Count == maxSplit) { parts.Add(s[i..].TrimEnd()); break; }
+                if (maxSplit >= 0 && parts.Count == maxSplit) { Grow(parts).Add(s[i..].TrimEnd()); break; }
                 int start = i;
                 while (i < s.Length && !char.IsWhiteSpace(s[i])) i++;
-                parts.Add(s[start..i]);
+                Grow(parts).Add(s[start..i]);
             }
             return parts;
         }
@@ -475,10 +513,10 @@ internal static class TemplateBuiltins
         {
             int j = s.IndexOf(sp, pos, StringComparison.Ordinal);
             if (j < 0) break;
-            parts.Add(s[pos..j]);
+            Grow(parts).Add(s[pos..j]);
             pos = j + sp.Length;
         }
-        parts.Add(s[pos..]);
+        Grow(parts).Add(s[pos..]);
         return parts;
     }
 

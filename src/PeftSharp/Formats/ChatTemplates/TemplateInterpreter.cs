@@ -34,6 +34,7 @@ internal sealed class TemplateInterpreter
     private readonly StringBuilder _root;
     private readonly List<(int Start, int End)> _generationSpans = [];
     private readonly DateTime _now;
+    private readonly RenderBudget _budget = new();
 
     private TemplateInterpreter(DateTime now)
     {
@@ -48,7 +49,9 @@ internal sealed class TemplateInterpreter
         interpreter.AddGlobals(globals.Vars);
         var scope = new Scope(globals);
         foreach (var (k, v) in variables) scope.Vars[k] = Py.FromNet(v);
-        interpreter.ExecBody(template, scope);
+        using var budget = interpreter._budget.Enter();
+        try { interpreter.ExecBody(template, scope); }
+        catch (OutOfMemoryException) { throw TemplateLimits.Exceeded("memory", "the process ran out of memory while rendering"); }
         return (interpreter._root.ToString(), interpreter._generationSpans);
     }
 
@@ -92,12 +95,16 @@ internal sealed class TemplateInterpreter
 
     private Flow ExecBody(List<Node> body, Scope scope)
     {
+        TemplateLimits.EnsureStack();
         foreach (var node in body)
         {
             Flow flow;
             try { flow = Exec(node, scope); }
             catch (ChatTemplateException e) { throw AtLine(e, node.Line); }
-            catch (Exception e) when (e is InvalidCastException or NullReferenceException or ArgumentException or IndexOutOfRangeException or OverflowException)
+            // A comparer that throws inside a sort (`[1, 'a'] | sort`) arrives wrapped by the sort.
+            catch (InvalidOperationException e) when (e.InnerException is ChatTemplateException inner) { throw AtLine(inner, node.Line); }
+            catch (Exception e) when (e is InvalidCastException or NullReferenceException or ArgumentException or IndexOutOfRangeException
+                                          or OverflowException or InvalidOperationException or FormatException)
             {
                 throw new ChatTemplateException($"Chat template error at line {node.Line}: {e.Message}", node.Line);
             }
@@ -110,8 +117,8 @@ internal sealed class TemplateInterpreter
     {
         switch (node)
         {
-            case TextNode t: _out.Append(t.Text); return Flow.Normal;
-            case OutputNode o: _out.Append(Py.Str(Eval(o.Value, scope))); return Flow.Normal;
+            case TextNode t: Write(t.Text); return Flow.Normal;
+            case OutputNode o: Write(Py.Str(Eval(o.Value, scope))); return Flow.Normal;
             case IfNode n:
                 foreach (var (cond, body) in n.Branches)
                     if (Py.Truthy(Eval(cond, scope))) return ExecBody(body, scope);
@@ -130,7 +137,7 @@ internal sealed class TemplateInterpreter
             {
                 object? value = Capture(fb.Body, scope);
                 foreach (var filter in fb.Filters) value = ApplyFilter(filter, value, scope);
-                _out.Append(Py.Str(value));
+                Write(Py.Str(value));
                 return Flow.Normal;
             }
             case GenerationNode g:
@@ -144,6 +151,12 @@ internal sealed class TemplateInterpreter
             case ContinueNode: return Flow.Continue;
             default: throw new ChatTemplateException($"unsupported statement {node.GetType().Name}");
         }
+    }
+
+    private void Write(string text)
+    {
+        TemplateLimits.CheckString((long)_out.Length + text.Length, "the output");
+        _out.Append(text);
     }
 
     private string Capture(List<Node> body, Scope scope)
@@ -168,6 +181,7 @@ internal sealed class TemplateInterpreter
             var kept = new List<object?>();
             foreach (var item in items)
             {
+                _budget.Iteration();
                 AssignTo(f.Target, item, loopScope);
                 if (Py.Truthy(Eval(f.Filter, loopScope))) kept.Add(item);
             }
@@ -182,6 +196,7 @@ internal sealed class TemplateInterpreter
         loopScope.Vars["loop"] = loop;
         for (int i = 0; i < items.Count; i++)
         {
+            _budget.Iteration();
             loop.Index0 = i;
             AssignTo(f.Target, items[i], loopScope);
             if (ExecBody(f.Body, loopScope) == Flow.Break) break;
@@ -219,6 +234,7 @@ internal sealed class TemplateInterpreter
 
     private object? Eval(Expr expr, Scope scope)
     {
+        TemplateLimits.EnsureStack();
         switch (expr)
         {
             case ConstExpr c: return c.Value;
@@ -349,7 +365,12 @@ internal sealed class TemplateInterpreter
         }
         if (kwargs is { Count: > 0 })
             throw new ChatTemplateException($"macro '{node.Name}' takes no keyword argument '{kwargs.Keys.First()}'");
-        return Capture(node.Body, frame);
+        if (_budget.CallDepth >= TemplateLimits.MaxCallDepth)
+            throw TemplateLimits.Exceeded($"macro call depth (macro '{node.Name}')", $"{TemplateLimits.MaxCallDepth} nested calls");
+        _budget.CheckTime();
+        _budget.CallDepth++;
+        try { return Capture(node.Body, frame); }
+        finally { _budget.CallDepth--; }
     }
 
     private static readonly string[] MonthNames = CultureInfo.InvariantCulture.DateTimeFormat.MonthNames;

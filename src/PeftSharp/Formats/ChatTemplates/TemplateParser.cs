@@ -11,6 +11,7 @@ internal sealed class TemplateParser
     private readonly List<Token> _t;
     private int _i;
     private int _loopDepth;
+    private int _nesting;
     private readonly Stack<(string Tag, int Line)> _open = new();
 
     private TemplateParser(List<Token> tokens) => _t = tokens;
@@ -97,10 +98,20 @@ internal sealed class TemplateParser
 
     private List<Node> ParseBlockBody(string tag, int line, string[] endTags, out string endTag)
     {
+        Enter(line);
         _open.Push((tag, line));
         var body = ParseBody(endTags, out endTag);
         _open.Pop();
+        _nesting--;
         return body;
+    }
+
+    /// <summary>One level deeper in the source; past <see cref="TemplateLimits.MaxNesting"/> the template is refused (a deep recursion would overflow the stack).</summary>
+    private void Enter(int line)
+    {
+        if (++_nesting > TemplateLimits.MaxNesting)
+            throw Error(line, $"nesting deeper than the limit of {TemplateLimits.MaxNesting} levels (parentheses, brackets, operators or blocks); a real chat template needs far less");
+        TemplateLimits.EnsureStack();
     }
 
     private Node ParseStatement(string[] enclosingEnds)
@@ -292,6 +303,7 @@ internal sealed class TemplateParser
 
     private Expr ParseExpression()
     {
+        Enter(Cur.Line);
         var expr = ParseOr();
         while (Cur.IsName("if"))
         {
@@ -301,6 +313,7 @@ internal sealed class TemplateParser
             if (Cur.IsName("else")) { _i++; otherwise = ParseExpression(); }
             expr = new CondExpr(line, cond, expr, otherwise);
         }
+        _nesting--;
         return expr;
     }
 
@@ -320,7 +333,14 @@ internal sealed class TemplateParser
 
     private Expr ParseNot()
     {
-        if (Cur.IsName("not")) { int line = Next().Line; return new NotExpr(line, ParseNot()); }
+        if (Cur.IsName("not"))
+        {
+            int line = Next().Line;
+            Enter(line);
+            var operand = ParseNot();
+            _nesting--;
+            return new NotExpr(line, operand);
+        }
         return ParseCompare();
     }
 
@@ -392,7 +412,9 @@ internal sealed class TemplateParser
         if (Cur.IsOp("-") || Cur.IsOp("+"))
         {
             var op = Next();
+            Enter(op.Line);
             node = new UnaryExpr(op.Line, op.Value, ParseUnary(false));
+            _nesting--;
         }
         else node = ParsePrimary();
         node = ParsePostfix(node);

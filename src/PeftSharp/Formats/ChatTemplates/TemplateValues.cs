@@ -154,23 +154,25 @@ internal static class Py
     public static string Repr(object? v)
     {
         var sb = new StringBuilder();
-        AppendRepr(sb, v);
+        AppendRepr(sb, v, 0);
         return sb.ToString();
     }
 
-    private static void AppendRepr(StringBuilder sb, object? v)
+    private static void AppendRepr(StringBuilder sb, object? v, int depth)
     {
+        TemplateLimits.CheckValueDepth(depth);
+        TemplateLimits.CheckString(sb.Length, "repr");
         switch (v)
         {
             case string s: AppendStringRepr(sb, s); break;
             case List<object?> list:
                 sb.Append('[');
-                for (int i = 0; i < list.Count; i++) { if (i > 0) sb.Append(", "); AppendRepr(sb, list[i]); }
+                for (int i = 0; i < list.Count; i++) { if (i > 0) sb.Append(", "); AppendRepr(sb, list[i], depth + 1); }
                 sb.Append(']');
                 break;
             case object?[] tuple:
                 sb.Append('(');
-                for (int i = 0; i < tuple.Length; i++) { if (i > 0) sb.Append(", "); AppendRepr(sb, tuple[i]); }
+                for (int i = 0; i < tuple.Length; i++) { if (i > 0) sb.Append(", "); AppendRepr(sb, tuple[i], depth + 1); }
                 sb.Append(tuple.Length == 1 ? ",)" : ")");
                 break;
             case Dictionary<string, object?> dict:
@@ -182,12 +184,12 @@ internal static class Py
                     first = false;
                     AppendStringRepr(sb, k);
                     sb.Append(": ");
-                    AppendRepr(sb, val);
+                    AppendRepr(sb, val, depth + 1);
                 }
                 sb.Append('}');
                 break;
             case Undefined: sb.Append("Undefined"); break;
-            case Namespace ns: sb.Append("<Namespace ").Append(Repr(ns.Attributes)).Append('>'); break;
+            case Namespace ns: sb.Append("<Namespace "); AppendRepr(sb, ns.Attributes, depth + 1); sb.Append('>'); break;
             case PyFunction f: sb.Append("<function ").Append(f.Name).Append('>'); break;
             case LoopInfo: sb.Append("<LoopContext>"); break;
             case null or bool or long or double: sb.Append(Str(v)); break;
@@ -273,8 +275,12 @@ internal static class Py
 
     private static object? Int(object? v) => v is bool b ? (b ? 1L : 0L) : v;
 
-    public static new bool Equals(object? a, object? b)
+    public static new bool Equals(object? a, object? b) => Equals(a, b, 0);
+
+    private static bool Equals(object? a, object? b, int depth)
     {
+        TemplateLimits.CheckValueDepth(depth);
+        RenderBudget.Tick();
         if (a is Undefined || b is Undefined) return a is Undefined && b is Undefined;
         if (IsNumber(a) && IsNumber(b))
             return Int(a) is long x && Int(b) is long y ? x == y : ToDouble(a) == ToDouble(b);
@@ -282,24 +288,28 @@ internal static class Py
         {
             case null: return b == null;
             case string s: return b is string t && s == t;
-            case List<object?> l: return b is List<object?> m && SequenceEquals(l, m);
-            case object?[] tu: return b is object?[] tv && SequenceEquals(tu, tv);
+            case List<object?> l: return b is List<object?> m && SequenceEquals(l, m, depth);
+            case object?[] tu: return b is object?[] tv && SequenceEquals(tu, tv, depth);
             case Dictionary<string, object?> d:
                 return b is Dictionary<string, object?> e && d.Count == e.Count
-                    && d.All(kv => e.TryGetValue(kv.Key, out var o) && Equals(kv.Value, o));
+                    && d.All(kv => e.TryGetValue(kv.Key, out var o) && Equals(kv.Value, o, depth + 1));
             default: return ReferenceEquals(a, b);
         }
     }
 
-    private static bool SequenceEquals(IList<object?> a, IList<object?> b)
+    private static bool SequenceEquals(IList<object?> a, IList<object?> b, int depth)
     {
         if (a.Count != b.Count) return false;
-        for (int i = 0; i < a.Count; i++) if (!Equals(a[i], b[i])) return false;
+        for (int i = 0; i < a.Count; i++) if (!Equals(a[i], b[i], depth + 1)) return false;
         return true;
     }
 
-    public static int Compare(object? a, object? b, string op)
+    public static int Compare(object? a, object? b, string op) => Compare(a, b, op, 0);
+
+    private static int Compare(object? a, object? b, string op, int depth)
     {
+        TemplateLimits.CheckValueDepth(depth);
+        RenderBudget.Tick();
         if (a is Undefined u) throw u.Fail();
         if (b is Undefined w) throw w.Fail();
         if (IsNumber(a) && IsNumber(b))
@@ -308,7 +318,7 @@ internal static class Py
         if (a is IList<object?> l && b is IList<object?> m && a.GetType() == b.GetType())
         {
             for (int i = 0; i < Math.Min(l.Count, m.Count); i++)
-                if (!Equals(l[i], m[i])) return Compare(l[i], m[i], op);
+                if (!Equals(l[i], m[i], depth + 1)) return Compare(l[i], m[i], op, depth + 1);
             return l.Count.CompareTo(m.Count);
         }
         throw TypeError($"'{op}' not supported between instances of '{TypeName(a)}' and '{TypeName(b)}'");
@@ -334,7 +344,11 @@ internal static class Py
         _ => throw TypeError($"'{TypeName(v)}' object is not iterable"),
     };
 
-    public static List<object?> ToList(object? v) => Iterate(v).ToList();
+    public static List<object?> ToList(object? v)
+    {
+        if (v is string s) TemplateLimits.CheckList(s.Length, "a string's characters as a list");
+        return Iterate(v).ToList();
+    }
 
     public static long Length(object? v) => v switch
     {
@@ -351,18 +365,19 @@ internal static class Py
         switch (op)
         {
             case "+":
-                if (a is string s1 && b is string s2) return s1 + s2;
-                if (a is List<object?> l1 && b is List<object?> l2) return l1.Concat(l2).ToList();
-                if (a is object?[] t1 && b is object?[] t2) return t1.Concat(t2).ToArray();
+                if (a is string s1 && b is string s2) { TemplateLimits.CheckString((long)s1.Length + s2.Length, "'+'"); return s1 + s2; }
+                if (a is List<object?> l1 && b is List<object?> l2) { TemplateLimits.CheckList((long)l1.Count + l2.Count, "'+'"); return l1.Concat(l2).ToList(); }
+                if (a is object?[] t1 && b is object?[] t2) { TemplateLimits.CheckList((long)t1.Length + t2.Length, "'+'"); return t1.Concat(t2).ToArray(); }
                 if (a is string) throw TypeError($"can only concatenate str (not \"{TypeName(b)}\") to str");
                 if (a is List<object?>) throw TypeError($"can only concatenate list (not \"{TypeName(b)}\") to list");
-                return Arith(op, a, b, (x, y) => x + y, (x, y) => x + y);
-            case "-": return Arith(op, a, b, (x, y) => x - y, (x, y) => x - y);
+                return Arith(op, a, b, (x, y) => checked(x + y), (x, y) => x + y);
+            case "-": return Arith(op, a, b, (x, y) => checked(x - y), (x, y) => x - y);
             case "*":
                 if (a is string rs && Int(b) is long n) return Repeat(rs, n);
                 if (Int(a) is long n2 && b is string rs2) return Repeat(rs2, n2);
-                if (a is List<object?> rl && Int(b) is long n3) return Enumerable.Repeat(rl, (int)Math.Max(0, n3)).SelectMany(x => x).ToList();
-                return Arith(op, a, b, (x, y) => x * y, (x, y) => x * y);
+                if (a is List<object?> rl && Int(b) is long n3) return RepeatList(rl, n3);
+                if (Int(a) is long n4 && b is List<object?> rl2) return RepeatList(rl2, n4);
+                return Arith(op, a, b, (x, y) => checked(x * y), (x, y) => x * y);
             case "/":
                 CheckNumbers(op, a, b);
                 if (ToDouble(b) == 0) throw new ChatTemplateException("division by zero");
@@ -381,13 +396,47 @@ internal static class Py
                 return da - db * Math.Floor(da / db);
             case "**":
                 CheckNumbers(op, a, b);
-                if (Int(a) is long pa && Int(b) is long pb && pb >= 0) { long r = 1; for (long i = 0; i < pb; i++) r *= pa; return r; }
+                if (Int(a) is long pa && Int(b) is long pb && pb >= 0) return IntPow(pa, pb);
                 return Math.Pow(ToDouble(a), ToDouble(b));
             default: throw TypeError($"unknown operator {op}");
         }
     }
 
-    private static string Repeat(string s, long n) => n <= 0 ? "" : new StringBuilder(s.Length * (int)n).Insert(0, s, (int)n).ToString();
+    private static string Repeat(string s, long n)
+    {
+        if (n <= 0 || s.Length == 0) return "";
+        TemplateLimits.CheckString(n > TemplateLimits.MaxStringLength ? n : s.Length * n, "string repetition");
+        return new StringBuilder(s.Length * (int)n).Insert(0, s, (int)n).ToString();
+    }
+
+    private static List<object?> RepeatList(List<object?> list, long n)
+    {
+        if (n <= 0 || list.Count == 0) return [];
+        TemplateLimits.CheckList(n > TemplateLimits.MaxListLength ? n : list.Count * n, "list repetition");
+        var result = new List<object?>(list.Count * (int)n);
+        for (long i = 0; i < n; i++) result.AddRange(list);
+        return result;
+    }
+
+    /// <summary>Integer power by squaring. Python's ints are unbounded; here they are 64-bit, and a result beyond that is an error, not a wrapped value.</summary>
+    private static long IntPow(long x, long exponent)
+    {
+        long result = 1;
+        try
+        {
+            while (exponent > 0)
+            {
+                if ((exponent & 1) != 0) result = checked(result * x);
+                exponent >>= 1;
+                if (exponent > 0) x = checked(x * x);
+            }
+        }
+        catch (OverflowException) { throw IntegerTooLarge("'**'"); }
+        return result;
+    }
+
+    private static ChatTemplateException IntegerTooLarge(string op) =>
+        TemplateLimits.Exceeded($"integer size ({op} gives a result beyond 64 bits)", "-2**63 .. 2**63-1");
 
     private static long FloorDiv(long a, long b)
     {
@@ -404,13 +453,35 @@ internal static class Py
     private static object Arith(string op, object? a, object? b, Func<long, long, long> onInt, Func<double, double, double> onFloat)
     {
         CheckNumbers(op, a, b);
-        if (Int(a) is long x && Int(b) is long y) return onInt(x, y);
+        if (Int(a) is long x && Int(b) is long y)
+        {
+            try { return onInt(x, y); }
+            catch (OverflowException) { throw IntegerTooLarge($"'{op}'"); }
+        }
         return onFloat(ToDouble(a), ToDouble(b));
+    }
+
+    private static string SliceString(string text, object? start, object? stop, long st)
+    {
+        int n = text.Length;
+        long Clamp(object? x, long dflt, long lo, long hi)
+        {
+            if (x is null) return dflt;
+            long i = Int(x) is long k ? k : throw TypeError("slice indices must be integers or None");
+            if (i < 0) i += n;
+            return Math.Clamp(i, lo, hi);
+        }
+        var sb = new StringBuilder();
+        if (st > 0)
+            for (long i = Clamp(start, 0, 0, n), end = Clamp(stop, n, 0, n); i < end; i += st) sb.Append(text[(int)i]);
+        else
+            for (long i = Clamp(start, n - 1, -1, n - 1), end = Clamp(stop, -1, -1, n - 1); i > end; i += st) sb.Append(text[(int)i]);
+        return sb.ToString();
     }
 
     public static object? Negate(object? v) => v switch
     {
-        long l => (object)(-l),
+        long l => l == long.MinValue ? throw IntegerTooLarge("unary '-'") : (object)(-l),
         double d => -d,
         bool b => b ? -1L : 0L,
         Undefined u => throw u.Fail(),
@@ -422,9 +493,9 @@ internal static class Py
         if (v is Undefined u) throw u.Fail();
         long st = step is null ? 1 : Int(step) is long s ? s : throw TypeError("slice indices must be integers or None");
         if (st == 0) throw new ChatTemplateException("slice step cannot be zero");
+        if (v is string text) return SliceString(text, start, stop, st);
         IList<object?> items = v switch
         {
-            string str => str.Select(c => (object?)c).ToList(),
             IList<object?> l => l,
             _ => throw TypeError($"'{TypeName(v)}' object is not subscriptable"),
         };
@@ -443,7 +514,6 @@ internal static class Py
             for (long i = Clamp(start, n - 1, -1, n - 1), end = Clamp(stop, -1, -1, n - 1); i > end; i += st) picked.Add(items[(int)i]);
         return v switch
         {
-            string => string.Concat(picked.Select(c => (char)c!)),
             object?[] => picked.ToArray(),
             _ => picked,
         };

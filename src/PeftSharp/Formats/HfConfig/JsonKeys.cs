@@ -24,12 +24,15 @@ internal readonly struct JsonKeys(JsonObject json, string source)
     {
         var node = Json[key];
         if (node == null) return null;
-        if (node is JsonValue v && v.GetValueKind() == JsonValueKind.Number)
-        {
-            double d = v.GetValue<double>();
-            if (d == Math.Floor(d) && d >= int.MinValue && d <= int.MaxValue) return (int)d;
-        }
-        throw Error(key, "an integer");
+        return AsInt(node) ?? throw Error(key, "an integer");
+    }
+
+    /// <summary>A JSON number that is a whole number within int's range, else null (out of range and huge numbers included).</summary>
+    private static int? AsInt(JsonNode? node)
+    {
+        if (node is JsonValue v && v.GetValueKind() == JsonValueKind.Number && v.TryGetValue<double>(out double d)
+            && d == Math.Floor(d) && d >= int.MinValue && d <= int.MaxValue) return (int)d;
+        return null;
     }
 
     public int Int(string key, int fallback) => IntOrNull(key) ?? fallback;
@@ -45,8 +48,8 @@ internal readonly struct JsonKeys(JsonObject json, string source)
     {
         var node = Json[key];
         if (node == null) return null;
-        if (node is JsonValue v && v.GetValueKind() == JsonValueKind.Number) return v.GetValue<double>();
-        throw Error(key, "a number");
+        if (node is JsonValue v && v.GetValueKind() == JsonValueKind.Number && v.TryGetValue<double>(out double d) && double.IsFinite(d)) return d;
+        throw Error(key, "a finite number");
     }
 
     public double Double(string key, double fallback) => DoubleOrNull(key) ?? fallback;
@@ -81,8 +84,7 @@ internal readonly struct JsonKeys(JsonObject json, string source)
             var result = new int[array.Count];
             for (int i = 0; i < array.Count; i++)
             {
-                if (array[i] is not JsonValue item || item.GetValueKind() != JsonValueKind.Number) throw Error(key, "an integer or a list of integers");
-                result[i] = item.GetValue<int>();
+                result[i] = AsInt(array[i]) ?? throw Error(key, "an integer or a list of integers (each within 32 bits)");
             }
             return result;
         }
@@ -97,18 +99,6 @@ internal readonly struct JsonKeys(JsonObject json, string source)
     }
 
     /// <summary>Reads a JSON object from a file, naming the file when it is missing or not JSON.</summary>
-    public static JsonObject ReadFile(string path)
-    {
-        if (!File.Exists(path)) throw new PeftSharpException($"{path}: file not found.");
-        try
-        {
-            return JsonNode.Parse(File.ReadAllText(path), documentOptions: new JsonDocumentOptions { AllowTrailingCommas = false }) as JsonObject
-                ?? throw new PeftSharpException($"{path}: expected a JSON object at the top level.");
-        }
-        catch (JsonException e)
-        {
-            throw new PeftSharpException($"{path}: not valid JSON (line {e.LineNumber + 1}): {e.Message}", e);
-        }
-    }
+    public static JsonObject ReadFile(string path) => JsonInput.ReadObjectFile(path);
 }
 

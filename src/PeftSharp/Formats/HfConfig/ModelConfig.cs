@@ -50,16 +50,7 @@ public abstract class ModelConfig
     /// <summary>Parses config.json text; <paramref name="source"/> names it in error messages.</summary>
     public static ModelConfig Parse(string json, string source = FileName)
     {
-        JsonObject obj;
-        try
-        {
-            obj = JsonNode.Parse(json) as JsonObject ?? throw new PeftSharpException($"{source}: expected a JSON object at the top level.");
-        }
-        catch (System.Text.Json.JsonException e)
-        {
-            throw new PeftSharpException($"{source}: not valid JSON: {e.Message}", e);
-        }
-        return Parse(obj, source);
+        return Parse(JsonInput.ParseObject(json, source), source);
     }
 
     private static ModelConfig Parse(JsonObject json, string source)

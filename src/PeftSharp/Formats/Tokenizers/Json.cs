@@ -19,6 +19,11 @@ internal static class Json
     public static int Int(JsonElement e, string key, int fallback) =>
         e.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Number ? v.GetInt32() : fallback;
 
+    public static JsonElement Object(JsonElement e, string key, string file) =>
+        e.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Object
+            ? v
+            : throw new PeftSharpException($"{file}: expected an object at key '{key}' in {Describe(e)}.");
+
     public static JsonElement Array(JsonElement e, string key, string file) =>
         e.TryGetProperty(key, out var v) && v.ValueKind == JsonValueKind.Array
             ? v
@@ -42,14 +47,7 @@ internal static class Json
     };
 
     /// <summary>Parses a JSON file (a UTF-8 byte order mark is allowed); malformed JSON is a user error naming the file.</summary>
-    public static JsonDocument ParseFile(string path)
-    {
-        var bytes = File.ReadAllBytes(path);
-        var memory = bytes.AsMemory();
-        if (bytes.Length >= 3 && bytes[0] == 0xEF && bytes[1] == 0xBB && bytes[2] == 0xBF) memory = memory[3..];
-        try { return JsonDocument.Parse(memory); }
-        catch (JsonException e) { throw new PeftSharpException($"{path}: not valid JSON ({e.Message}).", e); }
-    }
+    public static JsonDocument ParseFile(string path) => JsonInput.ParseDocumentFile(path);
 
     private static string Describe(JsonElement e) =>
         e.ValueKind == JsonValueKind.Object && e.TryGetProperty("type", out var t) ? $"the '{t}' entry" : "an entry";

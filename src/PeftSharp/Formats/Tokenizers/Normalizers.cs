@@ -67,10 +67,10 @@ internal sealed class ReplaceNormalizer(string? literal, SplitRegex? regex, stri
 {
     public static ReplaceNormalizer Parse(JsonElement e, string file)
     {
-        var pattern = e.GetProperty("pattern");
+        var pattern = Json.Object(e, "pattern", file);
         string content = Json.String(e, "content", file);
-        if (pattern.TryGetProperty("String", out var s)) return new ReplaceNormalizer(s.GetString()!, null, content);
-        return new ReplaceNormalizer(null, new SplitRegex(Json.String(pattern, "Regex", file), false), content);
+        if (pattern.TryGetProperty("String", out _)) return new ReplaceNormalizer(Json.String(pattern, "String", file), null, content);
+        return new ReplaceNormalizer(null, new SplitRegex(Json.String(pattern, "Regex", file), false, file), content);
     }
 
     public override string Normalize(string text)

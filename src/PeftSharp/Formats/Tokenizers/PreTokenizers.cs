@@ -131,10 +131,10 @@ internal abstract class PreTokenizer
                 return new ByteLevelPreTokenizer(Json.Bool(e, "add_prefix_space", true), Json.Bool(e, "use_regex", true));
             case "Split":
             {
-                var pattern = e.GetProperty("pattern");
+                var pattern = Json.Object(e, "pattern", file);
                 bool literal = pattern.TryGetProperty("String", out var str);
-                string p = literal ? str.GetString()! : Json.String(pattern, "Regex", file);
-                return new SplitPreTokenizer(new SplitRegex(p, literal), ParseBehavior(Json.String(e, "behavior", file), file), Json.Bool(e, "invert", false));
+                string p = literal ? Json.String(pattern, "String", file) : Json.String(pattern, "Regex", file);
+                return new SplitPreTokenizer(new SplitRegex(p, literal, file), ParseBehavior(Json.String(e, "behavior", file), file), Json.Bool(e, "invert", false));
             }
             case "Digits":
                 return new DigitsPreTokenizer(Json.Bool(e, "individual_digits", false));

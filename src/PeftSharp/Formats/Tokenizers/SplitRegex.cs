@@ -8,18 +8,52 @@ namespace PeftSharp.Formats.Tokenizers;
 /// .NET regexes see UTF-16 code units, so a surrogate pair never matches \p{L} or \p{N}; text holding
 /// astral characters is matched on a shadow string where each of them is one BMP character of the
 /// same Unicode category, and the match bounds are mapped back.
+/// A pattern comes from a downloaded tokenizer.json, so it may backtrack catastrophically (<c>(a+)+$</c>):
+/// a pattern without lookarounds or backreferences runs on the non-backtracking engine (linear in the
+/// text; it finds the same matches), and every pattern has a match timeout of <see cref="MatchTimeout"/>,
+/// past which the error names the file and the pattern.
 /// </summary>
 internal sealed class SplitRegex
 {
-    private readonly Regex _regex;
+    /// <summary>The longest one match may take (the real tokenizers' patterns take microseconds).</summary>
+    public static readonly TimeSpan MatchTimeout = TimeSpan.FromSeconds(2);
 
-    public SplitRegex(string pattern, bool literal)
+    private readonly Regex _regex;
+    private readonly string _source;
+
+    public SplitRegex(string pattern, bool literal, string source = "a built-in pre-tokenizer")
     {
-        _regex = new Regex(literal ? Regex.Escape(pattern) : pattern, RegexOptions.CultureInvariant | RegexOptions.Compiled);
+        _source = source;
+        string expression = literal ? Regex.Escape(pattern) : pattern;
+        try { _regex = Create(expression); }
+        catch (ArgumentException e) { throw new PeftSharpException($"{source}: the regex '{pattern}' is not valid: {e.Message}", e); }
+    }
+
+    /// <summary>The pattern as .NET sees it.</summary>
+    public string Pattern => _regex.ToString();
+
+    /// <summary>True when the pattern runs on the non-backtracking engine.</summary>
+    public bool IsNonBacktracking => (_regex.Options & RegexOptions.NonBacktracking) != 0;
+
+    private static Regex Create(string expression)
+    {
+        // Lookarounds, backreferences and atomic groups need backtracking; the engine refuses them.
+        try { return new Regex(expression, RegexOptions.CultureInvariant | RegexOptions.NonBacktracking, MatchTimeout); }
+        catch (NotSupportedException) { return new Regex(expression, RegexOptions.CultureInvariant | RegexOptions.Compiled, MatchTimeout); }
+    }
+
+    /// <summary>As <see cref="Matches(string, List{ValueTuple{int, int}})"/>; a match past the timeout is an error naming the file and pattern.</summary>
+    public void Matches(string text, List<(int Start, int End)> output)
+    {
+        try { MatchesCore(text, output); }
+        catch (RegexMatchTimeoutException)
+        {
+            throw new PeftSharpException($"{_source}: the regex '{_regex}' took longer than the limit of {MatchTimeout.TotalSeconds:0} s for one match on a text of {text.Length:N0} characters; the pattern backtracks catastrophically (rewrite it without nested repetition such as (a+)+).");
+        }
     }
 
     /// <summary>Appends (start, end) of every non-empty-or-empty match of the regex in <paramref name="text"/>, left to right.</summary>
-    public void Matches(string text, List<(int Start, int End)> output)
+    private void MatchesCore(string text, List<(int Start, int End)> output)
     {
         if (text.AsSpan().IndexOfAnyInRange('\uD800', '\uDFFF') < 0)
         {

@@ -91,7 +91,7 @@ public sealed class Tokenizer
     public static Tokenizer FromFile(string path)
     {
         if (!File.Exists(path)) throw new FileNotFoundException($"Tokenizer file not found: {path}", path);
-        string file = Path.GetFileName(path);
+        string file = path;
         try
         {
             return Read(path, file);
