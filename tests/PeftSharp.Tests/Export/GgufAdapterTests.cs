@@ -11,7 +11,8 @@ namespace PeftSharp.Tests.Export;
 /// outputs of the merged GGUF (Llama's q/k lora_b rows un-permuted like the base, GPT-2's Conv1D modules by their
 /// linear view).
 /// </summary>
-public sealed class GgufAdapterTests(TrainedModels models) : IClassFixture<TrainedModels>
+[Collection(TrainedModels.Collection)]
+public sealed class GgufAdapterTests(TrainedModels models)
 {
     [Theory]
     [InlineData("gpt2")]

@@ -10,7 +10,8 @@ using PeftSharp.Quantization;
 namespace PeftSharp.Tests.Export;
 
 /// <summary>`peftsharp export gguf` and `peftsharp inspect` on a .gguf, end to end; a 4-bit base exports and runs.</summary>
-public sealed class GgufCliTests(TrainedModels models) : IClassFixture<TrainedModels>
+[Collection(TrainedModels.Collection)]
+public sealed class GgufCliTests(TrainedModels models)
 {
     private static int Invoke(TextWriter error, params string[] args)
     {

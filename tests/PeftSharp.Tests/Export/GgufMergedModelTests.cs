@@ -12,7 +12,8 @@ namespace PeftSharp.Tests.Export;
 /// text from the embedded vocabulary as PeftSharp's tokenizer does, its first-step logits match PeftSharp's, and its
 /// greedy continuation equals PeftSharp's generate.
 /// </summary>
-public sealed class GgufMergedModelTests(TrainedModels models) : IClassFixture<TrainedModels>
+[Collection(TrainedModels.Collection)]
+public sealed class GgufMergedModelTests(TrainedModels models)
 {
     public static readonly string[] Texts =
     [
@@ -26,6 +27,7 @@ public sealed class GgufMergedModelTests(TrainedModels models) : IClassFixture<T
     [InlineData("gpt2")]
     [InlineData("llama")]
     [InlineData("qwen2")]
+    [InlineData("mistral")]
     public void Merged_lora_model_runs_in_llama_cpp_as_in_PeftSharp(string arch)
     {
         var (modelDir, adapterDir) = models.Get(arch);

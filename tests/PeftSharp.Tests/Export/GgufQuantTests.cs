@@ -11,7 +11,8 @@ namespace PeftSharp.Tests.Export;
 /// block formats (ggml-quants.c's reference quantizers) makes of the f32 export's values, and llama.cpp runs the files
 /// with logits close to the f32 file's.
 /// </summary>
-public sealed class GgufQuantTests(TrainedModels models) : IClassFixture<TrainedModels>
+[Collection(TrainedModels.Collection)]
+public sealed class GgufQuantTests(TrainedModels models)
 {
     [Theory]
     [InlineData("q8_0", 0.05)]

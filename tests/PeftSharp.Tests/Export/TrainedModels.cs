@@ -10,6 +10,8 @@ namespace PeftSharp.Tests.Export;
 /// </summary>
 public sealed class TrainedModels : IDisposable
 {
+    public const string Collection = "GGUF trained models";
+
     private readonly string _root = Directory.CreateTempSubdirectory("peftsharp-gguf-trained-").FullName;
     private readonly Dictionary<string, (string Model, string Adapter)> _made = new();
     private readonly object _gate = new();
@@ -53,3 +55,7 @@ public sealed class TrainedModels : IDisposable
         try { Directory.Delete(_root, true); } catch (IOException) { }
     }
 }
+
+/// <summary>The test classes that share <see cref="TrainedModels"/> (each architecture is trained once per run).</summary>
+[CollectionDefinition(TrainedModels.Collection)]
+public sealed class TrainedModelsCollection : ICollectionFixture<TrainedModels>;

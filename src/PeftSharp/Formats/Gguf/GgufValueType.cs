@@ -44,9 +44,11 @@ public sealed record GgufValue(GgufValueType Type, object Value, GgufValueType E
         return $"[{ElementType.ToString().ToLowerInvariant()} x {array.Length}] [{string.Join(", ", shown)}{(array.Length > 8 ? ", ..." : "")}]";
     }
 
+    private static readonly System.Text.Json.JsonSerializerOptions DisplayJson = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
+
     private static string Format(object value) => value switch
     {
-        string s => System.Text.Json.JsonSerializer.Serialize(s.Length > 200 ? s[..200] + "..." : s),
+        string s => System.Text.Json.JsonSerializer.Serialize(s.Length > 200 ? s[..200] + "..." : s, DisplayJson),
         bool b => b ? "true" : "false",
         float f => f.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
         double d => d.ToString("R", System.Globalization.CultureInfo.InvariantCulture),
