@@ -14,7 +14,7 @@ namespace PeftSharp.Tests.Export;
 [Collection(TrainedModels.Collection)]
 public sealed class GgufAdapterTests(TrainedModels models)
 {
-    [Theory]
+    [LlamaCppTheory]
     [InlineData("gpt2")]
     [InlineData("llama")]
     [InlineData("qwen2")]

@@ -51,7 +51,7 @@ public sealed class GgufCliTests(TrainedModels models)
     }
 
     /// <summary>A 4-bit (NF4, double-quantized) checkpoint with a LoRA exports straight to GGUF; llama.cpp's logits equal PeftSharp's on the 4-bit model.</summary>
-    [Fact]
+    [LlamaCppFact]
     public void Four_bit_base_with_adapter_exports_and_matches_PeftSharp()
     {
         var (modelDir, adapterDir) = models.Get("llama");

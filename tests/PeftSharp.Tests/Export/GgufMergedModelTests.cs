@@ -23,7 +23,7 @@ public sealed class GgufMergedModelTests(TrainedModels models)
 
     private const string Prompt = "the best video to watch";
 
-    [Theory]
+    [LlamaCppTheory]
     [InlineData("gpt2")]
     [InlineData("llama")]
     [InlineData("qwen2")]

@@ -14,7 +14,7 @@ namespace PeftSharp.Tests.Export;
 [Collection(TrainedModels.Collection)]
 public sealed class GgufQuantTests(TrainedModels models)
 {
-    [Theory]
+    [LlamaCppTheory]
     [InlineData("q8_0", 0.05)]
     [InlineData("q4_0", 0.5)]
     public void Quantized_blocks_match_an_independent_quantizer_and_run_in_llama_cpp(string type, double logitTolerance)

@@ -12,7 +12,7 @@ namespace PeftSharp.Tests.Export;
 /// </summary>
 public class GgufVocabularyTests
 {
-    [AssetTheory]
+    [LlamaCppTheory(needsAssets: true)]
     [InlineData("gpt2", "gpt2", "gpt2", "gpt-2")]
     [InlineData("llama3", "llama", "gpt2", "llama-bpe")]
     [InlineData("qwen", "qwen2", "gpt2", "qwen2")]

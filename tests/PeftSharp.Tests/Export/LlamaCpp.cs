@@ -12,9 +12,6 @@ namespace PeftSharp.Tests.Export;
 /// </summary>
 public sealed class LlamaCpp : IDisposable
 {
-    private static readonly object Gate = new();
-    private static bool _configured;
-
     private readonly LLamaWeights _weights;
     private readonly LLamaContext _context;
     private readonly List<LoraAdapter> _adapters = [];
@@ -51,15 +48,10 @@ public sealed class LlamaCpp : IDisposable
         return llama;
     }
 
-    /// <summary>Silences llama.cpp's logging (once per process).</summary>
+    /// <summary>Silences llama.cpp's logging and loads the library (once per process).</summary>
     private static void Configure()
     {
-        lock (Gate)
-        {
-            if (_configured) return;
-            NativeLibraryConfig.All.WithLogCallback((level, message) => { });
-            _configured = true;
-        }
+        if (LlamaCppAvailability.Unavailable is { } reason) throw new InvalidOperationException(reason);
     }
 
     public int VocabSize => _weights.Vocab.Count;
