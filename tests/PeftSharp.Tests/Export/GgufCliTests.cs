@@ -73,4 +73,28 @@ public sealed class GgufCliTests(TrainedModels models)
         double diff = GgufAdapterTests.MaxDiff(ours, llama.Prefill(prompt));
         Assert.True(diff < 1e-3, $"4-bit export: logits differ by {diff}");
     }
+
+    /// <summary>Several --adapter folders are merged together (their deltas add, as PEFT's several active adapters do).</summary>
+    [LlamaCppFact]
+    public void Several_adapters_merge_into_one_file()
+    {
+        var (modelDir, adapterDir) = models.Get("qwen2");
+        using var dir = new TempDir();
+        string path = Path.Combine(dir.Path, "two.gguf");
+        ExportCommand.Run(modelDir, [adapterDir, adapterDir], path, "f32", loraOnly: false, ModelLoading.Load, TextWriter.Null);
+        int[] prompt = Tokenizer.FromFolder(modelDir).Encode("the best video to watch");
+        float[] one, two;
+        using (var model = ModelLoading.Load(modelDir))
+        using (var peft = PeftModel.FromPretrained(model, adapterDir))
+        {
+            one = GgufMergedModelTests.FirstLogits(model, prompt);
+            peft.LoadAdapter(adapterDir, "second");
+            peft.SetAdapter(PeftModel.DefaultAdapterName, "second");
+            two = GgufMergedModelTests.FirstLogits(model, prompt);
+        }
+        using var llama = LlamaCpp.Load(path, 64);
+        var theirs = llama.Prefill(prompt);
+        Assert.True(GgufAdapterTests.MaxDiff(one, two) > 1e-2);
+        Assert.True(GgufAdapterTests.MaxDiff(two, theirs) < 1e-3, $"two adapters: logits differ by {GgufAdapterTests.MaxDiff(two, theirs)}");
+    }
 }
