@@ -10,7 +10,7 @@ namespace PeftSharp.Export;
 /// <summary>What <see cref="GgufExporter"/> writes.</summary>
 public sealed record GgufExportOptions
 {
-    /// <summary>The storage type of the matrices: f32, f16 (default), bf16, q8_0 or q4_0. Norms, biases and other vectors stay f32.</summary>
+    /// <summary>The storage type of the matrices: f32, f16 (default), bf16, q8_0, q4_0 or q4_k. Norms, biases and other vectors stay f32.</summary>
     public GgmlType Type { get; init; } = GgmlType.F16;
 
     /// <summary>general.name (default: the model folder's name).</summary>
@@ -33,7 +33,7 @@ public sealed record GgufExportResult(string Path, int TensorCount, IReadOnlyLis
 /// </summary>
 public static class GgufExporter
 {
-    public static IReadOnlyList<string> TypeNames { get; } = ["f32", "f16", "bf16", "q8_0", "q4_0"];
+    public static IReadOnlyList<string> TypeNames { get; } = ["f32", "f16", "bf16", "q8_0", "q4_0", "q4_k"];
 
     public static GgmlType ParseType(string text) => text.ToLowerInvariant() switch
     {
@@ -42,6 +42,7 @@ public static class GgufExporter
         "bf16" or "bfloat16" => GgmlType.BF16,
         "q8_0" => GgmlType.Q8_0,
         "q4_0" => GgmlType.Q4_0,
+        "q4_k" or "q4_k_s" => GgmlType.Q4_K,
         _ => throw new PeftSharpException($"--type '{text}' is not supported; expected one of {string.Join(", ", TypeNames)}."),
     };
 
@@ -53,6 +54,7 @@ public static class GgufExporter
         GgmlType.Q4_0 => 2,
         GgmlType.Q8_0 => 7,
         GgmlType.BF16 => 32,
+        GgmlType.Q4_K => 14, // LLAMA_FTYPE_MOSTLY_Q4_K_S: every matrix Q4_K
         _ => throw new ArgumentOutOfRangeException(nameof(type), type, null),
     };
 
@@ -95,7 +97,8 @@ public static class GgufExporter
         foreach (var (name, values) in arch.ExtraTensors())
             writer.AddTensor(name, [values.Length], GgmlType.F32, s => s.Write(MemoryMarshal.AsBytes(values.AsSpan())));
         if (fallbacks.Count > 0)
-            notices.Add($"{fallbacks.Count} matrices have rows that are not a multiple of 32 values and were written as f16 instead of {GgmlTypes.Name(options.Type)}: {string.Join(", ", fallbacks.Take(6))}{(fallbacks.Count > 6 ? ", ..." : "")}.");
+            notices.Add($"{fallbacks.Count} matrices have rows that are not whole {GgmlTypes.Name(options.Type)} blocks ({(options.Type == GgmlType.Q4_K ? 256 : 32)} values) "
+                + $"and were written as {(options.Type == GgmlType.Q4_K ? "q8_0 (or f16)" : "f16")}: {string.Join(", ", fallbacks.Take(6))}{(fallbacks.Count > 6 ? ", ..." : "")}.");
         if (model.Linears.Any(s => s.Base is Quantization.Linear4Bit))
             notices.Add($"the base model is 4-bit (NF4/FP4, which GGUF has no type for): each matrix was dequantized, merged and written as {GgmlTypes.Name(options.Type)}.");
         writer.Write(path);
@@ -159,8 +162,8 @@ public static class GgufExporter
 
     private static void CheckType(GgmlType type)
     {
-        if (type is not (GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 or GgmlType.Q8_0 or GgmlType.Q4_0))
-            throw new PeftSharpException($"GGUF export writes f32, f16, bf16, q8_0 or q4_0; got {GgmlTypes.Name(type)}.");
+        if (type is not (GgmlType.F32 or GgmlType.F16 or GgmlType.BF16 or GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q4_K))
+            throw new PeftSharpException($"GGUF export writes f32, f16, bf16, q8_0, q4_0 or q4_k; got {GgmlTypes.Name(type)}.");
     }
 
     private static void AddGeneral(GgufWriter writer, GgufArchitecture arch, string fileKind, GgufExportOptions options, string? folder)
@@ -169,17 +172,23 @@ public static class GgufExporter
         writer.Add("general.type", fileKind);
         writer.Add("general.name", options.Name ?? (folder != null ? Path.GetFileName(folder) : arch.Name));
         writer.Add("general.file_type", FileType(options.Type));
-        if (options.Type is GgmlType.Q8_0 or GgmlType.Q4_0) writer.Add("general.quantization_version", 2u);
+        if (options.Type is GgmlType.Q8_0 or GgmlType.Q4_0 or GgmlType.Q4_K) writer.Add("general.quantization_version", 2u);
     }
 
     private static void AddTensor(GgufWriter writer, string name, SafetensorsEntry entry, int permuteHeads, GgmlType requested, List<string> fallbacks)
     {
         long[] dims = entry.Shape.Reverse().ToArray();
         GgmlType type = dims.Length == 1 ? GgmlType.F32 : requested;
+        // A row must be whole blocks: Q4_K falls back to Q8_0 (32-value blocks), then anything to f16.
+        if (type == GgmlType.Q4_K && dims[0] % GgmlQuants.QKK != 0)
+        {
+            type = GgmlType.Q8_0;
+            fallbacks.Add(name);
+        }
         if (type is GgmlType.Q8_0 or GgmlType.Q4_0 && dims[0] % GgmlQuants.QK != 0)
         {
             type = GgmlType.F16;
-            fallbacks.Add(name);
+            if (!fallbacks.Contains(name)) fallbacks.Add(name);
         }
         writer.AddTensor(name, dims, type, stream =>
         {
@@ -205,7 +214,7 @@ public static class GgufExporter
     private static void WriteValues(Stream stream, ReadOnlySpan<float> values, GgmlType type)
     {
         if (type == GgmlType.F32) { stream.Write(MemoryMarshal.AsBytes(values)); return; }
-        const int Chunk = 1 << 16; // a multiple of the 32-value blocks
+        const int Chunk = 1 << 16; // a multiple of the 32- and 256-value blocks (rows are whole blocks, so chunks may span rows)
         var bytes = new byte[GgmlTypes.ByteSize(type, Math.Min(Chunk, values.Length), 1)];
         for (int done = 0; done < values.Length; done += Chunk)
         {

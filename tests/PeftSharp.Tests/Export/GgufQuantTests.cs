@@ -56,6 +56,60 @@ public sealed class GgufQuantTests(TrainedModels models)
 }
 
 /// <summary>
+/// Q4_K: a "small" Llama (hidden 256, so every row is whole 256-value super-blocks) exported as Q4_K. The test's own
+/// reading of the super-block layout gives the library's values; llama.cpp running the Q4_K file gives the logits it
+/// gives on an f32 file of those same dequantized values (so it reads the layout as written), and both are close to
+/// the original model's.
+/// </summary>
+public sealed class GgufQ4KTests
+{
+    [LlamaCppFact]
+    public void Q4_K_layout_is_read_by_llama_cpp_as_written()
+    {
+        using var dir = new TempDir();
+        string modelDir = Path.Combine(dir.Path, "small");
+        PeftSharp.Models.Init.ModelInitializer.Write(modelDir, new PeftSharp.Models.Init.InitModelOptions { Architecture = "llama", Preset = "small", Seed = 4 });
+        string f32Path = Path.Combine(dir.Path, "f32.gguf"), q4kPath = Path.Combine(dir.Path, "q4k.gguf"), roundTrip = Path.Combine(dir.Path, "q4k-as-f32.gguf");
+        using (var model = CausalLM.Load(modelDir))
+        {
+            GgufExporter.ExportModel(model, f32Path, new GgufExportOptions { Type = GgmlType.F32 });
+            var result = GgufExporter.ExportModel(model, q4kPath, new GgufExportOptions { Type = GgufExporter.ParseType("q4_k") });
+            Assert.Empty(result.Notices);
+        }
+        var f32 = GgufFile.Open(f32Path);
+        var q4k = GgufFile.Open(q4kPath);
+        var writer = new GgufWriter();
+        foreach (var (key, value) in q4k.MetadataInOrder) writer.Add(key, value);
+        foreach (var t in q4k.Tensors)
+        {
+            var values = q4k.ReadFloat32(t.Name);
+            if (t.Dimensions.Length == 2)
+            {
+                Assert.Equal(GgmlType.Q4_K, t.Type);
+                Assert.Equal(ReferenceBlocks.DequantizeQ4_K(q4k.ReadBytes(t)), values);
+                var original = f32.ReadFloat32(t.Name);
+                double error = Math.Sqrt(original.Zip(values).Average(p => (p.First - p.Second) * (double)(p.First - p.Second)));
+                double rms = Math.Sqrt(original.Average(v => v * (double)v));
+                Assert.True(error < 0.12 * rms, $"{t.Name}: Q4_K error {error} against values of RMS {rms}");
+            }
+            writer.AddTensor(t.Name, t.Dimensions, GgmlType.F32, s => s.Write(System.Runtime.InteropServices.MemoryMarshal.AsBytes(values.AsSpan())));
+        }
+        writer.Write(roundTrip);
+
+        int[] prompt = Tokenizer.FromFolder(modelDir).Encode("the best video to watch");
+        float[] exact, quantized, dequantized;
+        using (var llama = LlamaCpp.Load(f32Path, 64)) exact = llama.Prefill(prompt);
+        using (var llama = LlamaCpp.Load(q4kPath, 64)) quantized = llama.Prefill(prompt);
+        using (var llama = LlamaCpp.Load(roundTrip, 64)) dequantized = llama.Prefill(prompt);
+        double layout = GgufAdapterTests.MaxDiff(quantized, dequantized), total = GgufAdapterTests.MaxDiff(quantized, exact);
+        // llama.cpp multiplies Q4_K weights by activations rounded to 8 bits (Q8_K): a small difference remains (0.016
+        // here), far below the quantization error itself (0.25); a misread layout would be of that size or more.
+        Assert.True(layout < 0.05 && layout < total / 4, $"llama.cpp's Q4_K logits differ from the dequantized f32 file's by {layout} (from f32 by {total})");
+        Assert.True(total < 0.5, $"Q4_K logits differ from f32 by {total}");
+    }
+}
+
+/// <summary>
 /// llama.cpp's Q8_0 and Q4_0 blocks written from their definition, apart from the library: 32 values per block, an
 /// IEEE half scale first; Q8_0 then 32 int8 (scale = absmax / 127, value = round half away from zero), Q4_0 16 bytes
 /// of nibbles (scale = the value of largest magnitude / -8, q = min(15, trunc(x / scale + 8.5)), element j low nibble
@@ -101,6 +155,40 @@ public static class ReferenceBlocks
             for (int j = 0; j < 32; j++) values.Add((sbyte)bytes[at + 2 + j] * d);
         }
         return values.ToArray();
+    }
+
+    /// <summary>
+    /// Q4_K super-blocks of 256 values (144 bytes): f16 d, f16 dmin, 12 bytes of 6-bit scales and mins (sub-blocks 0-3:
+    /// low 6 bits of bytes 0-3 and 4-7; sub-blocks 4-7: nibbles of bytes 8-11 plus the top two bits of bytes 0-3 for the
+    /// scale and 4-7 for the min), then 128 bytes: for each pair of sub-blocks, 32 bytes with the first's value in the
+    /// low nibble and the second's in the high nibble. value = d·scale·q − dmin·min.
+    /// </summary>
+    public static float[] DequantizeQ4_K(byte[] bytes)
+    {
+        var values = new float[bytes.Length / 144 * 256];
+        for (int b = 0; b < bytes.Length / 144; b++)
+        {
+            int at = b * 144;
+            float d = (float)BitConverter.ToHalf(bytes, at), dmin = (float)BitConverter.ToHalf(bytes, at + 2);
+            var packed = bytes.AsSpan(at + 4, 12);
+            for (int sub = 0; sub < 8; sub++)
+            {
+                int scale, min;
+                if (sub < 4) { scale = packed[sub] % 64; min = packed[sub + 4] % 64; }
+                else
+                {
+                    scale = (packed[sub + 4] % 16) + (packed[sub - 4] / 64) * 16;
+                    min = (packed[sub + 4] / 16) + (packed[sub] / 64) * 16;
+                }
+                for (int l = 0; l < 32; l++)
+                {
+                    byte q = bytes[at + 16 + (sub / 2) * 32 + l];
+                    int nibble = sub % 2 == 0 ? q % 16 : q / 16;
+                    values[b * 256 + sub * 32 + l] = d * scale * nibble - dmin * min;
+                }
+            }
+        }
+        return values;
     }
 
     public static float[] DequantizeQ4_0(byte[] bytes)
