@@ -50,4 +50,29 @@ public sealed class GgufAdapterTests(TrainedModels models)
     }
 
     internal static double MaxDiff(float[] a, float[] b) => a.Zip(b).Max(p => Math.Abs(p.First - p.Second));
+
+    /// <summary>What llama.cpp's LoRA format cannot hold is refused with a message that says what to do instead.</summary>
+    [Fact]
+    public void Lora_only_refuses_dora_modules_to_save_and_quantized_types()
+    {
+        var (modelDir, _) = models.Get("llama");
+        using var dir = new TempDir();
+        string path = Path.Combine(dir.Path, "x.gguf");
+        using (var model = CausalLM.Load(modelDir))
+        using (var peft = PeftModel.Wrap(model, new LoraConfig { R = 2, UseDora = true, TargetModules = TargetModules.FromNames(["q_proj"]) }))
+        {
+            var e = Assert.Throws<PeftSharpException>(() => GgufExporter.ExportAdapter(peft, path));
+            Assert.Contains("DoRA", e.Message);
+            Assert.Contains("export the merged model", e.Message);
+            e = Assert.Throws<PeftSharpException>(() => GgufExporter.ExportAdapter(peft, path, new GgufExportOptions { Type = GgmlType.Q8_0 }));
+            Assert.Contains("f32, f16 or bf16", e.Message);
+        }
+        using (var model = CausalLM.Load(modelDir))
+        using (var peft = PeftModel.Wrap(model, new LoraConfig { R = 2, TargetModules = TargetModules.FromNames(["q_proj"]), ModulesToSave = ["lm_head"] }))
+        {
+            var e = Assert.Throws<PeftSharpException>(() => GgufExporter.ExportAdapter(peft, path));
+            Assert.Contains("modules_to_save", e.Message);
+        }
+        Assert.Empty(Directory.GetFiles(dir.Path));
+    }
 }
