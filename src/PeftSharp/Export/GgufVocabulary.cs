@@ -76,9 +76,41 @@ public sealed class GgufVocabulary
     public static GgufVocabulary? FromFolder(string folder, ModelConfig config)
     {
         string path = Path.Combine(folder, "tokenizer.json");
-        if (!File.Exists(path)) return null;
+        if (!File.Exists(path))
+        {
+            string vocabJson = Path.Combine(folder, "vocab.json"), mergesTxt = Path.Combine(folder, "merges.txt");
+            if (!File.Exists(vocabJson) || !File.Exists(mergesTxt)) return null;
+            return FromTokenizerJson(LegacyGpt2TokenizerJson(vocabJson, mergesTxt), vocabJson, folder, config);
+        }
         using var doc = JsonDocument.Parse(File.ReadAllBytes(path));
-        var root = doc.RootElement;
+        return FromTokenizerJson(doc.RootElement, path, folder, config);
+    }
+
+    /// <summary>
+    /// A GPT-2 style folder without tokenizer.json (vocab.json + merges.txt): the tokenizer.json transformers would build
+    /// from it (byte-level BPE, GPT-2's regex), with &lt;|endoftext|&gt; as a special added token when the vocabulary has it.
+    /// </summary>
+    private static JsonElement LegacyGpt2TokenizerJson(string vocabJson, string mergesTxt)
+    {
+        var vocab = System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(vocabJson))
+            ?? throw new PeftSharpException($"{vocabJson}: expected a JSON object of token → id.");
+        var merges = new System.Text.Json.Nodes.JsonArray();
+        foreach (var line in File.ReadLines(mergesTxt))
+            if (line.Length > 0 && !line.StartsWith("#version", StringComparison.Ordinal)) merges.Add(line);
+        var added = new System.Text.Json.Nodes.JsonArray();
+        if (vocab["<|endoftext|>"] is { } eot) added.Add(new System.Text.Json.Nodes.JsonObject { ["id"] = eot.GetValue<int>(), ["content"] = "<|endoftext|>", ["special"] = true });
+        var root = new System.Text.Json.Nodes.JsonObject
+        {
+            ["added_tokens"] = added,
+            ["pre_tokenizer"] = new System.Text.Json.Nodes.JsonObject { ["type"] = "ByteLevel", ["add_prefix_space"] = false, ["use_regex"] = true },
+            ["decoder"] = new System.Text.Json.Nodes.JsonObject { ["type"] = "ByteLevel" },
+            ["model"] = new System.Text.Json.Nodes.JsonObject { ["type"] = "BPE", ["vocab"] = vocab.DeepClone(), ["merges"] = merges },
+        };
+        return JsonDocument.Parse(root.ToJsonString()).RootElement;
+    }
+
+    private static GgufVocabulary FromTokenizerJson(JsonElement root, string path, string folder, ModelConfig config)
+    {
         var model = root.GetProperty("model");
         string type = model.TryGetProperty("type", out var t) ? t.GetString() ?? "" : "BPE";
         if (type != "BPE") throw new PeftSharpException($"{path}: GGUF export supports BPE tokenizers; model.type is '{type}'.");

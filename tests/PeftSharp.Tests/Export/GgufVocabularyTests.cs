@@ -18,11 +18,20 @@ public class GgufVocabularyTests
     [InlineData("qwen", "qwen2", "gpt2", "qwen2")]
     [InlineData("llama2", "llama", "llama", "default")]
     [InlineData("mistral-7b", "mistral", "llama", "default")]
+    [InlineData("gpt2-legacy", "gpt2", "gpt2", "gpt-2")]
     public void Llama_cpp_tokenizes_the_exported_vocabulary_as_the_reference(string name, string modelType, string ggmlModel, string pre)
     {
-        string folder = TestAssets.Path("tokenizers", name);
+        using var legacy = new TempDir();
+        string folder = TestAssets.Path("tokenizers", name.Replace("-legacy", ""));
+        if (name.EndsWith("-legacy", StringComparison.Ordinal))
+        {
+            // GPT-2's folder without tokenizer.json: vocab.json + merges.txt only.
+            foreach (var f in new[] { "vocab.json", "merges.txt", "tokenizer_config.json", "special_tokens_map.json" }) File.Copy(Path.Combine(folder, f), Path.Combine(legacy.Path, f));
+            folder = legacy.Path;
+            name = name.Replace("-legacy", "");
+        }
         ModelConfig config = modelType == "gpt2" ? new Gpt2Config() : new LlamaConfig(modelType);
-        config.VocabSize = VocabSize(Path.Combine(folder, "tokenizer.json"));
+        config.VocabSize = VocabSize(TestAssets.Path("tokenizers", name, "tokenizer.json"));
         var vocabulary = GgufVocabulary.FromFolder(folder, config)!;
         Assert.Equal(ggmlModel, vocabulary.Model);
         Assert.Equal(pre, vocabulary.PreTokenizer);
