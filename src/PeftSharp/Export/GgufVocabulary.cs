@@ -273,7 +273,25 @@ public sealed class GgufVocabulary
         }
     }
 
+    /// <summary>
+    /// The chat template as llama.cpp's Jinja engine can run it: transformers' <c>{% generation %}</c> …
+    /// <c>{% endgeneration %}</c> tags (which only mark the assistant's tokens for training masks, and which llama.cpp
+    /// does not know) become <c>{% if true %}</c> … <c>{% endif %}</c>, keeping their whitespace control, so the text
+    /// rendered is the same.
+    /// </summary>
+    public static string ForLlamaCpp(string template)
+    {
+        template = System.Text.RegularExpressions.Regex.Replace(template, @"\{%(-?)\s*generation\s*(-?)%\}", "{%$1 if true $2%}");
+        return System.Text.RegularExpressions.Regex.Replace(template, @"\{%(-?)\s*endgeneration\s*(-?)%\}", "{%$1 endif $2%}");
+    }
+
     private static string? ReadChatTemplate(string folder)
+    {
+        var template = ReadChatTemplateAsIs(folder);
+        return template == null ? null : ForLlamaCpp(template);
+    }
+
+    private static string? ReadChatTemplateAsIs(string folder)
     {
         string tcPath = Path.Combine(folder, "tokenizer_config.json");
         if (File.Exists(tcPath))

@@ -129,4 +129,23 @@ public sealed class GgufFileTests : IDisposable
         Assert.Equal(PeftSharp.Cli.CliRunner.UserError, PeftSharp.Cli.CliRunner.Run(root, ["inspect", "--model", path], error));
         Assert.Contains("not a known ggml type", error.ToString());
     }
+
+    /// <summary>transformers' {% generation %} tags, unknown to llama.cpp, are rewritten so the template renders the same text.</summary>
+    [Fact]
+    public void Chat_template_generation_tags_are_rewritten_without_changing_the_rendering()
+    {
+        var original = PeftSharp.Formats.ChatTemplates.ChatTemplate.Builtin("chatml").Source;
+        Assert.Contains("generation", original);
+        string rewritten = PeftSharp.Export.GgufVocabulary.ForLlamaCpp(original);
+        Assert.DoesNotContain("{%- generation", rewritten);
+        Assert.DoesNotContain("endgeneration", rewritten);
+        var messages = new[]
+        {
+            PeftSharp.Formats.ChatTemplates.ChatMessage.System("be brief"), PeftSharp.Formats.ChatTemplates.ChatMessage.User("hi"),
+            PeftSharp.Formats.ChatTemplates.ChatMessage.Assistant("hello\n there"), PeftSharp.Formats.ChatTemplates.ChatMessage.User("bye"),
+        };
+        foreach (bool prompt in new[] { false, true })
+            Assert.Equal(PeftSharp.Formats.ChatTemplates.ChatTemplate.Parse(original).Render(messages, prompt),
+                PeftSharp.Formats.ChatTemplates.ChatTemplate.Parse(rewritten).Render(messages, prompt));
+    }
 }

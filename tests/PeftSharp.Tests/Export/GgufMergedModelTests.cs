@@ -47,6 +47,12 @@ public sealed class GgufMergedModelTests(TrainedModels models)
             Assert.True(tokenizer.Encode(text).SequenceEqual(llama.Tokenize(text, addBos: true)),
                 $"{arch} '{text}': PeftSharp [{string.Join(",", tokenizer.Encode(text))}] llama.cpp [{string.Join(",", llama.Tokenize(text, addBos: true))}]");
 
+        // llama.cpp recognizes the embedded chat template and renders a conversation as PeftSharp does.
+        var conversation = new[] { ("system", "be brief"), ("user", "hi"), ("assistant", "hello"), ("user", "bye") };
+        var ourTemplate = PeftSharp.Formats.ChatTemplates.ChatTemplate.FromTokenizerConfig(Path.Combine(modelDir, "tokenizer_config.json"));
+        Assert.Equal(ourTemplate.Render(conversation.Select(m => new PeftSharp.Formats.ChatTemplates.ChatMessage(m.Item1, m.Item2)).ToList(), addGenerationPrompt: true),
+            llama.ApplyChatTemplate(conversation, addAssistant: true));
+
         int[] prompt = tokenizer.Encode(Prompt);
         var options = new GenerationOptions { MaxNewTokens = 64, EosTokenIds = [] , PadTokenId = 0 };
         using var session = model.StartDecoding(1, prompt.Length + 64);

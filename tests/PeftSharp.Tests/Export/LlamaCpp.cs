@@ -56,6 +56,14 @@ public sealed class LlamaCpp : IDisposable
 
     public int VocabSize => _weights.Vocab.Count;
 
+    /// <summary>llama.cpp's rendering of a conversation with the file's chat template (llama_chat_apply_template).</summary>
+    public string ApplyChatTemplate(IEnumerable<(string Role, string Content)> messages, bool addAssistant)
+    {
+        var template = new LLamaTemplate(_weights) { AddAssistant = addAssistant };
+        foreach (var (role, content) in messages) template.Add(role, content);
+        return Encoding.UTF8.GetString(template.Apply());
+    }
+
     public string? Metadata(string key) => _weights.Metadata.TryGetValue(key, out var v) ? v : null;
 
     public int[] Tokenize(string text, bool addBos, bool special = true) =>
