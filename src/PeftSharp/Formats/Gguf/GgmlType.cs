@@ -54,7 +54,7 @@ public static class GgmlTypes
         _ => null,
     };
 
-    /// <summary>Bytes of a tensor of <paramref name="elements"/> values; the first dimension must be a whole number of blocks.</summary>
+    /// <summary>Bytes of <paramref name="rows"/> rows of <paramref name="rowLength"/> values; a row must be a whole number of blocks.</summary>
     public static long ByteSize(GgmlType type, long rowLength, long rows)
     {
         var (block, bytes) = Traits(type) ?? throw new PeftSharpException($"ggml type {(uint)type} is not known.");

@@ -42,7 +42,7 @@ public sealed class GgufFile
     public long DataOffset { get; }
 
     public GgufTensor Tensor(string name) => _byName.TryGetValue(name, out var t) ? t
-        : throw new PeftSharpException($"{Path}: no tensor '{name}'{Suggestions.DidYouMean(name, _byName.Keys)}.");
+        : throw new PeftSharpException($"{Path}: no tensor '{name}'.{Suggestions.DidYouMean(name, _byName.Keys)}");
 
     public bool TryGetTensor(string name, out GgufTensor tensor) => _byName.TryGetValue(name, out tensor!);
 
