@@ -31,7 +31,9 @@ public sealed class LlamaCpp : IDisposable
             BatchSize = (uint)contextSize,
             UBatchSize = (uint)contextSize,
             GpuLayerCount = 0,
-            Threads = 2,
+            // One thread: the models are tiny, and on a busy machine ggml's spinning thread barrier costs more than it gains.
+            Threads = 1,
+            BatchThreads = 1,
             FlashAttention = false,
             TypeK = GGMLType.GGML_TYPE_F32,
             TypeV = GGMLType.GGML_TYPE_F32,
