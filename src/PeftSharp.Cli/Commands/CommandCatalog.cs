@@ -19,6 +19,7 @@ public static class CommandCatalog
         yield return ServeCommand.Create();
         yield return InspectCommand.Create();
         yield return MergeCommand.Create();
+        yield return ExportCommand.Create();
         yield return QuantizeCommand.Create();
         yield return EvalCommand.Create();
     }

@@ -10,7 +10,7 @@ public static class InspectCommand
 {
     public static Command Create()
     {
-        var model = new Option<string>("--model") { Description = "Model folder or config.json.", Required = true };
+        var model = new Option<string>("--model") { Description = "Model folder or config.json, or a .gguf file (its metadata and tensors).", Required = true };
         var targets = new Option<string?>("--target-modules") { Description = "Comma-separated module names, or all-linear (default: PEFT's default for the model type)." };
         var rank = new Option<int>("-r", "--rank") { Description = "LoRA rank (default 8).", DefaultValueFactory = _ => 8 };
         var list = new Option<bool>("--list-modules") { Description = "List every linear module with its shape." };
@@ -25,6 +25,11 @@ public static class InspectCommand
 
     public static void Run(string modelPath, string? targetModules, int rank, bool listModules, TextWriter output)
     {
+        if (File.Exists(modelPath) && Formats.Gguf.GgufFile.IsGguf(modelPath))
+        {
+            GgufInspect.Run(modelPath, listModules, output);
+            return;
+        }
         var skeleton = ModelSkeleton.FromConfig(ModelConfig.Load(modelPath));
         var config = new LoraConfig
         {

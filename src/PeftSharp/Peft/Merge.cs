@@ -78,38 +78,7 @@ public sealed partial class PeftModel
     public IReadOnlyList<string> SaveMerged(string outputDirectory, DType dtype = DType.F32, string? sourceModelDirectory = null)
     {
         if (dtype is not (DType.F32 or DType.BF16 or DType.F16)) throw new PeftSharpException($"merge: dtype must be f32, bf16 or f16, got {dtype}.");
-        var entries = new List<SafetensorsEntry>();
-        var written = new HashSet<string>(StringComparer.Ordinal);
-        var scratch = new MergeScratch();
-        var slotParams = new HashSet<Parameter>(ReferenceEqualityComparer.Instance);
-        foreach (var s in Model.Linears) slotParams.UnionWith(s.Layer.Parameters);
-        foreach (var p in Model.Parameters)
-            if (!slotParams.Contains(p) && written.Add(p.Name))
-                entries.Add(Entry(p.Name, p.Shape, dtype, scratch, _ => p.AsSpan()));
-        foreach (var h in Model.HalfWeights)
-            if (written.Add(h.Name))
-                entries.Add(Entry(h.Name, [h.Rows, h.Columns], dtype, scratch, sc => Widened(h, sc)));
-        foreach (var s in Model.Linears)
-        {
-            var info = s.Info;
-            Parameter? bias = s.Layer switch
-            {
-                LoraLinear l => l.TrainableBias ?? s.Base.Bias,
-                ModulesToSaveLinear m when !m.AdaptersDisabled && m.ActiveAdapter != null => m.Copies[m.ActiveAdapter].Bias,
-                _ => s.Base.Bias,
-            };
-            // A tied output layer carries the embedding's name (f32 parameter or 16-bit view), already written above.
-            string weightName = s.Base is HalfLinear half ? half.Weight.Name
-                : s.Base.Parameters.FirstOrDefault(p => !ReferenceEquals(p, s.Base.Bias))?.Name ?? info.Name + ".weight";
-            if (written.Add(weightName))
-            {
-                int[] shape = info.IsConv1D ? [info.InFeatures, info.OutFeatures] : [info.OutFeatures, info.InFeatures];
-                var slot = s;
-                entries.Add(Entry(weightName, shape, dtype, scratch, sc => MergedWeight(slot, sc)));
-            }
-            if (bias != null && written.Add(info.Name + ".bias"))
-                entries.Add(Entry(info.Name + ".bias", [info.OutFeatures], dtype, scratch, _ => bias.AsSpan()));
-        }
+        var entries = MergedEntries(dtype, conv1DAsStored: true);
         bool created = !Directory.Exists(outputDirectory);
         Directory.CreateDirectory(outputDirectory);
         try
@@ -139,6 +108,50 @@ public sealed partial class PeftModel
         return notices;
     }
 
+    /// <summary>
+    /// The merged model's tensors under transformers' names, each computed when its entry is written (one at a time).
+    /// GPT-2's Conv1D weights are [in, out] as transformers stores them when <paramref name="conv1DAsStored"/>, else [out, in].
+    /// </summary>
+    internal static List<SafetensorsEntry> MergedEntries(ICausalLM model, DType dtype, bool conv1DAsStored) =>
+        new PeftModel(model).MergedEntries(dtype, conv1DAsStored);
+
+    internal List<SafetensorsEntry> MergedEntries(DType dtype, bool conv1DAsStored)
+    {
+        var entries = new List<SafetensorsEntry>();
+        var written = new HashSet<string>(StringComparer.Ordinal);
+        var scratch = new MergeScratch();
+        var slotParams = new HashSet<Parameter>(ReferenceEqualityComparer.Instance);
+        foreach (var s in Model.Linears) slotParams.UnionWith(s.Layer.Parameters);
+        foreach (var p in Model.Parameters)
+            if (!slotParams.Contains(p) && written.Add(p.Name))
+                entries.Add(Entry(p.Name, p.Shape, dtype, scratch, _ => p.AsSpan()));
+        foreach (var h in Model.HalfWeights)
+            if (written.Add(h.Name))
+                entries.Add(Entry(h.Name, [h.Rows, h.Columns], dtype, scratch, sc => Widened(h, sc)));
+        foreach (var s in Model.Linears)
+        {
+            var info = s.Info;
+            Parameter? bias = s.Layer switch
+            {
+                LoraLinear l => l.TrainableBias ?? s.Base.Bias,
+                ModulesToSaveLinear m when !m.AdaptersDisabled && m.ActiveAdapter != null => m.Copies[m.ActiveAdapter].Bias,
+                _ => s.Base.Bias,
+            };
+            // A tied output layer carries the embedding's name (f32 parameter or 16-bit view), already written above.
+            string weightName = s.Base is HalfLinear half ? half.Weight.Name
+                : s.Base.Parameters.FirstOrDefault(p => !ReferenceEquals(p, s.Base.Bias))?.Name ?? info.Name + ".weight";
+            if (written.Add(weightName))
+            {
+                int[] shape = info.IsConv1D && conv1DAsStored ? [info.InFeatures, info.OutFeatures] : [info.OutFeatures, info.InFeatures];
+                var slot = s;
+                entries.Add(Entry(weightName, shape, dtype, scratch, sc => MergedWeight(slot, sc, conv1DAsStored)));
+            }
+            if (bias != null && written.Add(info.Name + ".bias"))
+                entries.Add(Entry(info.Name + ".bias", [info.OutFeatures], dtype, scratch, _ => bias.AsSpan()));
+        }
+        return entries;
+    }
+
     /// <summary>A 16-bit weight widened to f32 (its file pages released once read).</summary>
     private static unsafe ReadOnlySpan<float> Widened(HalfMatrix h, MergeScratch scratch)
     {
@@ -150,7 +163,7 @@ public sealed partial class PeftModel
     }
 
     /// <summary>The weight of <paramref name="s"/> as transformers stores it (merged, Conv1D transposed to [in, out]), checked finite.</summary>
-    private static unsafe ReadOnlySpan<float> MergedWeight(LinearSlot s, MergeScratch scratch)
+    private static unsafe ReadOnlySpan<float> MergedWeight(LinearSlot s, MergeScratch scratch, bool transposeConv1D)
     {
         var info = s.Info;
         int count = checked(info.OutFeatures * info.InFeatures);
@@ -176,7 +189,7 @@ public sealed partial class PeftModel
         if (s.Base is HalfLinear view) view.Weight.ReleasePages();
         foreach (float v in w)
             if (!float.IsFinite(v)) throw new PeftSharpException($"merge: the merged weight of {info.Name} has NaN or infinite values; the adapter seems to be broken.");
-        if (!info.IsConv1D) return w;
+        if (!info.IsConv1D || !transposeConv1D) return w;
         var t = scratch.Transposed(count);
         int rows = info.OutFeatures, cols = info.InFeatures;
         for (int i = 0; i < rows; i++)
