@@ -154,7 +154,7 @@ public static class FineTuning
             new TrainerOptions
             {
                 Trainable = state, Callbacks = allCallbacks, Shuffle = config.Data.Shuffle, SaveFinal = SaveFinal,
-                Communicator = comm, ShardOptimizerState = peft == null,
+                Communicator = comm, ShardOptimizerState = Training.Distributed.DistributedRun.ShardOptimizerState(peft == null),
             });
         var result = trainer.Train();
         bool interrupted = cancellation.IsCancellationRequested;

@@ -24,6 +24,13 @@ public static class DistributedRun
         return MpiCommunicator.Initialize(MpiOptions.FromEnvironment(environment));
     }
 
+    /// <summary>Set to 0 to keep AdamW's whole state on every rank in full fine-tuning (ZeRO-1 is on by default there).</summary>
+    public const string ZeroVariable = "PEFTSHARP_ZERO";
+
+    /// <summary>Whether a run shards its optimizer state (ZeRO-1): full fine-tuning, unless PEFTSHARP_ZERO=0.</summary>
+    public static bool ShardOptimizerState(bool fullFineTuning, Func<string, string?>? environment = null) =>
+        fullFineTuning && (environment ?? Environment.GetEnvironmentVariable)(ZeroVariable) is not "0";
+
     /// <summary>
     /// SHA-256 of the run as this rank sees it: the effective config text and each file's name, length and contents
     /// (files above <see cref="WholeFileHashLimit"/> sampled; folders by their files, sorted).
