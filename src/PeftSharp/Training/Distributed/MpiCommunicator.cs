@@ -53,6 +53,7 @@ public sealed unsafe class MpiCommunicator : ICommunicator
     private long _myPhase = PhaseTraining;
     private readonly (string Action, int Rank, long Call)? _fault;
     private long _calls;
+    private long _bytes, _waitTicks;
     private bool _disposed;
     private readonly string[] _hosts;
 
@@ -61,6 +62,9 @@ public sealed unsafe class MpiCommunicator : ICommunicator
     public string Host { get; }
     public string Library { get; }
     public bool HasHeartbeat => _heartbeat != null;
+
+    /// <summary>Collectives this rank has run, the bytes it contributed, and the seconds it spent in them (transfer and waiting for slower ranks).</summary>
+    public (long Collectives, long Bytes, double Seconds) Statistics => (_calls, _bytes, (double)_waitTicks / Stopwatch.Frequency);
 
     private MpiCommunicator(MpiNative mpi, MpiOptions options)
     {
@@ -130,6 +134,7 @@ public sealed unsafe class MpiCommunicator : ICommunicator
             {
                 BeforeCollective();
                 nint request = 0;
+                _bytes += Math.Min(MaxCount, data.Length - o);
                 Check(_mpi.Ibcast(p + o, Math.Min(MaxCount, data.Length - o), _mpi.Byte, root, _mpi.CommWorld, &request), "MPI_Ibcast");
                 Wait(ref request, "broadcast");
             }
@@ -139,6 +144,7 @@ public sealed unsafe class MpiCommunicator : ICommunicator
     {
         BeforeCollective();
         nint request = 0;
+        _bytes += (long)count * (type == _mpi.Double ? 8 : 4);
         Check(_mpi.Iallreduce(_mpi.InPlace, buffer, count, type, _mpi.Sum, _mpi.CommWorld, &request), "MPI_Iallreduce");
         Wait(ref request, what);
     }
@@ -175,7 +181,11 @@ public sealed unsafe class MpiCommunicator : ICommunicator
         {
             int flag = 0;
             fixed (nint* r = &request) Check(_mpi.Test(r, &flag, status), "MPI_Test");
-            if (flag != 0) return;
+            if (flag != 0)
+            {
+                _waitTicks += Stopwatch.GetTimestamp() - start;
+                return;
+            }
             if (_failure == null) CheckPeers();
             if (_failure != null) throw new DistributedFaultException(_failure);
             double waited = Stopwatch.GetElapsedTime(start).TotalSeconds;
@@ -296,6 +306,12 @@ public sealed unsafe class MpiCommunicator : ICommunicator
         if (_disposed) return;
         _disposed = true;
         Volatile.Write(ref _myPhase, PhaseLeaving);
+        if (Environment.GetEnvironmentVariable("PEFTSHARP_MPI_STATS") is "1")
+        {
+            var (calls, bytes, seconds) = Statistics;
+            Console.Error.WriteLine($"mpi rank {Rank}/{Size} ({Host}, {Kernels.Parallelism.MaxThreads} threads): {calls} collectives, " +
+                $"{bytes / 1048576.0:F2} MiB contributed, {seconds:F3} s in collectives");
+        }
         string? failure = _failure;
         if (!_peerSilent)
         {
