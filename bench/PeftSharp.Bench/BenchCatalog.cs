@@ -14,6 +14,7 @@ public static class BenchCatalog
         ["gemm"] = GemmBench.Run,
         ["model"] = ModelBench.Run,
         ["train"] = TrainBench.Run,
+        ["allreduce"] = AllReduceBench.Run,
     };
 
     public static int Run(string[] args)

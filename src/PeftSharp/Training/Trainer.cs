@@ -85,6 +85,7 @@ public sealed class Trainer<TBatch>
         _shuffle = options.Shuffle;
         _saveFinal = options.SaveFinal;
         _shardOptimizer = options.ShardOptimizerState;
+        if (objective is IShardedEvaluation sharded && _comm.Size > 1) sharded.EvaluationCommunicator = _comm;
         _randomStreams = model.Linears.Select(s => s.Layer).OfType<IRandomStreams>().ToList();
         if (model is IRandomStreams m) _randomStreams.Add(m);
         args.Validate();

@@ -51,6 +51,7 @@ public sealed unsafe class MpiCommunicator : ICommunicator
     private readonly long[] _peerPhase;   // what each rank last announced
     private readonly long[] _leftAt;      // when a rank was first seen leaving
     private long _myPhase = PhaseTraining;
+    private long _heartbeatTick;          // when the heartbeat loop last ran (Stopwatch ticks)
     private readonly (string Action, int Rank, long Call)? _fault;
     private long _calls;
     private long _bytes, _waitTicks;
@@ -155,9 +156,10 @@ public sealed unsafe class MpiCommunicator : ICommunicator
         long call = ++_calls;
         if (_fault is { } f && f.Rank == Rank && f.Call == call)
         {
-            // Test hook (PEFTSHARP_MPI_FAULT=kill:RANK:CALL or stop:RANK:CALL): this rank dies or freezes at its CALL-th collective.
+            // Test hook (PEFTSHARP_MPI_FAULT=kill|stop|throw:RANK:CALL): this rank dies, freezes or fails at its CALL-th collective.
             Console.Error.WriteLine($"PEFTSHARP_MPI_FAULT: rank {Rank} {f.Action} at collective {call}");
             Console.Error.Flush();
+            if (f.Action == "throw") throw new PeftSharpException($"PEFTSHARP_MPI_FAULT: an error on rank {Rank} alone.");
             Kill(Environment.ProcessId, f.Action == "stop" ? 19 : 9);
         }
     }
@@ -168,7 +170,7 @@ public sealed unsafe class MpiCommunicator : ICommunicator
     private static (string, int, long)? ParseFault(string? spec)
     {
         var parts = spec?.Split(':');
-        if (parts is not { Length: 3 } || parts[0] is not ("kill" or "stop")) return null;
+        if (parts is not { Length: 3 } || parts[0] is not ("kill" or "stop" or "throw")) return null;
         return int.TryParse(parts[1], out int r) && long.TryParse(parts[2], out long c) ? (parts[0], r, c) : null;
     }
 
@@ -211,6 +213,9 @@ public sealed unsafe class MpiCommunicator : ICommunicator
     {
         if (_heartbeat == null) return;
         long now = Stopwatch.GetTimestamp();
+        // Silence means something only while this process's own heartbeat thread runs: if it has not run for a while
+        // (this machine overloaded, a long GC pause), what it last heard is stale and nothing is concluded.
+        if (Stopwatch.GetElapsedTime(Volatile.Read(ref _heartbeatTick), now).TotalSeconds > Math.Min(1.0, _options.HeartbeatTimeoutSeconds / 4)) return;
         for (int r = 0; r < Size; r++)
         {
             if (r == Rank) continue;
@@ -245,8 +250,13 @@ public sealed unsafe class MpiCommunicator : ICommunicator
             for (int r = 0; r < n; r++)
                 if (r != Rank)
                     fixed (nint* q = &receives[r]) _mpi.Irecv(receiveBuffers + r, sizeof(long), _mpi.Byte, r, HeartbeatTag, _heartbeatComm, q);
+            Volatile.Write(ref _heartbeatTick, Stopwatch.GetTimestamp());
             while (!_stopHeartbeat)
             {
+                long started = Stopwatch.GetTimestamp();
+                if (Stopwatch.GetElapsedTime(Volatile.Read(ref _heartbeatTick), started).TotalSeconds > _options.HeartbeatTimeoutSeconds / 2)
+                    // This thread itself was not scheduled for a long time: give every peer a fresh start rather than blame it.
+                    for (int r = 0; r < n; r++) Volatile.Write(ref _lastHeard[r], started);
                 for (int r = 0; r < n; r++)
                 {
                     if (r == Rank) continue;
@@ -275,6 +285,7 @@ public sealed unsafe class MpiCommunicator : ICommunicator
                             _mpi.Irecv(receiveBuffers + r, sizeof(long), _mpi.Byte, r, HeartbeatTag, _heartbeatComm, q);
                         }
                 }
+                Volatile.Write(ref _heartbeatTick, Stopwatch.GetTimestamp());
                 if (_failure == null) CheckPeers();
                 Thread.Sleep(interval);
             }
@@ -354,9 +365,9 @@ public sealed unsafe class MpiCommunicator : ICommunicator
             fixed (nint* r = &request) Check(_mpi.Test(r, &flag, status), "MPI_Test");
             if (flag != 0) return;
             // Leaving ranks are expected to be gone: only silence is a fault here.
-            if (_heartbeat != null)
+            long now = Stopwatch.GetTimestamp();
+            if (_heartbeat != null && Stopwatch.GetElapsedTime(Volatile.Read(ref _heartbeatTick), now).TotalSeconds <= Math.Min(1.0, _options.HeartbeatTimeoutSeconds / 4))
             {
-                long now = Stopwatch.GetTimestamp();
                 for (int r = 0; r < Size; r++)
                     if (r != Rank && Stopwatch.GetElapsedTime(Volatile.Read(ref _lastHeard[r]), now).TotalSeconds > _options.HeartbeatTimeoutSeconds)
                         throw new DistributedFaultException($"distributed: {Who(r)} stopped answering while the run ended; rank {Rank} ends the job. {ResumeAdvice}");

@@ -138,6 +138,25 @@ public sealed class DistributedTests : IDisposable
         foreach (var p in reference) p.Dispose();
     }
 
+    /// <summary>Evaluation split over 2 ranks (batches 0, 2 and 1, 3 of 4) and all-reduced: the whole set's metrics on both ranks.</summary>
+    [Fact]
+    public void EvaluationSplitOverRanksGivesTheWholeMetrics()
+    {
+        var data = TrainerTests.Dataset(10);
+        LossMetrics whole;
+        using (var model = new TinyCausalLM(TinyTokenizer.Vocab, 21)) whole = LossEvaluation.Evaluate(model, data, 3);
+        var parts = new LossMetrics[2];
+        LocalGroup.Run(2, comm =>
+        {
+            using var model = new TinyCausalLM(TinyTokenizer.Vocab, 21);
+            parts[comm.Rank] = LossEvaluation.Evaluate(model, data, 3, null, comm);
+        });
+        Assert.Equal(parts[0], parts[1]);
+        Assert.Equal(whole.TargetTokens, parts[0].TargetTokens);
+        Assert.Equal(whole.MeanTokenAccuracy, parts[0].MeanTokenAccuracy);
+        Assert.Equal(whole.Loss, parts[0].Loss, 1e-12);
+    }
+
     /// <summary>An objective that records the rows each rank is given; its loss is constant (the point is the sharding).</summary>
     private sealed class RowRecorder(int rows) : ITrainingObjective<int[]>
     {

@@ -52,7 +52,7 @@ public sealed class MpiRunTests : IDisposable
     }
 
     /// <summary>A config file: LoRA with dropout (or full fine-tuning), global batch 8 rows = 4 × accumulation × ranks.</summary>
-    private string Config(string name, int accumulation, bool full = false, int maxSteps = 6, string extra = "")
+    private string Config(string name, int accumulation, bool full = false, int maxSteps = 6, string extra = "", bool eval = false)
     {
         string lora = full ? "" : """
             lora:
@@ -69,6 +69,7 @@ public sealed class MpiRunTests : IDisposable
               train_file: "{Data()}"
               chat_template: chatml
               max_length: 64
+            {(eval ? "  test_size: 8" : "")}
             training:
               output_dir: "{Path.Combine(_root, name)}"
               max_steps: {maxSteps}
@@ -79,6 +80,7 @@ public sealed class MpiRunTests : IDisposable
               save_steps: 3
               logging_steps: 2
               seed: 7
+            {(eval ? "  eval_strategy: steps\n  eval_steps: 3\n  per_device_eval_batch_size: 2" : "")}
             {extra}
             """;
         string path = Path.Combine(_root, name + ".yaml");
@@ -103,7 +105,8 @@ public sealed class MpiRunTests : IDisposable
         foreach (var a in new[] { "--allow-run-as-root", "--oversubscribe" }) info.ArgumentList.Add(a);
         foreach (var (k, v) in env) { info.ArgumentList.Add("-x"); info.ArgumentList.Add($"{k}={v}"); }
         foreach (var a in arguments.Split(' ', StringSplitOptions.RemoveEmptyEntries)) info.ArgumentList.Add(a.Replace("{cli}", Cli));
-        info.Environment["PEFTSHARP_MPI_HEARTBEAT_TIMEOUT"] = "3";
+        // Generous where no fault is injected (a loaded CI machine can starve a rank for seconds), short where one is.
+        info.Environment["PEFTSHARP_MPI_HEARTBEAT_TIMEOUT"] = env.Any(e => e.Item1 == "PEFTSHARP_MPI_FAULT") ? "5" : "30";
         var clock = Stopwatch.StartNew();
         using var p = Process.Start(info)!;
         var stdout = p.StandardOutput.ReadToEndAsync();
@@ -123,8 +126,8 @@ public sealed class MpiRunTests : IDisposable
     [MpiFact]
     public void TwoRanksGiveTheSingleProcessAdapterWriteOnceAndResumeAcrossWorldSizes()
     {
-        Single(Config("one", accumulation: 2));
-        var (code, output, _) = Train2(Config("two", accumulation: 1));
+        Single(Config("one", accumulation: 2, eval: true));
+        var (code, output, _) = Train2(Config("two", accumulation: 1, eval: true));
         Assert.True(code == 0, output);
         Assert.Contains("data-parallel over 2 processes", output);
         Assert.Equal(File.ReadAllBytes(Out("one", "adapter_model.safetensors")), File.ReadAllBytes(Out("two", "adapter_model.safetensors")));
@@ -135,11 +138,18 @@ public sealed class MpiRunTests : IDisposable
         Assert.Equal(File.ReadAllLines(Out("one", "metrics.jsonl")).Length, File.ReadAllLines(Out("two", "metrics.jsonl")).Length);
         static string[] Files(string dir) => Directory.EnumerateFileSystemEntries(dir, "*", SearchOption.AllDirectories).Select(f => Path.GetRelativePath(dir, f)).Order().ToArray();
         Assert.Equal(Files(Path.Combine(_root, "one")), Files(Path.Combine(_root, "two")));
+        // Evaluation is split over the ranks (4 batches of 2 rows, 2 per rank) and reduced: the single process's eval loss.
+        static double[] EvalLosses(string path) => File.ReadAllLines(path).Select(l => System.Text.Json.Nodes.JsonNode.Parse(l)!)
+            .Where(n => n["eval_loss"] != null).Select(n => (double)n["eval_loss"]!).ToArray();
+        var (a, b) = (EvalLosses(Out("one", "metrics.jsonl")), EvalLosses(Out("two", "metrics.jsonl")));
+        Assert.Equal(2, a.Length);
+        Assert.Equal(a.Length, b.Length);
+        for (int i = 0; i < a.Length; i++) Assert.Equal(a[i], b[i], 1e-9);
 
         // Resume across world sizes: 2 ranks from the single run's checkpoint, one process from the 2-rank run's.
-        (code, output, _) = Train2(Config("two-from-one", 1, extra: $"  resume_from_checkpoint: \"{Out("one", "checkpoint-3")}\""));
+        (code, output, _) = Train2(Config("two-from-one", 1, extra: $"  resume_from_checkpoint: \"{Out("one", "checkpoint-3")}\"", eval: true));
         Assert.True(code == 0, output);
-        Single(Config("one-from-two", 2, extra: $"  resume_from_checkpoint: \"{Out("two", "checkpoint-3")}\""));
+        Single(Config("one-from-two", 2, extra: $"  resume_from_checkpoint: \"{Out("two", "checkpoint-3")}\"", eval: true));
         Assert.Equal(File.ReadAllBytes(Out("one", "adapter_model.safetensors")), File.ReadAllBytes(Out("two-from-one", "adapter_model.safetensors")));
         Assert.Equal(File.ReadAllBytes(Out("one", "adapter_model.safetensors")), File.ReadAllBytes(Out("one-from-two", "adapter_model.safetensors")));
     }
