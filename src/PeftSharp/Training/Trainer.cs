@@ -235,6 +235,7 @@ public sealed class Trainer<TBatch>
                 };
                 if (save || control.ShouldSave)
                 {
+                    DistributedRun.CheckReplicas(_comm, optimizer.Parameters, step);
                     (optimizer as IShardedOptimizer)?.GatherForSave();
                     if (IsWriter) Checkpointing.Save(args, state, _trainable, optimizer, schedule, _callbacks);
                     control.ShouldSave = false;

@@ -78,6 +78,32 @@ public static class DistributedRun
     }
 
     /// <summary>
+    /// Collective: every rank's trainable parameters must be the same bits (the all-reduce gives every rank the same sum, so
+    /// they only differ after a bug or a broken reduction). Checked when a checkpoint is saved: a 64-bit hash of every
+    /// parameter's bytes on rank 0 is compared on every rank, and all stop with the same message naming the ranks that differ.
+    /// </summary>
+    public static unsafe void CheckReplicas(ICommunicator comm, IEnumerable<Autograd.Parameter> parameters, int step)
+    {
+        if (comm.Size == 1) return;
+        ulong hash = 14695981039346656037UL;
+        foreach (var p in parameters)
+        {
+            var words = new ReadOnlySpan<uint>(p.Data, checked((int)p.Length));
+            foreach (uint w in words) hash = (hash ^ w) * 1099511628211UL;
+        }
+        var mine = BitConverter.GetBytes(hash);
+        var root = (byte[])mine.Clone();
+        comm.Broadcast(root, 0);
+        var differs = new double[comm.Size];
+        differs[comm.Rank] = root.AsSpan().SequenceEqual(mine) ? 0 : 1;
+        comm.AllReduceSum(differs);
+        var ranks = Enumerable.Range(0, comm.Size).Where(r => differs[r] != 0).ToList();
+        if (ranks.Count > 0)
+            throw new PeftSharpException($"distributed: at step {step} the trainable parameters of rank{(ranks.Count > 1 ? "s" : "")} {string.Join(", ", ranks)} " +
+                "differ from rank 0's: the replicas have diverged (a broken all-reduce or a bug), so the run stops before saving.");
+    }
+
+    /// <summary>
     /// Rank 0 broadcasts its fingerprint; every rank compares and the ranks that differ are named on every rank (each
     /// throws the same <see cref="PeftSharpException"/>, so all stop together).
     /// </summary>

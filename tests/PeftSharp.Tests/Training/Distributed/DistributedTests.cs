@@ -63,6 +63,21 @@ public sealed class DistributedTests : IDisposable
         LocalGroup.Run(2, comm => DistributedRun.CheckSameRun(comm, DistributedRun.Fingerprint("cfg", [a]), "files"));
     }
 
+    [Fact]
+    public void DivergedReplicasStopTheRun()
+    {
+        LocalGroup.Run(2, comm => DistributedRun.CheckReplicas(comm, Params(), 5));
+        var messages = new string?[2];
+        LocalGroup.Run(2, comm =>
+        {
+            var ps = Params();
+            if (comm.Rank == 1) ps[2].AsSpan()[7] += 1e-6f;
+            messages[comm.Rank] = Assert.Throws<PeftSharpException>(() => DistributedRun.CheckReplicas(comm, ps, 5)).Message;
+        });
+        Assert.Equal(messages[0], messages[1]);
+        Assert.Contains("at step 5 the trainable parameters of rank 1 differ from rank 0's", messages[0]);
+    }
+
     private static Parameter Param(string name, int[] shape, ulong seed)
     {
         var p = Parameter.Create(name, shape, requiresGrad: true);

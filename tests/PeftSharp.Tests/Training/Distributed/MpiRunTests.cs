@@ -155,7 +155,7 @@ public sealed class MpiRunTests : IDisposable
     }
 
     /// <summary>
-    /// Rank 1 is killed (SIGKILL) or frozen (SIGSTOP) in step 5 (startup takes 4 collectives, a step 4): the run ends within
+    /// Rank 1 is killed (SIGKILL) or frozen (SIGSTOP) at its 22nd collective, in step 4 (startup takes 4 collectives, a step 4, the replica check at the step-3 save 2): the run ends within
     /// seconds, non-zero, naming the rank when it was frozen; checkpoint-3 is whole, and a resume (after the kill) gives the uninterrupted adapter.
     /// </summary>
     [MpiFact]
