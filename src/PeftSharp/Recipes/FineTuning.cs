@@ -99,7 +99,7 @@ public static class FineTuning
         if (args.PrecisionNotice(config.Dtype) is { } precision) notices.Add(precision);
         // Under an MPI launcher (mpirun -np N): one rank of a data-parallel run, checked to have been given the same run as rank 0.
         using var comm = Training.Distributed.DistributedRun.Start();
-        Training.Distributed.DistributedRun.CheckSameRun(comm, Training.Distributed.DistributedRun.Fingerprint(config.Effective.ToJsonString(),
+        Training.Distributed.DistributedRun.CheckSameRun(comm, () => Training.Distributed.DistributedRun.Fingerprint(config.Effective.ToJsonString(),
             [folder, config.Tokenizer, config.Data.TrainFile, config.Data.EvalFile]), "config, model or data files");
         if (comm.Size > 1) notices.Add($"data-parallel over {comm.Size} processes: global batch {args.PerDeviceTrainBatchSize * args.GradientAccumulationSteps * comm.Size} rows per step.");
 

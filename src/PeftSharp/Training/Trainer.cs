@@ -29,7 +29,8 @@ public sealed class TrainerOptions
     public ICommunicator? Communicator { get; init; }
     /// <summary>
     /// ZeRO stage 1: with several processes, each keeps AdamW's state for its share of the parameters only and the updated
-    /// parameters are broadcast from their owners (<see cref="ZeroOneAdamW"/>; the same update as unsharded).
+    /// parameters are broadcast from their owners (<see cref="ZeroOneAdamW"/>; the same update as unsharded). 32-bit AdamW
+    /// only: other optimizers keep their whole state on every rank.
     /// </summary>
     public bool ShardOptimizerState { get; init; }
     /// <summary>
@@ -126,7 +127,7 @@ public sealed class Trainer<TBatch>
         if (args.GradientCheckpointing && _model is IGradientCheckpointing gc) gc.GradientCheckpointing = true;
         int total = TotalSteps, perEpoch = StepsPerEpoch, accumulation = args.GradientAccumulationSteps;
         var schedule = LrSchedule.From(args, total);
-        using var optimizer = _shardOptimizer && _comm.Size > 1 ? ZeroOneAdamW.Create(args, _model.Parameters, _comm) : Optimizer.Create(args, _model.Parameters);
+        using var optimizer = _shardOptimizer && _comm.Size > 1 && ZeroOneAdamW.Supports(args.Optim) ? ZeroOneAdamW.Create(args, _model.Parameters, _comm) : Optimizer.Create(args, _model.Parameters);
         var state = new TrainerState
         {
             MaxSteps = total, NumTrainEpochs = Math.Ceiling((double)total / perEpoch), LoggingSteps = args.LoggingStepsFor(total),

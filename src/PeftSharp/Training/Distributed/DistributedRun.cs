@@ -105,11 +105,12 @@ public static class DistributedRun
 
     /// <summary>
     /// Rank 0 broadcasts its fingerprint; every rank compares and the ranks that differ are named on every rank (each
-    /// throws the same <see cref="PeftSharpException"/>, so all stop together).
+    /// throws the same <see cref="PeftSharpException"/>, so all stop together). A single process computes nothing.
     /// </summary>
-    public static void CheckSameRun(ICommunicator comm, byte[] fingerprint, string what)
+    public static void CheckSameRun(ICommunicator comm, Func<byte[]> fingerprintOf, string what)
     {
         if (comm.Size == 1) return;
+        var fingerprint = fingerprintOf();
         var root = (byte[])fingerprint.Clone();
         comm.Broadcast(root, 0);
         var differs = new double[comm.Size];

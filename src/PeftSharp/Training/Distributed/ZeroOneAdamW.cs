@@ -37,9 +37,12 @@ public sealed unsafe class ZeroOneAdamW : IShardedOptimizer
         _inner = new AdamW(_owned[comm.Rank], learningRate, beta1, beta2, eps, weightDecay, applyWeightDecay);
     }
 
+    /// <summary>The optim names ZeRO-1 shards (32-bit AdamW); other optimizers keep their whole state on every rank.</summary>
+    public static bool Supports(string optim) => optim is "adamw_torch" or "adamw_torch_fused" or "adamw_hf" or "paged_adamw_32bit";
+
     public static ZeroOneAdamW Create(TrainingArguments args, IEnumerable<Parameter> parameters, ICommunicator comm)
     {
-        if (args.Optim is not ("adamw_torch" or "adamw_torch_fused" or "adamw_hf" or "paged_adamw_32bit"))
+        if (!Supports(args.Optim))
             throw new PeftSharpException($"training.optim: optimizer-state sharding (ZeRO-1) is implemented for AdamW (adamw_torch), not '{args.Optim}'.");
         return new ZeroOneAdamW(parameters, comm, (float)args.LearningRate, (float)args.AdamBeta1, (float)args.AdamBeta2, (float)args.AdamEpsilon,
             (float)args.WeightDecay, GradientNorm.Decays);

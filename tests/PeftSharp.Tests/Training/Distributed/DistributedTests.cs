@@ -56,11 +56,12 @@ public sealed class DistributedTests : IDisposable
         LocalGroup.Run(2, comm =>
         {
             var print = DistributedRun.Fingerprint("cfg", [comm.Rank == 0 ? a : b]);
-            messages[comm.Rank] = Assert.Throws<PeftSharpException>(() => DistributedRun.CheckSameRun(comm, print, "config, model or data files")).Message;
+            messages[comm.Rank] = Assert.Throws<PeftSharpException>(() => DistributedRun.CheckSameRun(comm, () => print, "config, model or data files")).Message;
         });
         Assert.Equal(messages[0], messages[1]);
         Assert.Contains("rank 1 of 2 was given a different run than rank 0", messages[0]);
-        LocalGroup.Run(2, comm => DistributedRun.CheckSameRun(comm, DistributedRun.Fingerprint("cfg", [a]), "files"));
+        LocalGroup.Run(2, comm => DistributedRun.CheckSameRun(comm, () => DistributedRun.Fingerprint("cfg", [a]), "files"));
+        DistributedRun.CheckSameRun(SingleProcess.Instance, () => throw new InvalidOperationException("a single process hashes nothing"), "files");
     }
 
     [Fact]
