@@ -17,6 +17,7 @@ public static class BenchCatalog
         ["data"] = DataBench.Run,
         ["serve"] = ServeBench.Run,
         ["fuzz"] = FuzzBench.Run,
+        ["allreduce"] = AllReduceBench.Run,
     };
 
     public static int Run(string[] args)

@@ -23,7 +23,9 @@ public static class TrainCommand
                 Console.Error.WriteLine("stopping after this step and saving a checkpoint...");
             };
             Console.CancelKeyPress += onCancel;
-            try { Run(config, Console.Out, cts.Token); }
+            // Under mpirun every rank runs this command; rank 0 alone prints (errors still reach stderr on every rank).
+            var output = PeftSharp.Training.Distributed.MpiLauncher.Rank() > 0 ? TextWriter.Null : Console.Out;
+            try { Run(config, output, cts.Token); }
             finally { Console.CancelKeyPress -= onCancel; }
         });
         return command;

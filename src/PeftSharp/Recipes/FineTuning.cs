@@ -97,6 +97,11 @@ public static class FineTuning
         notices.AddRange(data.Notices);
         CheckVocabulary(data, modelConfig, config.Tokenizer ?? folder, folder);
         if (args.PrecisionNotice(config.Dtype) is { } precision) notices.Add(precision);
+        // Under an MPI launcher (mpirun -np N): one rank of a data-parallel run, checked to have been given the same run as rank 0.
+        using var comm = Training.Distributed.DistributedRun.Start();
+        Training.Distributed.DistributedRun.CheckSameRun(comm, () => Training.Distributed.DistributedRun.Fingerprint(config.Effective.ToJsonString(),
+            [folder, config.Tokenizer, config.Data.TrainFile, config.Data.EvalFile]), "config, model or data files");
+        if (comm.Size > 1) notices.Add($"data-parallel over {comm.Size} processes: global batch {args.PerDeviceTrainBatchSize * args.GradientAccumulationSteps * comm.Size} rows per step.");
 
         using var model = QuantizedModel.Load(folder, LoadOptionsFor(config, folder));
         if (config.LoadIn4Bit)
@@ -146,7 +151,11 @@ public static class FineTuning
             }
         }
         var trainer = new SftTrainer(model, args, objective,
-            new TrainerOptions { Trainable = state, Callbacks = allCallbacks, Shuffle = config.Data.Shuffle, SaveFinal = SaveFinal });
+            new TrainerOptions
+            {
+                Trainable = state, Callbacks = allCallbacks, Shuffle = config.Data.Shuffle, SaveFinal = SaveFinal,
+                Communicator = comm, ShardOptimizerState = Training.Distributed.DistributedRun.ShardOptimizerState(peft == null),
+            });
         var result = trainer.Train();
         bool interrupted = cancellation.IsCancellationRequested;
         if (result.ResumedFrom != null) notices.Add($"resumed from {result.ResumedFrom}; trained to step {result.GlobalStep}.");
@@ -157,7 +166,7 @@ public static class FineTuning
         LossMetrics? eval = data.Eval != null && !interrupted ? trainer.Evaluate() : null;
         GenerationResult? generation = null;
         var samples = new List<SampleGeneration>();
-        var genExamples = interrupted ? [] : data.EvalExamples.Where(e => e.Format != DatasetFormat.Text).Take(Math.Max(generationSamples, 0)).ToList();
+        var genExamples = interrupted || comm.Rank != 0 ? [] : data.EvalExamples.Where(e => e.Format != DatasetFormat.Text).Take(Math.Max(generationSamples, 0)).ToList();
         if (genExamples.Count > 0)
         {
             generation = GenerationMetrics.Evaluate(model, tokenizer, template, genExamples, maxNewTokens);
@@ -180,7 +189,7 @@ public static class FineTuning
             FinalMetrics = final,
             Samples = samples,
         };
-        var report = HtmlReport.Write(args.OutputDir, reportData);
+        var report = comm.Rank == 0 ? HtmlReport.Write(args.OutputDir, reportData) : "";
         return new FineTuningResult(config.Method, args.OutputDir, result, eval, generation, trainableLine, outputBytes, modelBytes, report, notices)
         {
             Report = reportData,

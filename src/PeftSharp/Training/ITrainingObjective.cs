@@ -45,3 +45,13 @@ public interface ITrainingObjective<TBatch>
     /// <summary>Evaluation metrics without gradients, by name without "eval_" (the trainer adds it).</summary>
     IReadOnlyDictionary<string, double> Evaluate(Tape tape);
 }
+
+/// <summary>An objective whose evaluation can be split over the ranks of a run.</summary>
+public interface IShardedEvaluation
+{
+    /// <summary>
+    /// The processes of the run: an objective that splits its evaluation over them (each scores a share, the sums are
+    /// all-reduced, every rank gets the same metrics). The trainer sets it; an objective without it evaluates whole on every rank.
+    /// </summary>
+    Distributed.ICommunicator? EvaluationCommunicator { get; set; }
+}

@@ -28,6 +28,12 @@ public sealed class TrainerOptions
     /// <summary>The processes of a data-parallel run (default: this one alone).</summary>
     public ICommunicator? Communicator { get; init; }
     /// <summary>
+    /// ZeRO stage 1: with several processes, each keeps AdamW's state for its share of the parameters only and the updated
+    /// parameters are broadcast from their owners (<see cref="ZeroOneAdamW"/>; the same update as unsharded). 32-bit AdamW
+    /// only: other optimizers keep their whole state on every rank.
+    /// </summary>
+    public bool ShardOptimizerState { get; init; }
+    /// <summary>
     /// Writes the run's final output (the adapter or the model) into output_dir after the last step; the run's
     /// trainer_state.json and metrics.jsonl are written only once it has succeeded.
     /// </summary>
@@ -65,6 +71,8 @@ public sealed class Trainer<TBatch>
     private readonly bool _shuffle;
     private readonly Action<string>? _saveFinal;
     private readonly List<IRandomStreams> _randomStreams;
+    private readonly bool _shardOptimizer;
+    private float[]? _gradientBucket;
 
     public Trainer(ICausalLM model, TrainingArguments args, ITrainingObjective<TBatch> objective, TrainerOptions? options = null)
     {
@@ -77,6 +85,8 @@ public sealed class Trainer<TBatch>
         _comm = options.Communicator ?? SingleProcess.Instance;
         _shuffle = options.Shuffle;
         _saveFinal = options.SaveFinal;
+        _shardOptimizer = options.ShardOptimizerState;
+        if (objective is IShardedEvaluation sharded && _comm.Size > 1) sharded.EvaluationCommunicator = _comm;
         _randomStreams = model.Linears.Select(s => s.Layer).OfType<IRandomStreams>().ToList();
         if (model is IRandomStreams m) _randomStreams.Add(m);
         args.Validate();
@@ -117,7 +127,7 @@ public sealed class Trainer<TBatch>
         if (args.GradientCheckpointing && _model is IGradientCheckpointing gc) gc.GradientCheckpointing = true;
         int total = TotalSteps, perEpoch = StepsPerEpoch, accumulation = args.GradientAccumulationSteps;
         var schedule = LrSchedule.From(args, total);
-        using var optimizer = Optimizer.Create(args, _model.Parameters);
+        using var optimizer = _shardOptimizer && _comm.Size > 1 && ZeroOneAdamW.Supports(args.Optim) ? ZeroOneAdamW.Create(args, _model.Parameters, _comm) : Optimizer.Create(args, _model.Parameters);
         var state = new TrainerState
         {
             MaxSteps = total, NumTrainEpochs = Math.Ceiling((double)total / perEpoch), LoggingSteps = args.LoggingStepsFor(total),
@@ -228,6 +238,8 @@ public sealed class Trainer<TBatch>
                 };
                 if (save || control.ShouldSave)
                 {
+                    DistributedRun.CheckReplicas(_comm, optimizer.Parameters, step);
+                    (optimizer as IShardedOptimizer)?.GatherForSave();
                     if (IsWriter) Checkpointing.Save(args, state, _trainable, optimizer, schedule, _callbacks);
                     control.ShouldSave = false;
                 }
@@ -306,17 +318,40 @@ public sealed class Trainer<TBatch>
         return (targets > 0 ? sums[0] / targets : 0, tokens, metrics);
     }
 
+    /// <summary>
+    /// Sums the gradients over the ranks: parameter after parameter through one flat buffer (one all-reduce when they fit
+    /// in 64 Mi floats, else one per bucket of that size), kept between steps.
+    /// </summary>
     private unsafe void AllReduceGradients(IReadOnlyList<Parameter> parameters)
     {
         if (_comm.Size == 1) return;
+        const long BucketLimit = 64L << 20;
         long length = 0;
         foreach (var p in parameters) length += p.Length;
-        var flat = new float[checked((int)length)];
-        int o = 0;
-        foreach (var p in parameters) { new ReadOnlySpan<float>(p.Grad, checked((int)p.Length)).CopyTo(flat.AsSpan(o)); o += (int)p.Length; }
-        _comm.AllReduceSum(flat);
-        o = 0;
-        foreach (var p in parameters) { flat.AsSpan(o, (int)p.Length).CopyTo(new Span<float>(p.Grad, checked((int)p.Length))); o += (int)p.Length; }
+        int size = (int)Math.Min(length, BucketLimit);
+        if (_gradientBucket == null || _gradientBucket.Length < size) _gradientBucket = new float[size];
+        var flat = _gradientBucket;
+        var pending = new List<(Parameter P, long Offset, int Count, int At)>();
+        int used = 0;
+        void Flush()
+        {
+            if (used == 0) return;
+            _comm.AllReduceSum(flat.AsSpan(0, used));
+            foreach (var (p, offset, count, at) in pending) flat.AsSpan(at, count).CopyTo(new Span<float>(p.Grad + offset, count));
+            pending.Clear();
+            used = 0;
+        }
+        foreach (var p in parameters)
+            for (long offset = 0; offset < p.Length;)
+            {
+                if (used == size) Flush();
+                int count = (int)Math.Min(p.Length - offset, size - used);
+                new ReadOnlySpan<float>(p.Grad + offset, count).CopyTo(flat.AsSpan(used));
+                pending.Add((p, offset, count, used));
+                used += count;
+                offset += count;
+            }
+        Flush();
     }
 
     /// <summary>A stop or save asked for on any rank (Ctrl+C reaches one process first) holds on every rank.</summary>

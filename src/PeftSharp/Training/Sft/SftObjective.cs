@@ -9,8 +9,11 @@ namespace PeftSharp.Training.Sft;
 /// targets), evaluated as loss, perplexity and mean token accuracy, plus any metrics <see cref="ExtraEvaluation"/>
 /// adds (BLEU, ROUGE-L from generations when metric_for_best_model asks for them).
 /// </summary>
-public sealed class SftObjective(ICausalLM model, SftDataset train, SftDataset? eval, int evalBatchSize) : ITrainingObjective<TokenBatch>
+public sealed class SftObjective(ICausalLM model, SftDataset train, SftDataset? eval, int evalBatchSize) : ITrainingObjective<TokenBatch>, IShardedEvaluation
 {
+    /// <summary>The ranks the loss evaluation is split over (set by the trainer; null: this process scores everything).</summary>
+    public Distributed.ICommunicator? EvaluationCommunicator { get; set; }
+
     public static readonly string[] LossMetricNames = ["loss", "perplexity", "mean_token_accuracy"];
 
     /// <summary>More evaluation metrics by name (without "eval_"), computed after the loss metrics.</summary>
@@ -46,7 +49,7 @@ public sealed class SftObjective(ICausalLM model, SftDataset train, SftDataset? 
 
     public IReadOnlyDictionary<string, double> Evaluate(Tape tape)
     {
-        var m = LossEvaluation.Evaluate(model, eval ?? throw new PeftSharpException("training: no evaluation data."), evalBatchSize, tape);
+        var m = LossEvaluation.Evaluate(model, eval ?? throw new PeftSharpException("training: no evaluation data."), evalBatchSize, tape, EvaluationCommunicator);
         var metrics = new Dictionary<string, double>
         {
             ["loss"] = m.Loss,
