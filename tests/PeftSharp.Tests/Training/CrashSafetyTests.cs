@@ -9,7 +9,7 @@ namespace PeftSharp.Tests.Training;
 /// `peftsharp train` killed with SIGKILL at random moments (while stepping, saving a checkpoint, rotating, writing the
 /// final adapter): every folder left is complete or absent, the resumed run ends with the uninterrupted run's adapter
 /// bytes, and no temporary survives the next run. A full disk is a user error that leaves the previous run intact.
-/// PEFTSHARP_CRASH_TRIALS sets the number of kills (default 3 here; bench/crash-safety.sh runs 24).
+/// PEFTSHARP_CRASH_TRIALS sets the number of trials (default 3 here; bench/crash-safety.sh runs 20).
 /// </summary>
 public sealed class CrashSafetyTests : IDisposable
 {
