@@ -129,6 +129,34 @@ public abstract unsafe class CausalLM : ICausalLM, IRandomStreams
         return loss;
     }
 
+    /// <summary>
+    /// <see cref="ICausalLM.TokenLogProbs"/> with the loss's memory: in training the logits whole with their gradient written
+    /// over them, or by row chunks past <see cref="LossLogitsBudget"/> when the output layer is frozen; without gradients
+    /// by vocabulary blocks (<see cref="ScoreNextTokens"/>).
+    /// </summary>
+    public Tensor TokenLogProbs(Ops ops, TokenBatch batch, int[] targets)
+    {
+        int rows = batch.Batch * batch.SeqLen;
+        if (targets.Length != rows) throw new ArgumentException($"TokenLogProbs: {targets.Length} targets for {rows} positions.");
+        if (ops.Tape.GradEnabled)
+        {
+            var hidden = FinalHidden(ops, batch);
+            var head = _slots[^1].Layer;
+            int chunk = LossChunkRows(hidden.Rows, VocabSize);
+            if (chunk < hidden.Rows && !head.Parameters.Any(p => p.RequiresGrad))
+                return ops.TokenLogProbsInRowChunks(hidden, x => head.Forward(ops, x), targets, chunk);
+            return ops.TokenLogProbs(head.Forward(ops, hidden), targets, overwriteLogits: true);
+        }
+        var losses = new float[rows];
+        ScoreNextTokens(ops, batch, targets, losses, new int[rows]);
+        var y = ops.Tape.NewTensor([rows], requiresGrad: false);
+        for (int r = 0; r < rows; r++) y.Data[r] = -losses[r];
+        return y;
+    }
+
+    /// <summary>The final hidden states (batch·seqLen, C) after the last norm (a classification head's input).</summary>
+    public Tensor HiddenStates(Ops ops, TokenBatch batch) => FinalHidden(ops, batch);
+
     /// <summary>Logits a training loss holds at most at once (256 MiB of f32) before it goes by row chunks.</summary>
     public const long LossLogitsBudget = 1L << 26;
 
