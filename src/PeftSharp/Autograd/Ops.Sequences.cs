@@ -184,5 +184,14 @@ public static class PreferenceMath
         return u == 1 ? y : Math.Log(u) * y / (u - 1);
     }
 
+    /// <summary>e^a − 1, accurate for small a (Kahan: (u − 1)·a/log u, u = e^a).</summary>
+    public static double Expm1(double a)
+    {
+        double u = Math.Exp(a);
+        if (u == 1) return a;
+        double um1 = u - 1;
+        return um1 == -1 ? -1 : um1 * a / Math.Log(u);
+    }
+
     public static double Sigmoid(double x) => x >= 0 ? 1 / (1 + Math.Exp(-x)) : Math.Exp(x) / (1 + Math.Exp(x));
 }

@@ -130,15 +130,16 @@ public abstract unsafe class CausalLM : ICausalLM, IRandomStreams
     }
 
     /// <summary>
-    /// <see cref="ICausalLM.TokenLogProbs"/> with the loss's memory: in training the logits whole with their gradient written
-    /// over them, or by row chunks past <see cref="LossLogitsBudget"/> when the output layer is frozen; without gradients
-    /// by vocabulary blocks (<see cref="ScoreNextTokens"/>).
+    /// <see cref="ICausalLM.TokenLogProbs"/> with the loss's memory: the logits whole (in training with their gradient written
+    /// over them), or, past <see cref="LossLogitsBudget"/>, by row chunks in training when the output layer is frozen and by
+    /// vocabulary blocks (<see cref="ScoreNextTokens"/>) without gradients. Within the budget a no-grad forward takes the
+    /// training path's arithmetic, so a reference forward of the same weights gives the policy's log-probs bit for bit.
     /// </summary>
     public Tensor TokenLogProbs(Ops ops, TokenBatch batch, int[] targets)
     {
         int rows = batch.Batch * batch.SeqLen;
         if (targets.Length != rows) throw new ArgumentException($"TokenLogProbs: {targets.Length} targets for {rows} positions.");
-        if (ops.Tape.GradEnabled)
+        if (ops.Tape.GradEnabled || LossChunkRows(rows, VocabSize) == rows)
         {
             var hidden = FinalHidden(ops, batch);
             var head = _slots[^1].Layer;
