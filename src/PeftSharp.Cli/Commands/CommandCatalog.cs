@@ -19,5 +19,6 @@ public static class CommandCatalog
         yield return MergeCommand.Create();
         yield return QuantizeCommand.Create();
         yield return EvalCommand.Create();
+        yield return ScoreCommand.Create();
     }
 }

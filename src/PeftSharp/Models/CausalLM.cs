@@ -52,6 +52,9 @@ public abstract unsafe class CausalLM : ICausalLM, IRandomStreams
     public IEnumerable<Parameter> Parameters =>
         _slots.SelectMany(s => s.Layer.Parameters).Concat(_own).Distinct(ReferenceEqualityComparer.Instance).Cast<Parameter>();
 
+    /// <summary>The f32 parameters outside the linear slots (embeddings, norms; a tied embedding once).</summary>
+    internal IReadOnlyList<Parameter> OwnParameters => _own;
+
     /// <summary>Frozen 16-bit weights outside the linear slots (an embedding kept as a view of the checkpoint), which <see cref="Parameters"/> does not list.</summary>
     public IReadOnlyList<HalfMatrix> HalfWeights => _ownHalf;
 

@@ -40,7 +40,11 @@ public static class PreferenceTuning
         if (args.PrecisionNotice(config.Dtype) is { } precision) notices.Add(precision);
         var prefTokenizer = new PreferenceTokenizer(tokenizer, options);
 
-        using var model = QuantizedModel.Load(folder, FineTuning.LoadOptionsFor(config, folder));
+        var loadOptions = FineTuning.LoadOptionsFor(config, folder);
+        // The reward trainer trains a sequence classifier with one label (a causal-LM checkpoint gets a new score head).
+        using ICausalLM model = config.Trainer == "reward"
+            ? SequenceClassifier.Load(folder, numLabels: 1, loadOptions, (f, o) => QuantizedModel.Load(f, o))
+            : QuantizedModel.Load(folder, loadOptions);
         if (config.LoadIn4Bit) QuantizedModel.QuantizeLinears(model, BitsAndBytesConfig.FromJson(config.Quantization!));
         PeftModel? peft = null;
         if (config.Lora != null)
@@ -49,6 +53,8 @@ public static class PreferenceTuning
             peft = PeftModel.Wrap(model, config.Lora, rng: new Rng((ulong)args.Seed));
             notices.AddRange(peft.Notices);
         }
+        if (model is SequenceClassifier && peft == null)
+            throw new PeftSharpException("reward: full fine-tuning of a sequence classifier is not supported yet (it could not be saved); add a lora section.");
         IReferenceModel? reference = peft != null ? new DisabledAdapterReference(peft) : null;
         var (trainable, all) = peft?.CountParameters() ?? (model.Parameters.Where(p => p.RequiresGrad).Sum(p => p.Length), model.Parameters.Sum(p => p.Length));
         string trainableLine = peft?.PrintTrainableParameters() ?? Planning.MemoryPlanner.PeftLine(trainable, all);
@@ -100,6 +106,17 @@ public static class PreferenceTuning
                 CheckVocabulary(modelConfig, folder, trainSet.Select(e => e.Sequence.Ids));
                 var objective = new KtoObjective(model, options, trainSet, evalSet, evalBatch, pad, reference);
                 var trainer = new Trainer<UnpairedBatch>(model, args, objective, trainerOptions);
+                result = trainer.Train();
+                if (objective.CanEvaluate && !cancellation.IsCancellationRequested) evalMetrics = trainer.Evaluate();
+                break;
+            }
+            case "reward":
+            {
+                var trainPairs = RewardObjective.Tokenize(train, tokenizer, options.MaxLength);
+                var evalPairs = eval == null ? null : RewardObjective.Tokenize(eval, tokenizer, options.MaxLength);
+                CheckVocabulary(modelConfig, folder, trainPairs.SelectMany(p => new[] { p.Chosen.Ids, p.Rejected.Ids }));
+                var objective = new RewardObjective((SequenceClassifier)model, options, trainPairs, evalPairs, evalBatch, modelConfig.PadTokenId ?? pad);
+                var trainer = new Trainer<PairBatch>(model, args, objective, trainerOptions);
                 result = trainer.Train();
                 if (objective.CanEvaluate && !cancellation.IsCancellationRequested) evalMetrics = trainer.Evaluate();
                 break;
