@@ -148,6 +148,28 @@ public sealed class PreferenceRunTests : IDisposable
     }
 
     [Fact]
+    public void RewardModelTrainsWithAScoreHeadAndScoresFromTheCli()
+    {
+        var r = FineTuning.Run(Config("reward", "reward", "reward:\n  center_rewards_coefficient: 0.01", data: "  test_size: 4"));
+        var log = Log(r);
+        foreach (var name in RewardObjective.MetricNames) Assert.True(log[0].ContainsKey(name), name);
+        Assert.True(r.Train.StepLosses[^1] < r.Train.StepLosses[0], string.Join(", ", r.Train.StepLosses));
+        Assert.Contains("eval_accuracy", r.EvalMetrics!.Keys);
+        var saved = LoraConfig.Load(r.OutputDir);
+        Assert.Equal("SEQ_CLS", saved.TaskType);
+        Assert.Contains("score", saved.ModulesToSave!);
+        using (var st = PeftSharp.Formats.Safetensors.SafetensorsFile.Open(Path.Combine(r.OutputDir, PeftModel.WeightsFileName)))
+            Assert.Equal([1L, 64L], st["base_model.model.score.weight"].Shape);
+
+        var output = new StringWriter();
+        PeftSharp.Cli.Commands.ScoreCommand.Run(Model(), r.OutputDir, PairData(), output);
+        var lines = output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonNode.Parse(l)!.AsObject()).ToList();
+        Assert.Equal(24, lines.Count);
+        int right = lines.Count(l => (double)l["chosen"]! > (double)l["rejected"]!);
+        Assert.True(right >= 18, $"the trained reward model ranks {right}/24 pairs right");
+    }
+
+    [Fact]
     public void ConfigNamesTheTrainerAndRefusesMismatches()
     {
         Assert.Equal("dpo", Config("dpo", "x", "dpo:\n  beta: 0.2").Trainer);
