@@ -78,7 +78,6 @@ public static class PreferenceTuning
         }
         var trainerOptions = new TrainerOptions { Trainable = state, Callbacks = allCallbacks, Shuffle = config.Data.Shuffle, SaveFinal = SaveFinal };
         int pad = prefTokenizer.PadId, evalBatch = args.PerDeviceEvalBatchSize;
-        CheckVocabulary(modelConfig, folder, train.Count == 0 ? [] : [prefTokenizer.Prompt(train[0].Prompt)]);
 
         TrainResult result;
         IReadOnlyDictionary<string, double>? evalMetrics = null;

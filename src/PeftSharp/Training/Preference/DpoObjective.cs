@@ -148,22 +148,22 @@ public sealed class DpoObjective : ITrainingObjective<PairBatch>
     /// DPO's loss of a batch from the policy's sequence log-prob sums (chosen first, then rejected), the completion token counts
     /// and the reference sums; its gradient by the policy sums, and the metrics.
     /// </summary>
-    public static (double Loss, double[] Gradient, Dictionary<string, double> Metrics) Loss(PreferenceOptions _options, double[] sums, int[] counts,
+    public static (double Loss, double[] Gradient, Dictionary<string, double> Metrics) Loss(PreferenceOptions options, double[] sums, int[] counts,
         double[] refChosen, double[] refRejected)
     {
         int n = sums.Length / 2;
-        bool ipo = _options.LossType == "ipo";
+        bool ipo = options.LossType == "ipo";
         // ipo compares mean token log-probs (TRL divides the sums by the completion lengths, policy and reference alike).
         double Norm(int row) => ipo ? 1.0 / Math.Max(1, counts[row]) : 1.0;
         var gradient = new double[2 * n];
         double loss = 0, rc = 0, rr = 0, acc = 0, lc = 0, lr = 0;
-        double beta = _options.Beta;
+        double beta = options.Beta;
         for (int i = 0; i < n; i++)
         {
             double pc = sums[i] * Norm(i), pr = sums[n + i] * Norm(n + i);
             double qc = refChosen[i] * Norm(i), qr = refRejected[i] * Norm(n + i);
             double z = (pc - pr) - (qc - qr);
-            var (l, dz) = PreferenceLosses.Dpo(_options.LossType, beta, _options.LabelSmoothing, z);
+            var (l, dz) = PreferenceLosses.Dpo(options.LossType, beta, options.LabelSmoothing, z);
             loss += l / n;
             gradient[i] = dz / n * Norm(i);
             gradient[n + i] = -dz / n * Norm(n + i);
@@ -175,7 +175,7 @@ public sealed class DpoObjective : ITrainingObjective<PairBatch>
             ["rewards/chosen"] = rc / n, ["rewards/rejected"] = rr / n, ["rewards/accuracies"] = acc / n,
             ["rewards/margins"] = (rc - rr) / n, ["logps/chosen"] = lc / n, ["logps/rejected"] = lr / n,
         };
-        if (_options.RpoAlpha is double alpha)
+        if (options.RpoAlpha is double alpha)
         {
             // TRL's nll_loss: cross-entropy over every chosen completion token of the batch (a token mean).
             double tokens = 0, sum = 0;
