@@ -170,6 +170,38 @@ public sealed class PreferenceRunTests : IDisposable
     }
 
     [Fact]
+    public void DpoRunsOnAQloraLlamaWithGradientCheckpointing()
+    {
+        var yaml = $"""
+            model:
+              name_or_path: "{Model("llama")}"
+            lora:
+              r: 4
+              lora_alpha: 8
+              target_modules: [q_proj, v_proj]
+            quantization:
+              load_in_4bit: true
+              bnb_4bit_quant_type: nf4
+            data:
+              train_file: "{PairData()}"
+            training:
+              trainer: dpo
+              output_dir: "{Path.Combine(_root, "qlora")}"
+              max_steps: 3
+              per_device_train_batch_size: 4
+              learning_rate: 5.0e-3
+              logging_steps: 1
+              save_strategy: "no"
+            """;
+        var config = RunConfig.FromTree(ConfigTree.ParseYaml(yaml));
+        Assert.True(config.Training.GradientCheckpointing);
+        var r = FineTuning.Run(config);
+        Assert.Equal("qlora", r.Method);
+        Assert.Equal(Math.Log(2), r.Train.StepLosses[0], 6);
+        Assert.True(File.Exists(Path.Combine(r.OutputDir, "adapter_model.safetensors")));
+    }
+
+    [Fact]
     public void ConfigNamesTheTrainerAndRefusesMismatches()
     {
         Assert.Equal("dpo", Config("dpo", "x", "dpo:\n  beta: 0.2").Trainer);
