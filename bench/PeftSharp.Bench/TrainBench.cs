@@ -6,7 +6,9 @@ using PeftSharp.Models;
 using PeftSharp.Peft;
 using PeftSharp.Quantization;
 using PeftSharp.Tensors;
+using PeftSharp.Training;
 using PeftSharp.Training.Optimizers;
+using PeftSharp.Training.Preference;
 
 namespace PeftSharp.Bench;
 
@@ -15,6 +17,9 @@ namespace PeftSharp.Bench;
 /// [--quant nf4] [--steps 5] [--checkpointing]`: LoRA training steps (forward, loss, backward, AdamW) on a model of that shape
 /// with random f32 weights (the base optionally quantized to NF4 with double quantization and bf16 compute first) and random
 /// token batches. After one warm-up step, times the rest; one JSON line with tokens/s, ms per step, peak RSS and the arena peak.
+/// `--objective dpo|reward` runs a preference step instead of the SFT loss: --batch pairs of --seq tokens per side (prompt half,
+/// completion half), chosen and rejected in one batch (the SFT step on the same tokens is --batch 2×pairs); DPO adds the
+/// reference's no-grad forward (the adapter off), reward puts a score head on the last token.
 /// `--model-dir DIR [--float32]` loads a Hugging Face folder as `peftsharp train` does instead (16-bit weights stay views of
 /// the file unless --float32; with --quant the linears are quantized from them, and their pages released, one at a time).
 /// </summary>
@@ -30,6 +35,8 @@ public static class TrainBench
         int steps = int.Parse(Option(args, "--steps", "5"));
         string? quant = args.Contains("--quant") ? Option(args, "--quant", "nf4") : null;
         bool checkpointing = args.Contains("--checkpointing");
+        string objective = Option(args, "--objective", "sft");
+        if (objective is not ("sft" or "dpo" or "reward")) throw new ArgumentException($"--objective {objective}: expected sft, dpo or reward.");
         if (quant is not (null or "nf4" or "fp4")) throw new ArgumentException($"--quant {quant}: expected nf4 or fp4.");
 
         string? folder = args.Contains("--model-dir") ? Option(args, "--model-dir", "") : null;
@@ -47,16 +54,35 @@ public static class TrainBench
             : QuantizedModel.Load(folder, new LoadOptions { Float32 = args.Contains("--float32") });
         if (folder != null && quant != null) QuantizedModel.QuantizeLinears(model, bnb);
         model.GradientCheckpointing = checkpointing;
+        var classifier = objective == "reward"
+            ? new SequenceClassifier((CausalLM)model, 1, Parameter.Create("score.weight", [1, config.HiddenSize], false)) : null;
         var targets = target == TargetModules.AllLinearKeyword ? TargetModules.AllLinear : TargetModules.FromNames(target.Split(','));
-        using var peft = PeftModel.Wrap(model, new LoraConfig { R = r, LoraAlpha = 2 * r, TargetModules = targets }, rng: new Rng(2));
+        using var peft = PeftModel.Wrap(classifier ?? (ICausalLM)model, new LoraConfig { R = r, LoraAlpha = 2 * r, TargetModules = targets }, rng: new Rng(2));
         var (trainable, all) = peft.CountParameters();
         using var optimizer = new AdamW(peft.TrainableParameters, learningRate: 1e-4f);
 
         var rng = new Rng(3);
         using var tape = new Tape(1 << 20);
         var ops = new Ops(tape);
+        int half = Math.Max(1, seq / 2);
+        var pairs = Enumerable.Range(0, batch).Select(i => new TokenizedPair(i,
+            new TokenizedSequence(Enumerable.Range(0, seq).Select(_ => rng.NextInt(config.VocabSize)).ToArray(), objective == "reward" ? 0 : half),
+            new TokenizedSequence(Enumerable.Range(0, seq).Select(_ => rng.NextInt(config.VocabSize)).ToArray(), objective == "reward" ? 0 : half), 0)).ToList();
+        ITrainingObjective<PairBatch>? preference = objective switch
+        {
+            "dpo" => new DpoObjective(model, new PreferenceOptions(), pairs, null, batch, 0, new DisabledAdapterReference(peft)),
+            "reward" => new RewardObjective(classifier!, new PreferenceOptions(), pairs, null, batch, 0),
+            _ => null,
+        };
         void Step()
         {
+            if (preference != null)
+            {
+                preference.Accumulate(tape, PairBatch.Build(pairs, 0), 1.0);
+                optimizer.Step();
+                optimizer.ZeroGrad();
+                return;
+            }
             var tokens = new TokenBatch(batch, seq, Enumerable.Range(0, batch * seq).Select(_ => rng.NextInt(config.VocabSize)).ToArray());
             tape.Backward(peft.Model.Loss(ops, tokens));
             tape.Reset();
@@ -70,6 +96,7 @@ public static class TrainBench
         Console.WriteLine(JsonSerializer.Serialize(new
         {
             op = "train",
+            objective,
             model = name,
             target,
             r,
@@ -78,7 +105,7 @@ public static class TrainBench
             quant = quant ?? "none",
             base_dtype = folder == null ? "float32 (random)" : args.Contains("--float32") ? "float32" : config.TorchDtype ?? "as stored",
             checkpointing,
-            tok_per_s = Math.Round(batch * seq / seconds, 1),
+            tok_per_s = Math.Round((preference != null ? 2 : 1) * batch * seq / seconds, 1),
             step_ms = Math.Round(seconds * 1e3, 1),
             peak_rss_mb = ModelBench.PeakRssMib(),
             arena_peak_mb = Math.Round(tape.Arena.HighWater * 4.0 / (1 << 20), 1),

@@ -34,11 +34,15 @@ public sealed class TrainingProgressView : ITrainerCallback
         return result;
     }
 
+    private static readonly (string Key, string Label)[] ProgressMetrics =
+        [("rewards/margins", "margin"), ("rewards/accuracies", "acc"), ("accuracy", "acc"), ("margin", "margin")];
+
     public void OnStep(TrainingProgress p, TrainerControl control)
     {
-        // The trainer's own metrics (DPO's rewards/margins and accuracies, ...) follow the loss.
-        string own = string.Concat(p.Metrics.Select(m => $"  {m.Key} {m.Value:F4}"));
-        string line = $"step {p.Step}/{p.TotalSteps}  epoch {p.Epoch:F2}  loss {p.Loss:F4}{own}  lr {p.LearningRate:0.###e0}  {p.TokensPerSecond:F0} tok/s  ETA {p.Eta:hh\\:mm\\:ss}";
+        string line = $"step {p.Step}/{p.TotalSteps}  epoch {p.Epoch:F2}  loss {p.Loss:F4}  lr {p.LearningRate:0.###e0}  {p.TokensPerSecond:F0} tok/s  ETA {p.Eta:hh\\:mm\\:ss}";
+        // A preference trainer's headline metrics (DPO/KTO/ORPO: reward margin and accuracy; reward model: accuracy).
+        foreach (var (key, label) in ProgressMetrics)
+            if (p.Metrics.TryGetValue(key, out var value)) line += $"  {label} {value:F3}";
         if (_task != null)
         {
             _task.MaxValue = p.TotalSteps;

@@ -22,5 +22,6 @@ public static class CommandCatalog
         yield return ExportCommand.Create();
         yield return QuantizeCommand.Create();
         yield return EvalCommand.Create();
+        yield return ScoreCommand.Create();
     }
 }

@@ -47,7 +47,8 @@ public static class TrainCommand
         output.WriteLine(r.TrainableLine);
         output.WriteLine($"steps: {r.Train.GlobalStep}, train loss: {r.Train.TrainingLoss:F4}" +
             (r.Eval != null ? $", eval loss: {r.Eval.Loss:F4}, perplexity: {r.Eval.Perplexity:F3}" : "") +
-            (r.Generation != null ? $", BLEU: {r.Generation.Bleu.Score:F2}, ROUGE-L: {r.Generation.RougeL:F4}" : ""));
+            (r.Generation != null ? $", BLEU: {r.Generation.Bleu.Score:F2}, ROUGE-L: {r.Generation.RougeL:F4}" : "") +
+            (r.EvalMetrics != null ? ", " + string.Join(", ", r.EvalMetrics.Select(kv => $"{kv.Key}: {kv.Value:F4}")) : ""));
         string what = r.Method == "full" ? "model" : "adapter";
         output.WriteLine($"{what}: {r.OutputDir} ({r.OutputBytes / 1024.0:F1} KiB; base model {r.ModelBytes / 1048576.0:F1} MiB, {100.0 * r.OutputBytes / Math.Max(1, r.ModelBytes):F2}%)");
         output.WriteLine($"report: {r.ReportPath}");

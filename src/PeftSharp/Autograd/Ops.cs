@@ -8,7 +8,7 @@ namespace PeftSharp.Autograd;
 /// now and records the kernel's backward when an input requires a gradient. Shapes: the last
 /// dimension is the feature dimension; leading dimensions are flattened into rows.
 /// </summary>
-public sealed unsafe class Ops(Tape tape)
+public sealed unsafe partial class Ops(Tape tape)
 {
     public Tape Tape { get; } = tape;
 

@@ -14,6 +14,9 @@ public sealed class RunConfig
 {
     public static readonly string[] Dtypes = ["auto", "float32", "bfloat16", "float16"];
 
+    /// <summary>training.trainer's values.</summary>
+    public static readonly string[] Trainers = ["sft", "reward", "dpo", "kto", "orpo"];
+
     public static IReadOnlyList<SectionSpec> Sections { get; } =
     [
         new("model", "the base model", [
@@ -50,7 +53,9 @@ public sealed class RunConfig
             new("llm_int8_skip_modules", ValueKind.StringList, "modules kept unquantized (default: the output layer)"),
         ]),
         new("data", "the datasets and SFTConfig's data options", DataArguments.Keys),
-        new("training", "TrainingArguments / SFTConfig", TrainingArguments.Keys),
+        new("training", "TrainingArguments / SFTConfig", [.. TrainingArguments.Keys,
+            new KeySpec("trainer", ValueKind.Enum, "the objective: sft (default), reward, dpo, kto or orpo; each reads its own section", Allowed: Trainers)]),
+        .. PreferenceSections.Specs,
     ];
 
     /// <summary>Old or misplaced names accepted with a notice: (section, key) → (section, key, why).</summary>
@@ -86,6 +91,11 @@ public sealed class RunConfig
     /// <summary>The effective configuration after renames and overrides, for the report and checkpoints.</summary>
     public required JsonObject Effective { get; init; }
 
+    /// <summary>training.trainer: sft, reward, dpo, kto or orpo.</summary>
+    public string Trainer { get; init; } = "sft";
+    /// <summary>The options of the preference trainer's section (dpo, kto, orpo or reward); null for sft.</summary>
+    public Training.Preference.PreferenceOptions? Preference { get; init; }
+
     public string Method => Lora == null ? "full" : LoadIn4Bit ? "qlora" : "lora";
 
     public static RunConfig Load(string path, IEnumerable<string>? overrides = null)
@@ -112,6 +122,8 @@ public sealed class RunConfig
         bool hasLora = tree["lora"] != null, hasQuant = tree["quantization"] != null;
         var sections = Normalize(tree, notices);
 
+        string trainer = sections["training"].Str("trainer", "sft")!;
+        var preference = PreferenceSections.Read(trainer, sections);
         var model = sections["model"];
         var name = model.Str("name_or_path") ?? throw new PeftSharpException("model.name_or_path is required: a Hugging Face model folder or ORG/NAME.");
 
@@ -123,10 +135,18 @@ public sealed class RunConfig
             catch (PeftSharpException e) { throw new PeftSharpException(e.Message.StartsWith("lora:") ? e.Message : "lora: " + e.Message); }
             lora.InferenceMode = false;
             // The user guide's default: a causal-LM run writes task_type CAUSAL_LM, which PEFT's AutoPeftModelForCausalLM needs.
-            lora.TaskType ??= "CAUSAL_LM";
-            if (lora.TaskType != "CAUSAL_LM")
-                throw new PeftSharpException($"lora.task_type {lora.TaskType}: the SFT trainer trains causal language models (CAUSAL_LM); " +
-                    "sequence classification and the other task types are not trained by this command.");
+            lora.TaskType ??= trainer == "reward" ? "SEQ_CLS" : "CAUSAL_LM";
+            if (trainer == "reward" && lora.TaskType != "SEQ_CLS")
+                throw new PeftSharpException($"lora.task_type {lora.TaskType}: the reward trainer trains a sequence-classification model (SEQ_CLS).");
+            if (trainer != "reward" && lora.TaskType != "CAUSAL_LM")
+                throw new PeftSharpException($"lora.task_type {lora.TaskType}: the {trainer} trainer trains causal language models (CAUSAL_LM); " +
+                    "sequence classification is trained by training.trainer: reward.");
+            if (trainer == "reward")
+            {
+                // PEFT's SEQ_CLS task adds the classification head to modules_to_save.
+                lora.ModulesToSave ??= [];
+                if (!lora.ModulesToSave.Contains("score")) lora.ModulesToSave.Add("score");
+            }
         }
 
         JsonObject? quant = hasQuant ? sections["quantization"] : null;
@@ -158,6 +178,8 @@ public sealed class RunConfig
             Quantization = quant,
             Data = data,
             Training = training,
+            Trainer = trainer,
+            Preference = preference,
             Notices = notices,
             Effective = tree,
         };

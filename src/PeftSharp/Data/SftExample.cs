@@ -82,7 +82,7 @@ public static class SftExamples
             case DatasetFormat.Preference:
             case DatasetFormat.UnpairedPreference:
                 throw new PeftSharpException($"{where}: this is {Describe(format)}, which trains a preference model (DPO, ORPO, KTO, a reward model), not SFT; " +
-                    "SFT needs text, prompt/completion, or messages (load it with PreferenceExamples for a preference trainer).");
+                    "SFT needs text, prompt/completion, or messages (train it with training.trainer: dpo, orpo, kto or reward).");
             case DatasetFormat.Text:
                 return FromText(String(f, textField, where), where);
             case DatasetFormat.PromptCompletion:

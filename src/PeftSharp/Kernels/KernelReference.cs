@@ -71,6 +71,33 @@ public static class KernelReference
         return count == 0 ? 0 : total / count;
     }
 
+    /// <summary>log softmax(logits)[target] per row; 0 on ignored rows.</summary>
+    public static double[] TokenLogProbs(double[] logits, int[] targets, int vocab)
+    {
+        var y = new double[targets.Length];
+        for (int r = 0; r < targets.Length; r++)
+        {
+            if (targets[r] == Kernels.CrossEntropy.IgnoreIndex) continue;
+            double max = double.NegativeInfinity;
+            for (int v = 0; v < vocab; v++) max = Math.Max(max, logits[r * vocab + v]);
+            double sum = 0;
+            for (int v = 0; v < vocab; v++) sum += Math.Exp(logits[r * vocab + v] - max);
+            y[r] = logits[r * vocab + targets[r]] - max - Math.Log(sum);
+        }
+        return y;
+    }
+
+    /// <summary>y[s] = Σ x[i] over i with segments[i] = s (segments &lt; 0 are skipped).</summary>
+    public static double[] SumBySegment(double[] x, int[] segments, int count)
+    {
+        var y = new double[count];
+        for (int i = 0; i < x.Length; i++) if (segments[i] >= 0) y[segments[i]] += x[i];
+        return y;
+    }
+
+    /// <summary>log σ(x) = -log(1 + e^-x), naively.</summary>
+    public static double[] LogSigmoid(double[] x) => x.Select(v => -Math.Log(1 + Math.Exp(-v))).ToArray();
+
     public static double[] Embedding(int[] ids, double[] table, int channels)
     {
         var y = new double[ids.Length * channels];

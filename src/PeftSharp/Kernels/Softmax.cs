@@ -113,9 +113,26 @@ public static unsafe class CrossEntropy
         Parallelism.For(rows, &BackwardRow, &job);
     }
 
+    /// <summary>
+    /// dlogits (+)= (softmax(logits) - onehot(target))·rowScale[r] per row: the backward of per-row losses (or, with
+    /// rowScale = -d(log-prob), of per-token log-probabilities) whose upstream gradient differs by row. With accumulate
+    /// false the result overwrites dlogits, which may alias the logits. Ignored rows get 0 (or nothing added).
+    /// </summary>
+    public static void BackwardWeighted(
+        float* logits,   // (N, V)
+        int* targets,    // (N)
+        float* lse,      // (N) saved
+        float* rowScale, // (N)
+        float* dlogits,  // (N, V) (+)=, may alias logits when accumulate is false
+        int rows, int vocab, bool accumulate)
+    {
+        var job = new Job { Logits = logits, Targets = targets, Lse = lse, DLogits = dlogits, RowScale = rowScale, Rows = rows, Vocab = vocab, Accumulate = accumulate };
+        Parallelism.For(rows, &BackwardRow, &job);
+    }
+
     private struct Job
     {
-        public float* Logits, Losses, Lse, DLogits;
+        public float* Logits, Losses, Lse, DLogits, RowScale;
         public int* Targets;
         public float Scale;
         public int Rows, Vocab;
@@ -150,8 +167,9 @@ public static unsafe class CrossEntropy
             if (!j->Accumulate) new Span<float>(dr, vocab).Clear();
             return;
         }
-        Elementwise.Map(new ScaledSoftmaxOp(j->Lse[r], j->Scale), vocab, dr, j->Accumulate, lr);
-        dr[t] -= j->Scale;
+        float scale = j->RowScale != null ? j->RowScale[r] : j->Scale;
+        Elementwise.Map(new ScaledSoftmaxOp(j->Lse[r], scale), vocab, dr, j->Accumulate, lr);
+        dr[t] -= scale;
     }
 
     internal static void ValidateTargets(int* targets, int rows, int vocab)

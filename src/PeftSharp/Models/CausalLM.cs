@@ -52,6 +52,9 @@ public abstract unsafe class CausalLM : ICausalLM, IRandomStreams
     public IEnumerable<Parameter> Parameters =>
         _slots.SelectMany(s => s.Layer.Parameters).Concat(_own).Distinct(ReferenceEqualityComparer.Instance).Cast<Parameter>();
 
+    /// <summary>The f32 parameters outside the linear slots (embeddings, norms; a tied embedding once).</summary>
+    internal IReadOnlyList<Parameter> OwnParameters => _own;
+
     /// <summary>Frozen 16-bit weights outside the linear slots (an embedding kept as a view of the checkpoint), which <see cref="Parameters"/> does not list.</summary>
     public IReadOnlyList<HalfMatrix> HalfWeights => _ownHalf;
 
@@ -128,6 +131,35 @@ public abstract unsafe class CausalLM : ICausalLM, IRandomStreams
         *loss.Data = ScoreNextTokens(ops, batch, batch.ShiftedTargets(), new float[rows], new int[rows]);
         return loss;
     }
+
+    /// <summary>
+    /// <see cref="ICausalLM.TokenLogProbs"/> with the loss's memory: the logits whole (in training with their gradient written
+    /// over them), or, past <see cref="LossLogitsBudget"/>, by row chunks in training when the output layer is frozen and by
+    /// vocabulary blocks (<see cref="ScoreNextTokens"/>) without gradients. Within the budget a no-grad forward takes the
+    /// training path's arithmetic, so a reference forward of the same weights gives the policy's log-probs bit for bit.
+    /// </summary>
+    public Tensor TokenLogProbs(Ops ops, TokenBatch batch, int[] targets)
+    {
+        int rows = batch.Batch * batch.SeqLen;
+        if (targets.Length != rows) throw new ArgumentException($"TokenLogProbs: {targets.Length} targets for {rows} positions.");
+        if (ops.Tape.GradEnabled || LossChunkRows(rows, VocabSize) == rows)
+        {
+            var hidden = FinalHidden(ops, batch);
+            var head = _slots[^1].Layer;
+            int chunk = LossChunkRows(hidden.Rows, VocabSize);
+            if (chunk < hidden.Rows && !head.Parameters.Any(p => p.RequiresGrad))
+                return ops.TokenLogProbsInRowChunks(hidden, x => head.Forward(ops, x), targets, chunk);
+            return ops.TokenLogProbs(head.Forward(ops, hidden), targets, overwriteLogits: true);
+        }
+        var losses = new float[rows];
+        ScoreNextTokens(ops, batch, targets, losses, new int[rows]);
+        var y = ops.Tape.NewTensor([rows], requiresGrad: false);
+        for (int r = 0; r < rows; r++) y.Data[r] = -losses[r];
+        return y;
+    }
+
+    /// <summary>The final hidden states (batch·seqLen, C) after the last norm (a classification head's input).</summary>
+    public Tensor HiddenStates(Ops ops, TokenBatch batch) => FinalHidden(ops, batch);
 
     /// <summary>Logits a training loss holds at most at once (256 MiB of f32) before it goes by row chunks.</summary>
     public const long LossLogitsBudget = 1L << 26;

@@ -83,6 +83,13 @@ public interface ICausalLM : IDisposable
         }
     }
 
+    /// <summary>
+    /// Per-position log-probabilities of given next tokens → (batch·seqLen): log softmax(logits[r])[targets[r]], 0 where the
+    /// target is -100, differentiable (DPO, KTO, ORPO). This default holds the logits whole; a model may go by row chunks
+    /// in training and by vocabulary blocks without gradients, as its loss does.
+    /// </summary>
+    Tensor TokenLogProbs(Ops ops, TokenBatch batch, int[] targets) => ops.TokenLogProbs(Forward(ops, batch), targets, overwriteLogits: true);
+
     /// <summary>Starts a KV-cache decoding session for <paramref name="batch"/> sequences of up to <paramref name="maxTokens"/> tokens.</summary>
     IDecodeSession StartDecoding(int batch, int maxTokens);
 }

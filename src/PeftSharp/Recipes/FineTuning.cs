@@ -21,6 +21,9 @@ public sealed record FineTuningResult(
     string Method, string OutputDir, TrainResult Train, LossMetrics? Eval, GenerationResult? Generation,
     string TrainableLine, long OutputBytes, long ModelBytes, string ReportPath, IReadOnlyList<string> Notices)
 {
+    /// <summary>The final evaluation's metrics of a preference trainer (eval_ prefixed), or null.</summary>
+    public IReadOnlyDictionary<string, double>? EvalMetrics { get; init; }
+
     /// <summary>What report.html shows, for callers that add to it (e.g. generations before training).</summary>
     public required ReportData Report { get; init; }
 }
@@ -83,6 +86,7 @@ public static class FineTuning
     public static FineTuningResult Run(RunConfig config, IEnumerable<ITrainerCallback>? callbacks = null, CancellationToken cancellation = default,
         int generationSamples = 8, int maxNewTokens = 32)
     {
+        if (config.Trainer != "sft") return PreferenceTuning.Run(config, callbacks, cancellation);
         var args = config.Training;
         var notices = new List<string>(config.Notices);
         string folder = ModelFolder.Resolve(config.ModelNameOrPath);

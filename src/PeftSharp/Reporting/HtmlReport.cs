@@ -54,6 +54,15 @@ public static class HtmlReport
         sb.Append(SvgChart.Line("Learning rate", "step", [new("learning rate", Series(data.Log, "learning_rate"), "#8250df")]));
         sb.Append(SvgChart.Line("Throughput (tokens/s)", "step", [new("tokens/s", Series(data.Log, "tokens_per_second"), "#1a7f37")]));
         sb.Append(SvgChart.Line("Gradient norm (before clipping)", "step", [new("grad norm", Series(data.Log, "grad_norm"), "#bc4c00")]));
+        // Preference trainers (reward, DPO, KTO, ORPO) log their reward margins and accuracies.
+        if (data.Log.Any(r => r.ContainsKey("rewards/margins") || r.ContainsKey("eval_rewards/margins") || r.ContainsKey("eval_accuracy")))
+        {
+            sb.Append(SvgChart.Line("Reward margin (chosen − rejected)", "step",
+                [new("train", Series(data.Log, "rewards/margins"), "#0969da"), new("eval", Series(data.Log, "eval_rewards/margins"), "#cf222e")]));
+            sb.Append(SvgChart.Line("Preference accuracy", "step",
+                [new("train", Series(data.Log, "rewards/accuracies"), "#0969da"), new("eval", Series(data.Log, "eval_rewards/accuracies"), "#cf222e"),
+                 new("eval (reward model)", Series(data.Log, "eval_accuracy"), "#1a7f37")]));
+        }
         sb.Append("</div>");
 
         if (data.FinalMetrics.Count > 0)

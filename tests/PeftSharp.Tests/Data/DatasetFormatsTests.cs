@@ -59,19 +59,22 @@ public sealed class DatasetFormatsTests : IDisposable
     }
 
     [Fact]
-    public void PreferenceDataLoadsAsTypedRecordsAndIsRefusedForSft()
+    public void PreferenceDataLoadsForThePreferenceTrainersAndIsRefusedForSft()
     {
-        var paired = PreferenceExamples.ReadPaired(ColumnarFiles.ReadParquet(Golden("formats", "preference.parquet")));
+        // The preference trainers read every file type DataFiles reads (PreferenceData), Parquet included.
+        var paired = ColumnarFiles.ReadParquet(Golden("formats", "preference.parquet")).Select(r => PreferenceData.Convert(r, null)).ToList();
         Assert.Equal(4, paired.Count);
         Assert.Equal(("Is 1 even?", "No.", "Yes."), (paired[1].Prompt, paired[1].Chosen, paired[1].Rejected));
-        Assert.False(paired[1].ImplicitPrompt);
 
-        var implicitPrompt = PreferenceExamples.ReadPaired(ColumnarFiles.ReadParquet(Golden("formats", "preference_implicit_conversational.parquet")));
-        Assert.True(implicitPrompt[0].ImplicitPrompt && implicitPrompt[0].Conversational);
-        Assert.Equal("Good 1", implicitPrompt[1].ChosenMessages![1].Content);
-        Assert.Equal("Bad 1", implicitPrompt[1].RejectedMessages![1].Content);
+        var chatml = PeftSharp.Formats.ChatTemplates.ChatTemplate.Builtin("chatml");
+        var implicitPrompt = ColumnarFiles.ReadParquet(Golden("formats", "preference_implicit_conversational.parquet"))
+            .Select(r => PreferenceData.Convert(r, chatml)).ToList();
+        Assert.Contains("Good 1", implicitPrompt[1].Chosen);
+        Assert.Contains("Bad 1", implicitPrompt[1].Rejected);
+        Assert.DoesNotContain("Good 1", implicitPrompt[1].Prompt);
+        Assert.EndsWith("<|im_start|>assistant\n", implicitPrompt[1].Prompt); // the shared turns, with the generation prompt
 
-        var unpaired = PreferenceExamples.ReadUnpaired(ColumnarFiles.ReadParquet(Golden("formats", "unpaired_preference.parquet")));
+        var unpaired = ColumnarFiles.ReadParquet(Golden("formats", "unpaired_preference.parquet")).Select(r => PreferenceData.Convert(r, null)).ToList();
         Assert.Equal([true, false, true, false], unpaired.Select(u => u.Label));
         Assert.Equal("Answer 3", unpaired[3].Completion);
 

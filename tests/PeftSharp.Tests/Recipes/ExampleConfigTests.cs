@@ -19,6 +19,7 @@ public sealed class ExampleConfigTests : IDisposable
         { "smoltalk-chat", "qwen2" },
         { "llama-all-linear", "llama" },
         { "qlora", "qwen2" },
+        { "preference", "gpt2" },
     };
 
     [Theory]

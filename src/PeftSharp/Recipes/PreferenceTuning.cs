@@ -1,0 +1,158 @@
+using PeftSharp.Config;
+using PeftSharp.Data;
+using PeftSharp.Formats;
+using PeftSharp.Formats.HfConfig;
+using PeftSharp.Formats.Tokenizers;
+using PeftSharp.Models;
+using PeftSharp.Peft;
+using PeftSharp.Quantization;
+using PeftSharp.Reporting;
+using PeftSharp.Tensors;
+using PeftSharp.Training;
+using PeftSharp.Training.Preference;
+
+namespace PeftSharp.Recipes;
+
+/// <summary>
+/// A preference run (training.trainer dpo, kto, orpo or reward) from a <see cref="RunConfig"/>: the data in TRL's preference
+/// formats, the model loaded as for SFT (frozen base, 4-bit for QLoRA, trainable for full), the trainer's objective on the
+/// shared <see cref="Trainer{TBatch}"/> loop, the adapter or model saved, the final evaluation, and report.html.
+/// </summary>
+public static class PreferenceTuning
+{
+    public static FineTuningResult Run(RunConfig config, IEnumerable<ITrainerCallback>? callbacks = null, CancellationToken cancellation = default)
+    {
+        var args = config.Training;
+        var options = config.Preference ?? new PreferenceOptions();
+        var notices = new List<string>(config.Notices);
+        string folder = ModelFolder.Resolve(config.ModelNameOrPath);
+        var modelConfig = ModelConfig.Load(folder);
+        var tokenizer = Tokenizer.FromFolder(config.Tokenizer ?? folder);
+        var template = SftData.ResolveChatTemplate(config.Data.ChatTemplate, folder);
+
+        var skipped = new List<MalformedRecord>();
+        var expected = config.Trainer == "kto" ? PreferenceFormat.Unpaired : PreferenceFormat.Paired;
+        var train = PreferenceData.Load(config.Data.TrainFile!, template, config.Data.SkipMalformed, skipped, expected);
+        List<PreferenceExample>? eval = null;
+        if (!string.IsNullOrEmpty(config.Data.EvalFile)) eval = PreferenceData.Load(config.Data.EvalFile, template, config.Data.SkipMalformed, skipped, expected);
+        else if (config.Data.TestSize is double testSize) (train, eval) = SftData.TrainTestSplit(train, testSize, args.DataSeed ?? args.Seed);
+        if (skipped.Count > 0) notices.Add($"skipped {skipped.Count} malformed line(s); first: {skipped[0]}");
+        if (args.PrecisionNotice(config.Dtype) is { } precision) notices.Add(precision);
+        var prefTokenizer = new PreferenceTokenizer(tokenizer, options);
+
+        var loadOptions = FineTuning.LoadOptionsFor(config, folder);
+        // The reward trainer trains a sequence classifier with one label (a causal-LM checkpoint gets a new score head).
+        using ICausalLM model = config.Trainer == "reward"
+            ? SequenceClassifier.Load(folder, numLabels: 1, loadOptions, (f, o) => QuantizedModel.Load(f, o))
+            : QuantizedModel.Load(folder, loadOptions);
+        if (config.LoadIn4Bit) QuantizedModel.QuantizeLinears(model, BitsAndBytesConfig.FromJson(config.Quantization!));
+        PeftModel? peft = null;
+        if (config.Lora != null)
+        {
+            config.Lora.BaseModelNameOrPath ??= config.ModelNameOrPath;
+            peft = PeftModel.Wrap(model, config.Lora, rng: new Rng((ulong)args.Seed));
+            notices.AddRange(peft.Notices);
+        }
+        if (model is SequenceClassifier && peft == null)
+            throw new PeftSharpException("reward: full fine-tuning of a sequence classifier is not supported yet (it could not be saved); add a lora section.");
+        IReferenceModel? reference = peft != null ? new DisabledAdapterReference(peft) : null;
+        var (trainable, all) = peft?.CountParameters() ?? (model.Parameters.Where(p => p.RequiresGrad).Sum(p => p.Length), model.Parameters.Sum(p => p.Length));
+        string trainableLine = peft?.PrintTrainableParameters() ?? Planning.MemoryPlanner.PeftLine(trainable, all);
+        ITrainableState state = peft != null ? new PeftCheckpointState(peft) : new ParameterTrainableState(model.Parameters);
+        Directory.CreateDirectory(args.OutputDir);
+        var allCallbacks = (callbacks ?? []).Append(new StopOnCancellation(cancellation));
+        long outputBytes = 0;
+        var saveAs = peft == null ? FineTuning.SaveDType(config, folder) : DType.F32;
+        void SaveFinal(string dir)
+        {
+            if (peft != null)
+            {
+                peft.SaveAdapter(dir);
+                outputBytes = new FileInfo(Path.Combine(dir, PeftModel.WeightsFileName)).Length;
+            }
+            else
+            {
+                PeftModel.SaveModel(model, dir, saveAs, folder);
+                outputBytes = Directory.EnumerateFiles(dir, "*.safetensors").Sum(f => new FileInfo(f).Length);
+            }
+        }
+        var trainerOptions = new TrainerOptions { Trainable = state, Callbacks = allCallbacks, Shuffle = config.Data.Shuffle, SaveFinal = SaveFinal };
+        int pad = prefTokenizer.PadId, evalBatch = args.PerDeviceEvalBatchSize;
+
+        TrainResult result;
+        IReadOnlyDictionary<string, double>? evalMetrics = null;
+        switch (config.Trainer)
+        {
+            case "dpo":
+            case "orpo":
+            {
+                var trainPairs = PairBatch.Tokenize(train, prefTokenizer);
+                var evalPairs = eval == null ? null : PairBatch.Tokenize(eval, prefTokenizer);
+                CheckVocabulary(modelConfig, folder, trainPairs.SelectMany(p => new[] { p.Chosen.Ids, p.Rejected.Ids }));
+                ITrainingObjective<PairBatch> objective = config.Trainer == "dpo"
+                    ? new DpoObjective(model, options, trainPairs, evalPairs, evalBatch, pad, reference)
+                    : new OrpoObjective(model, options, trainPairs, evalPairs, evalBatch, pad);
+                var trainer = new Trainer<PairBatch>(model, args, objective, trainerOptions);
+                result = trainer.Train();
+                if (objective.CanEvaluate && !cancellation.IsCancellationRequested) evalMetrics = trainer.Evaluate();
+                break;
+            }
+            case "kto":
+            {
+                int total = args.PerDeviceTrainBatchSize * args.GradientAccumulationSteps;
+                var trainSet = UnpairedBatch.Tokenize(train, prefTokenizer, total);
+                var evalSet = eval == null ? null : UnpairedBatch.Tokenize(eval, prefTokenizer, total);
+                CheckVocabulary(modelConfig, folder, trainSet.Select(e => e.Sequence.Ids));
+                var objective = new KtoObjective(model, options, trainSet, evalSet, evalBatch, pad, reference);
+                var trainer = new Trainer<UnpairedBatch>(model, args, objective, trainerOptions);
+                result = trainer.Train();
+                if (objective.CanEvaluate && !cancellation.IsCancellationRequested) evalMetrics = trainer.Evaluate();
+                break;
+            }
+            case "reward":
+            {
+                var trainPairs = RewardObjective.Tokenize(train, tokenizer, options.MaxLength);
+                var evalPairs = eval == null ? null : RewardObjective.Tokenize(eval, tokenizer, options.MaxLength);
+                CheckVocabulary(modelConfig, folder, trainPairs.SelectMany(p => new[] { p.Chosen.Ids, p.Rejected.Ids }));
+                var objective = new RewardObjective((SequenceClassifier)model, options, trainPairs, evalPairs, evalBatch, modelConfig.PadTokenId ?? pad);
+                var trainer = new Trainer<PairBatch>(model, args, objective, trainerOptions);
+                result = trainer.Train();
+                if (objective.CanEvaluate && !cancellation.IsCancellationRequested) evalMetrics = trainer.Evaluate();
+                break;
+            }
+            default:
+                throw new PeftSharpException($"training.trainer: '{config.Trainer}' is not a preference trainer.");
+        }
+        if (result.ResumedFrom != null) notices.Add($"resumed from {result.ResumedFrom}; trained to step {result.GlobalStep}.");
+        if (cancellation.IsCancellationRequested) notices.Add($"interrupted at step {result.GlobalStep}: a checkpoint was saved; resume with resume_from_checkpoint: true.");
+        long modelBytes = Directory.EnumerateFiles(folder, "*.safetensors").Sum(f => new FileInfo(f).Length);
+
+        var final = new List<(string, string)> { ("train loss", $"{result.TrainingLoss:F4}"), ("steps", result.GlobalStep.ToString()) };
+        if (evalMetrics != null) final.AddRange(evalMetrics.Select(kv => (kv.Key, kv.Value.ToString("F4", System.Globalization.CultureInfo.InvariantCulture))));
+        final.Add((peft != null ? "adapter size" : "model size", $"{outputBytes / 1024.0:F1} KiB"));
+        var logPath = Path.Combine(args.OutputDir, Checkpointing.MetricsFileName);
+        var reportData = new ReportData
+        {
+            Title = $"PeftSharp {config.Trainer} ({config.Method}) run: {config.ModelNameOrPath}",
+            Log = File.Exists(logPath) ? HtmlReport.ReadLog(logPath) : [],
+            Config = config.Effective,
+            Summary = [trainableLine, .. notices],
+            FinalMetrics = final,
+        };
+        var report = HtmlReport.Write(args.OutputDir, reportData);
+        return new FineTuningResult(config.Method, args.OutputDir, result, null, null, trainableLine, outputBytes, modelBytes, report, notices)
+        {
+            Report = reportData,
+            EvalMetrics = evalMetrics,
+        };
+    }
+
+    private static void CheckVocabulary(ModelConfig modelConfig, string folder, IEnumerable<int[]> sequences)
+    {
+        int max = -1;
+        foreach (var s in sequences) foreach (int id in s) max = Math.Max(max, id);
+        if (max >= modelConfig.VocabSize)
+            throw new PeftSharpException($"the tokenizer produces token id {max}, but the model in {folder} has vocab_size {modelConfig.VocabSize}: " +
+                "the tokenizer does not belong to this model.");
+    }
+}
