@@ -92,12 +92,7 @@ public abstract unsafe class CausalLM : ICausalLM, IRandomStreams
     public static CausalLM CreateRandom(ModelConfig config, Rng rng, LoadOptions? options = null) =>
         Build(config, WeightSource.FromRandom(rng, options ?? new LoadOptions()));
 
-    private static CausalLM Build(ModelConfig config, WeightSource weights) => config switch
-    {
-        Gpt2Config g => new Gpt2Model(g, weights),
-        LlamaConfig l => new LlamaModel(l, weights),
-        _ => throw new PeftSharpException($"model_type '{config.ModelType}' is not supported; supported: {string.Join(", ", ModelConfig.SupportedModelTypes)}."),
-    };
+    private static CausalLM Build(ModelConfig config, WeightSource weights) => ModelFamily.Of(config).Build(config, weights);
 
     public Tensor Forward(Ops ops, TokenBatch batch) => _slots[^1].Layer.Forward(ops, FinalHidden(ops, batch));
 

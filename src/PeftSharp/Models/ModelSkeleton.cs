@@ -28,14 +28,9 @@ public sealed class ModelSkeleton
     public IReadOnlyList<LinearModuleInfo> Linears { get; }
     public long ParameterCount => Parameters.Sum(p => p.Count);
 
-    public static ModelSkeleton FromConfig(ModelConfig config) => config switch
-    {
-        Gpt2Config g => Gpt2(g),
-        LlamaConfig l => Llama(l),
-        _ => throw new PeftSharpException($"No model skeleton for model_type \"{config.ModelType}\"; supported: {string.Join(", ", ModelConfig.SupportedModelTypes)}."),
-    };
+    public static ModelSkeleton FromConfig(ModelConfig config) => ModelFamily.Of(config).Skeleton(config);
 
-    private static ModelSkeleton Gpt2(Gpt2Config c)
+    internal static ModelSkeleton Gpt2(Gpt2Config c)
     {
         int e = c.HiddenSize, inner = c.IntermediateSize;
         var ps = new List<ParameterInfo>();
@@ -58,7 +53,7 @@ public sealed class ModelSkeleton
         return new ModelSkeleton(c, ps, ls);
     }
 
-    private static ModelSkeleton Llama(LlamaConfig c)
+    internal static ModelSkeleton Llama(LlamaConfig c)
     {
         int h = c.HiddenSize, hd = c.HeadDim, q = c.HeadCount * hd, kv = c.KeyValueHeadCount * hd, inter = c.IntermediateSize;
         var ps = new List<ParameterInfo>();

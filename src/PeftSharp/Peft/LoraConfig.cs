@@ -1,3 +1,4 @@
+using PeftSharp.Models;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 using PeftSharp.Formats;
@@ -35,14 +36,9 @@ public sealed class LoraConfig
 {
     public const string FileName = "adapter_config.json";
 
-    /// <summary>Model types whose default target modules we know (PEFT's mapping for these architectures).</summary>
-    public static IReadOnlyDictionary<string, string[]> DefaultTargetModules { get; } = new Dictionary<string, string[]>
-    {
-        ["gpt2"] = ["c_attn"],
-        ["llama"] = ["q_proj", "v_proj"],
-        ["mistral"] = ["q_proj", "v_proj"],
-        ["qwen2"] = ["q_proj", "v_proj"],
-    };
+    /// <summary>Model types whose default target modules we know (PEFT's mapping, from each <see cref="ModelFamily"/>).</summary>
+    public static IReadOnlyDictionary<string, string[]> DefaultTargetModules { get; } =
+        ModelFamily.All.SelectMany(f => f.ModelTypes.Select(t => KeyValuePair.Create(t, f.DefaultTargetModules.ToArray()))).ToDictionary();
 
     public static IReadOnlyList<string> TaskTypes { get; } = ["CAUSAL_LM", "SEQ_CLS", "TOKEN_CLS", "SEQ_2_SEQ_LM", "QUESTION_ANS", "FEATURE_EXTRACTION"];
     public static IReadOnlyList<string> BiasModes { get; } = ["none", "all", "lora_only"];

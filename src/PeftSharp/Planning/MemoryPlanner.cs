@@ -151,33 +151,14 @@ public static class MemoryPlanner
     }
 
     /// <summary>The recipe's lora_dropout: 0.05–0.1 for small data (GPT-2 0.1), none for large data.</summary>
-    private static double RecipeDropout(ModelConfig config, bool smallData) => smallData ? (config.ModelType == "gpt2" ? 0.1 : 0.05) : 0.0;
+    private static double RecipeDropout(ModelConfig config, bool smallData) => smallData ? ModelFamily.Of(config).SmallDataDropout : 0.0;
 
     /// <summary>Floats per token that a decoder layer's forward produces (each op output once).</summary>
-    public static long PerLayerFloatsPerToken(ModelConfig config)
-    {
-        switch (config)
-        {
-            case Gpt2Config g:
-            {
-                long e = g.HiddenSize, inner = g.IntermediateSize;
-                // ln_1, c_attn (3E), q/k/v split copies (3E), attention out, c_proj, residual, ln_2, c_fc, gelu, mlp c_proj, residual
-                return e + 3 * e + 3 * e + e + e + e + e + inner + inner + e + e;
-            }
-            case LlamaConfig l:
-            {
-                long h = l.HiddenSize, q = (long)l.HeadCount * l.HeadDim, kv = (long)l.KeyValueHeadCount * l.HeadDim, i = l.IntermediateSize;
-                // norm, q, k, v, rope q, rope k, attention out, o_proj, residual, norm, gate, up, swiglu, down, residual
-                return 6 * h + 3 * q + 3 * kv + 3 * i;
-            }
-            default:
-                throw new PeftSharpException($"No activation model for model_type \"{config.ModelType}\".");
-        }
-    }
+    public static long PerLayerFloatsPerToken(ModelConfig config) => ModelFamily.Of(config).LayerFloatsPerToken(config);
 
     /// <summary>Per-row statistics a decoder layer saves for backward (no gradient): norm mean/rstd and attention logsumexp.</summary>
     private static long LayerStatsFloats(ModelConfig config, long tokens) =>
-        tokens * config.HeadCount + (config is Gpt2Config ? 4 : 2) * tokens;
+        tokens * config.HeadCount + ModelFamily.Of(config).NormStatsPerToken * tokens;
 
     /// <summary>
     /// Floats per token outside the decoder layers: the embedding lookups (GPT-2: token, position and their sum),
@@ -186,8 +167,9 @@ public static class MemoryPlanner
     private static long OuterFloatsPerToken(ModelConfig config)
     {
         long e = config.HiddenSize;
-        long embeddings = config is Gpt2Config ? 3 * e : e;
-        long finalNorm = 2 * e + (config is Gpt2Config ? 2 : 1);
+        var family = ModelFamily.Of(config);
+        long embeddings = family.EmbeddingOutputs * e;
+        long finalNorm = 2 * e + family.FinalNormStats;
         return embeddings + finalNorm + 2;
     }
 
