@@ -12,7 +12,7 @@ namespace PeftSharp.Training.Preference;
 /// mean NLL of the chosen completions' tokens. Logged: rewards/chosen, rewards/rejected, rewards/accuracies,
 /// rewards/margins, logps/chosen, logps/rejected (and nll_loss with rpo_alpha), means over pairs.
 /// </summary>
-public sealed class DpoObjective : ITrainingObjective<PairBatch>
+public sealed class DpoObjective : PairedObjective
 {
     public static readonly string[] MetricNames =
         ["rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected"];
@@ -28,7 +28,7 @@ public sealed class DpoObjective : ITrainingObjective<PairBatch>
     /// <param name="reference">The reference (the policy with its adapters off); null for full fine-tuning, which then needs
     /// reference_free or precompute_ref_log_probs (computed here, from the weights before training).</param>
     public DpoObjective(ICausalLM model, PreferenceOptions options, IReadOnlyList<TokenizedPair> train, IReadOnlyList<TokenizedPair>? eval,
-        int evalBatchSize, int padId, IReferenceModel? reference)
+        int evalBatchSize, int padId, IReferenceModel? reference) : base(train, padId)
     {
         options.Validate("dpo");
         _model = model;
@@ -48,18 +48,7 @@ public sealed class DpoObjective : ITrainingObjective<PairBatch>
         }
     }
 
-    public int RowCount => _train.Count;
-    public PairBatch Collate(ReadOnlySpan<int> rows)
-    {
-        var pairs = new List<TokenizedPair>(rows.Length);
-        foreach (int r in rows) pairs.Add(_train[r]);
-        return PairBatch.Build(pairs, _padId);
-    }
-
-    public long TargetCount(PairBatch batch) => batch.Count;
-    public long TokenCount(PairBatch batch) => batch.Sequences.TokenCount;
-
-    public MicroBatchResult Accumulate(Tape tape, PairBatch batch, double scale)
+    public override MicroBatchResult Accumulate(Tape tape, PairBatch batch, double scale)
     {
         var ops = new Ops(tape);
         bool training = tape.Training;
@@ -79,10 +68,10 @@ public sealed class DpoObjective : ITrainingObjective<PairBatch>
         }
     }
 
-    public bool CanEvaluate => _eval != null;
-    public IReadOnlyCollection<string> EvalMetricNames => ["loss", .. MetricNames, .. _options.RpoAlpha != null ? ["nll_loss"] : Array.Empty<string>()];
+    public override bool CanEvaluate => _eval != null;
+    public override IReadOnlyCollection<string> EvalMetricNames => ["loss", .. MetricNames, .. _options.RpoAlpha != null ? ["nll_loss"] : Array.Empty<string>()];
 
-    public IReadOnlyDictionary<string, double> Evaluate(Tape tape)
+    public override IReadOnlyDictionary<string, double> Evaluate(Tape tape)
     {
         var eval = _eval ?? throw new PeftSharpException("training: no evaluation data.");
         var totals = new Dictionary<string, double>();

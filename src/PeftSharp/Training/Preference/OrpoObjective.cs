@@ -11,23 +11,12 @@ namespace PeftSharp.Training.Preference;
 /// rewards/accuracies, rewards/margins, logps/chosen, logps/rejected (mean log-probs), nll_loss, log_odds_ratio, log_odds_chosen.
 /// </summary>
 public sealed class OrpoObjective(ICausalLM model, PreferenceOptions options, IReadOnlyList<TokenizedPair> train, IReadOnlyList<TokenizedPair>? eval,
-    int evalBatchSize, int padId) : ITrainingObjective<PairBatch>
+    int evalBatchSize, int padId) : PairedObjective(train, padId)
 {
     public static readonly string[] MetricNames =
         ["rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected", "nll_loss", "log_odds_ratio", "log_odds_chosen"];
 
-    public int RowCount => train.Count;
-    public PairBatch Collate(ReadOnlySpan<int> rows)
-    {
-        var pairs = new List<TokenizedPair>(rows.Length);
-        foreach (int r in rows) pairs.Add(train[r]);
-        return PairBatch.Build(pairs, padId);
-    }
-
-    public long TargetCount(PairBatch batch) => batch.Count;
-    public long TokenCount(PairBatch batch) => batch.Sequences.TokenCount;
-
-    public MicroBatchResult Accumulate(Tape tape, PairBatch batch, double scale)
+    public override MicroBatchResult Accumulate(Tape tape, PairBatch batch, double scale)
     {
         var ops = new Ops(tape);
         bool training = tape.Training;
@@ -46,11 +35,11 @@ public sealed class OrpoObjective(ICausalLM model, PreferenceOptions options, IR
         }
     }
 
-    public bool CanEvaluate => eval != null;
-    public IReadOnlyCollection<string> EvalMetricNames => ["loss", .. MetricNames];
+    public override bool CanEvaluate => eval != null;
+    public override IReadOnlyCollection<string> EvalMetricNames => ["loss", .. MetricNames];
 
-    public IReadOnlyDictionary<string, double> Evaluate(Tape tape) =>
-        PairEvaluation.Run(tape, eval ?? throw new PeftSharpException("training: no evaluation data."), evalBatchSize, padId, (ops, batch) =>
+    public override IReadOnlyDictionary<string, double> Evaluate(Tape tape) =>
+        PairEvaluation.Run(tape, eval ?? throw new PeftSharpException("training: no evaluation data."), evalBatchSize, PadId, (ops, batch) =>
         {
             var (loss, _, metrics) = Loss(Values(batch.Sequences.LogProbSums(model, ops)), batch.Sequences.CompletionTargets, options.Beta);
             metrics["loss"] = loss;
@@ -99,7 +88,7 @@ public sealed class OrpoObjective(ICausalLM model, PreferenceOptions options, IR
 /// <summary>Evaluation over pair batches without gradients: metrics weighted by pairs.</summary>
 internal static class PairEvaluation
 {
-    public static Dictionary<string, double> Run(Tape tape, IReadOnlyList<TokenizedPair> set, int batchSize, int padId,
+    public static Dictionary<string, double> Run(Tape tape, IReadOnlyList<TokenizedPair> set, int batchSize, int PadId,
         Func<Ops, PairBatch, Dictionary<string, double>> score)
     {
         var totals = new Dictionary<string, double>();
@@ -108,7 +97,7 @@ internal static class PairEvaluation
         tape.Training = false;
         try
         {
-            foreach (var batch in PairBatch.Batches(set, Math.Max(1, batchSize), padId))
+            foreach (var batch in PairBatch.Batches(set, Math.Max(1, batchSize), PadId))
             {
                 foreach (var (k, v) in score(new Ops(tape), batch)) totals[k] = totals.GetValueOrDefault(k) + v * batch.Count;
                 tape.Reset();

@@ -13,7 +13,7 @@ namespace PeftSharp.Training.Preference;
 /// rewards/chosen, rewards/rejected.
 /// </summary>
 public sealed class RewardObjective(SequenceClassifier model, PreferenceOptions options, IReadOnlyList<TokenizedPair> train,
-    IReadOnlyList<TokenizedPair>? eval, int evalBatchSize, int padId) : ITrainingObjective<PairBatch>
+    IReadOnlyList<TokenizedPair>? eval, int evalBatchSize, int padId) : PairedObjective(train, padId)
 {
     public static readonly string[] MetricNames = ["accuracy", "margin", "rewards/chosen", "rewards/rejected"];
 
@@ -34,18 +34,7 @@ public sealed class RewardObjective(SequenceClassifier model, PreferenceOptions 
             Encode(e.Prompt + e.Rejected), e.Margin ?? 0)).ToList();
     }
 
-    public int RowCount => train.Count;
-    public PairBatch Collate(ReadOnlySpan<int> rows)
-    {
-        var pairs = new List<TokenizedPair>(rows.Length);
-        foreach (int r in rows) pairs.Add(train[r]);
-        return PairBatch.Build(pairs, padId);
-    }
-
-    public long TargetCount(PairBatch batch) => batch.Count;
-    public long TokenCount(PairBatch batch) => batch.Sequences.TokenCount;
-
-    public MicroBatchResult Accumulate(Tape tape, PairBatch batch, double scale)
+    public override MicroBatchResult Accumulate(Tape tape, PairBatch batch, double scale)
     {
         var ops = new Ops(tape);
         bool training = tape.Training;
@@ -71,11 +60,11 @@ public sealed class RewardObjective(SequenceClassifier model, PreferenceOptions 
         return Ops.Reshape(logits, logits.Rows);
     }
 
-    public bool CanEvaluate => eval != null;
-    public IReadOnlyCollection<string> EvalMetricNames => ["loss", .. MetricNames];
+    public override bool CanEvaluate => eval != null;
+    public override IReadOnlyCollection<string> EvalMetricNames => ["loss", .. MetricNames];
 
-    public IReadOnlyDictionary<string, double> Evaluate(Tape tape) =>
-        PairEvaluation.Run(tape, eval ?? throw new PeftSharpException("training: no evaluation data."), evalBatchSize, padId, (ops, batch) =>
+    public override IReadOnlyDictionary<string, double> Evaluate(Tape tape) =>
+        PairEvaluation.Run(tape, eval ?? throw new PeftSharpException("training: no evaluation data."), evalBatchSize, PadId, (ops, batch) =>
         {
             var (loss, _, metrics) = Loss(OrpoObjective.Values(Rewards(ops, batch)), batch.Pairs.Select(p => p.Margin).ToArray(), options.CenterRewardsCoefficient);
             metrics["loss"] = loss;
