@@ -79,7 +79,7 @@ public static class GgufExporter
         }
         vocabulary.AddTo(writer);
 
-        var entries = PeftModel.MergedEntries(model, DType.F32, conv1DAsStored: false);
+        var entries = ModelWriter.Entries(model, DType.F32, conv1DAsStored: false);
         var fallbacks = new List<string>();
         SafetensorsEntry? embedding = null;
         bool hasOutput = false;

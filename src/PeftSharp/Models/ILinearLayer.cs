@@ -35,6 +35,9 @@ public unsafe interface IBaseLinear : ILinearLayer
 
     /// <summary>W += scale · delta, with delta f32 [out, in] (in-place merge and unmerge).</summary>
     void AddToWeight(float* delta, float scale);
+
+    /// <summary>Whether the weight is stored quantized (a saved dense model is then dequantized, not re-quantized).</summary>
+    bool IsQuantized => false;
 }
 
 /// <summary>One linear module of a model; <see cref="Layer"/> is replaceable (LoRA wrapping, 4-bit).</summary>
@@ -53,8 +56,18 @@ public sealed class LinearSlot(LinearModuleInfo info, ILinearLayer layer)
     };
 }
 
-/// <summary>A layer that wraps a base layer (LoRA, DoRA).</summary>
+/// <summary>A layer that wraps a base layer (LoRA, DoRA, modules_to_save).</summary>
 public interface IWrappedLinear : ILinearLayer
 {
     IBaseLinear BaseLayer { get; }
+
+    /// <summary>
+    /// The weight this layer computes with, f32 [out, in], into <paramref name="destination"/> (what a saved model holds:
+    /// the active adapters folded in), using <paramref name="scratch"/> (as long) as it needs; false when it is the base
+    /// layer's own weight (adapters disabled or already merged).
+    /// </summary>
+    bool TryReadEffectiveWeight(Span<float> destination, Span<float> scratch) => false;
+
+    /// <summary>The bias this layer adds (a trained or copied bias), or the base layer's.</summary>
+    Parameter? EffectiveBias => BaseLayer.Bias;
 }

@@ -51,6 +51,16 @@ public sealed unsafe class LoraLinear : IWrappedLinear, IRandomStreams
     /// <summary>The trainable bias (bias "all" / "lora_only"), named `&lt;module&gt;.base_layer.bias`, or null.</summary>
     public Parameter? TrainableBias => _bias;
 
+    /// <summary>The base weight with the active adapters folded in (unless they are disabled or already merged).</summary>
+    public bool TryReadEffectiveWeight(Span<float> destination, Span<float> scratch)
+    {
+        if (AdaptersDisabled || Merged) return false;
+        MergedWeight(ActiveAdapters, destination, scratch);
+        return true;
+    }
+
+    public Parameter? EffectiveBias => _bias ?? BaseLayer.Bias;
+
     public IEnumerable<Parameter> Parameters =>
         BaseLayer.Parameters.Concat(_order.SelectMany(n => _adapters[n].Parameters)).Concat(_bias == null ? [] : [_bias]);
 

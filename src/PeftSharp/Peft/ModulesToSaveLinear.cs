@@ -19,6 +19,16 @@ public sealed unsafe class ModulesToSaveLinear(IBaseLinear baseLayer) : IWrapped
     public bool AdaptersDisabled { get; set; }
     public IReadOnlyDictionary<string, DenseLinear> Copies => _copies;
 
+    /// <summary>The active adapter's trained copy of the weight.</summary>
+    public bool TryReadEffectiveWeight(Span<float> destination, Span<float> scratch)
+    {
+        if (AdaptersDisabled || ActiveAdapter == null) return false;
+        _copies[ActiveAdapter].Weight.AsSpan().CopyTo(destination);
+        return true;
+    }
+
+    public Parameter? EffectiveBias => !AdaptersDisabled && ActiveAdapter != null ? _copies[ActiveAdapter].Bias : BaseLayer.Bias;
+
     /// <summary>Adds a copy of the base weights for <paramref name="adapter"/>.</summary>
     public DenseLinear AddCopy(string adapter, bool trainable)
     {

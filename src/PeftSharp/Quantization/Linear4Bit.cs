@@ -55,6 +55,7 @@ public sealed unsafe class Linear4Bit : IBaseLinear
     }
 
     public LinearModuleInfo Info { get; }
+    public bool IsQuantized => true;
     public Quantized4BitTensor Weight { get; }
     public Parameter? Bias { get; }
 
