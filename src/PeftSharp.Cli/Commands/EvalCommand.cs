@@ -21,6 +21,8 @@ public sealed record EvalOptions(string Model, string Data)
     public int BatchSize { get; init; } = 8;
     /// <summary>A built-in chat format name; else the model folder's tokenizer_config.json template.</summary>
     public string? ChatTemplate { get; init; }
+    /// <summary>The split a JSON file holding {"train": [...], "test": [...]} is read from (evaluation: "test").</summary>
+    public string Split { get; init; } = "test";
 }
 
 /// <summary>
@@ -42,9 +44,10 @@ public static class EvalCommand
         var maxLength = new Option<int>("--max-length") { Description = "Truncate examples to this many tokens for the loss.", DefaultValueFactory = _ => 1024 };
         var batch = new Option<int>("--batch-size") { Description = "Examples per loss batch.", DefaultValueFactory = _ => 8 };
         var chat = new Option<string?>("--chat-template") { Description = "Built-in chat format (chatml, llama3, llama2, zephyr) when the model has none." };
+        var split = new Option<string>("--split") { Description = "The split of a JSON file holding {\"train\": [...], \"test\": [...]}.", DefaultValueFactory = _ => "test" };
         var command = new Command("eval", "Evaluate a model (and adapter) on a data file: loss, perplexity, token accuracy, BLEU, ROUGE-L.");
         var dtypeOption = ModelLoading.DtypeOption();
-        foreach (var o in new Option[] { model, adapter, data, metrics, maxNew, maxLength, batch, chat, dtypeOption }) command.Options.Add(o);
+        foreach (var o in new Option[] { model, adapter, data, metrics, maxNew, maxLength, batch, chat, split, dtypeOption }) command.Options.Add(o);
         command.SetAction(r =>
         {
             var options = new EvalOptions(r.GetValue(model)!, r.GetValue(data)!)
@@ -55,6 +58,7 @@ public static class EvalCommand
                 MaxLength = r.GetValue(maxLength),
                 BatchSize = r.GetValue(batch),
                 ChatTemplate = r.GetValue(chat),
+                Split = r.GetValue(split)!,
             };
             Run(options, ModelLoading.LoaderFor(r.GetValue(dtypeOption)!), ModelLoading.ApplyAdapter, Tokenizer.FromFolder, Console.Out);
         });
@@ -72,7 +76,7 @@ public static class EvalCommand
         if (options.BatchSize < 1) throw new PeftSharpException("--batch-size must be at least 1.");
 
         var skipped = new List<MalformedRecord>();
-        var records = DataFiles.Read(options.Data, "text", PlainTextMode.Lines, skipMalformed: false, skipped);
+        var records = DataFiles.Read(options.Data, "text", PlainTextMode.Lines, skipMalformed: false, skipped, options.Split);
         var (format, examples) = SftData.Convert(records, new DataArguments(), skipped);
         if (examples.Count == 0) throw new PeftSharpException($"{options.Data}: no examples.");
 

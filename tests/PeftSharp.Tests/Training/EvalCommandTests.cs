@@ -61,6 +61,20 @@ public sealed class EvalCommandTests : IDisposable
     }
 
     [Fact]
+    public void ASplitKeyedJsonFileIsEvaluatedOnItsTestSplit()
+    {
+        string data = Path.Combine(_dir, "splits.json");
+        File.WriteAllText(data, """
+            {"train": [{"text": "the cat sat on the mat"}, {"text": "hello world"}, {"text": "a quick brown fox"}],
+             "test": [{"text": "we all like tea"}]}
+            """);
+        System.Text.Json.Nodes.JsonObject Eval(EvalOptions options) => EvalCommand.Run(options,
+            _ => new TinyCausalLM(TinyTokenizer.Vocab, 21), null, _ => TinyTokenizer.Get(), TextWriter.Null);
+        Assert.Equal(1, (int)Eval(new EvalOptions("m", data))["examples"]!); // the default split is test
+        Assert.Equal(3, (int)Eval(new EvalOptions("m", data) { Split = "train" })["examples"]!);
+    }
+
+    [Fact]
     public void BadArgumentsAreUserErrors()
     {
         string data = Data();
