@@ -75,7 +75,7 @@ public static class DataCommand
             for (int t = 0; t < row.Length; t++)
             {
                 string text = JsonSerializer.Serialize(tokenizer.Decode([row.InputIds[t]], skipSpecialTokens: false), JsonOptions);
-                output.WriteLine($"{row.PositionIds[t],6} {row.SegmentIds[t],3} {row.InputIds[t],7} {(row.Labels[t] != -100 ? '+' : ' ')} {text}");
+                output.WriteLine($"{row.PositionIds[t],6} {row.SegmentIds[t],3} {row.InputIds[t],7} {(row.Labels[t] != PeftSharp.Kernels.CrossEntropy.IgnoreIndex ? '+' : ' ')} {text}");
             }
         }
         return bundle;

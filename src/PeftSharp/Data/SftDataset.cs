@@ -20,7 +20,7 @@ public sealed record SequenceRow(int[] InputIds, int[] Labels, int[] PositionIds
         get
         {
             int n = 0;
-            for (int t = 1; t < Labels.Length; t++) if (Labels[t] != -100) n++;
+            for (int t = 1; t < Labels.Length; t++) if (Labels[t] != Kernels.CrossEntropy.IgnoreIndex) n++;
             return n;
         }
     }
@@ -53,7 +53,7 @@ public sealed class SftDataset
         {
             var e = examples[i];
             var labels = new int[e.Length];
-            for (int t = 0; t < e.Length; t++) labels[t] = e.InLoss[t] ? e.InputIds[t] : -100;
+            for (int t = 0; t < e.Length; t++) labels[t] = e.InLoss[t] ? e.InputIds[t] : Kernels.CrossEntropy.IgnoreIndex;
             if (!shared.TryGetValue(e.Length, out var arrays))
                 shared[e.Length] = arrays = (Enumerable.Range(0, e.Length).ToArray(), new int[e.Length]);
             rows[i] = new SequenceRow(e.InputIds, labels, arrays.Positions, arrays.Segments);
@@ -113,7 +113,7 @@ public sealed class SftDataset
                 for (int t = 0; t < length; t++, o++)
                 {
                     ids[o] = e.InputIds[t];
-                    labels[o] = e.InLoss[t] && !(t == 0 && s > 0) ? e.InputIds[t] : -100;
+                    labels[o] = e.InLoss[t] && !(t == 0 && s > 0) ? e.InputIds[t] : Kernels.CrossEntropy.IgnoreIndex;
                     positions[o] = t;
                     segments[o] = s;
                 }
@@ -229,7 +229,7 @@ public sealed class SftDataset
                 bool real = t < row.Length;
                 ids[o + t] = real ? row.InputIds[t] : PadId;
                 mask[o + t] = real ? 1 : 0;
-                labels[o + t] = real ? row.Labels[t] : -100;
+                labels[o + t] = real ? row.Labels[t] : Kernels.CrossEntropy.IgnoreIndex;
                 positions[o + t] = real ? row.PositionIds[t] : t;
                 if (segments != null) segments[o + t] = real ? row.SegmentIds[t] : -1;
             }
@@ -278,7 +278,7 @@ public sealed class SftDataset
         int n = 0;
         for (int b = 0; b < batch.Batch; b++)
             for (int t = 1; t < batch.SeqLen; t++)
-                if (batch.Labels[b * batch.SeqLen + t] != -100) n++;
+                if (batch.Labels[b * batch.SeqLen + t] != Kernels.CrossEntropy.IgnoreIndex) n++;
         return n;
     }
 }

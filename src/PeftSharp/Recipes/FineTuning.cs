@@ -163,6 +163,7 @@ public static class FineTuning
         var result = trainer.Train();
         bool interrupted = cancellation.IsCancellationRequested;
         if (result.ResumedFrom != null) notices.Add($"resumed from {result.ResumedFrom}; trained to step {result.GlobalStep}.");
+        notices.AddRange(result.Warnings);
         if (interrupted) notices.Add($"interrupted at step {result.GlobalStep}: a checkpoint was saved; resume with resume_from_checkpoint: true.");
         if (peft == null && saveAs != DType.F32) notices.Add($"saved the fine-tuned weights as {saveAs.SafetensorsName()}, the checkpoint's dtype (model.dtype: float32 keeps them f32).");
         long modelBytes = Directory.EnumerateFiles(folder, "*.safetensors").Sum(f => new FileInfo(f).Length);

@@ -124,6 +124,7 @@ public static class PreferenceTuning
                 throw new PeftSharpException($"training.trainer: '{config.Trainer}' is not a preference trainer.");
         }
         if (result.ResumedFrom != null) notices.Add($"resumed from {result.ResumedFrom}; trained to step {result.GlobalStep}.");
+        notices.AddRange(result.Warnings);
         if (cancellation.IsCancellationRequested) notices.Add($"interrupted at step {result.GlobalStep}: a checkpoint was saved; resume with resume_from_checkpoint: true.");
         long modelBytes = Directory.EnumerateFiles(folder, "*.safetensors").Sum(f => new FileInfo(f).Length);
 

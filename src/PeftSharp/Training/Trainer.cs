@@ -15,6 +15,9 @@ public sealed record TrainResult(int GlobalStep, double TrainingLoss, IReadOnlyL
 {
     /// <summary>The checkpoint folder this run resumed from (resume_from_checkpoint), or null.</summary>
     public string? ResumedFrom { get; init; }
+
+    /// <summary>What the run noticed and the user should know (a loss that exploded without reaching NaN).</summary>
+    public IReadOnlyList<string> Warnings { get; init; } = [];
 }
 
 /// <summary>Optional parts of a <see cref="Trainer{TBatch}"/>.</summary>
@@ -142,6 +145,7 @@ public sealed class Trainer<TBatch>
 
         var control = new TrainerControl();
         var stepLosses = new List<double>();
+        var warnings = new List<string>();
         using var tape = new Tape();
         var clock = Stopwatch.StartNew();
         long tokensThisRun = 0;
@@ -196,6 +200,12 @@ public sealed class Trainer<TBatch>
                 state.TotalLoss += loss;
                 foreach (var (name, value) in metrics) state.MetricsSinceLog[name] = state.MetricsSinceLog.GetValueOrDefault(name) + value;
                 stepLosses.Add(loss);
+                if (ExplosionWarning(stepLosses, step) is { } exploded)
+                {
+                    warnings.Add(exploded);
+                    var warning = new JsonObject { ["warning"] = exploded, ["step"] = step };
+                    foreach (var c in _callbacks) c.OnLog(warning);
+                }
                 tokensThisRun += stepTokens;
                 stepsThisRun++;
 
@@ -261,7 +271,24 @@ public sealed class Trainer<TBatch>
         log.Write(state, summary);
         log.Finish(state);
         return new TrainResult(state.GlobalStep, state.GlobalStep == 0 ? 0 : state.TotalLoss / state.GlobalStep, stepLosses,
-            state.BestModelCheckpoint, stoppedEarly, state) { ResumedFrom = resume };
+            state.BestModelCheckpoint, stoppedEarly, state) { ResumedFrom = resume, Warnings = warnings };
+    }
+
+    /// <summary>
+    /// A loss that explodes without reaching NaN: the first step whose loss is more than 4 nats and 3× above the lowest
+    /// loss of the run so far gets a warning (once), naming the step and what to try.
+    /// </summary>
+    private bool _warnedExplosion;
+
+    private string? ExplosionWarning(List<double> losses, int step)
+    {
+        if (_warnedExplosion || losses.Count < 2) return null;
+        double loss = losses[^1], lowest = double.PositiveInfinity;
+        for (int i = 0; i < losses.Count - 1; i++) lowest = Math.Min(lowest, losses[i]);
+        if (!(loss > lowest + 4 && loss > 3 * lowest)) return null;
+        _warnedExplosion = true;
+        return $"training: the loss rose from {lowest.ToString("G4", CultureInfo.InvariantCulture)} to {loss.ToString("G4", CultureInfo.InvariantCulture)} " +
+            $"at step {step}: the run is diverging. Try a lower learning_rate, a longer warmup or max_grad_norm.";
     }
 
     /// <summary>The rows of an epoch: 0..n-1, or a Fisher-Yates shuffle driven by (seed, epoch).</summary>

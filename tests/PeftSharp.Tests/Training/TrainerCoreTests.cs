@@ -192,6 +192,30 @@ public sealed class TrainerCoreTests : IDisposable
         Assert.Contains(expected, e.Message);
     }
 
+    private sealed class ExplodeAfter(ICausalLM inner, int goodCalls) : ICausalLM
+    {
+        private int _calls;
+        public PeftSharp.Formats.HfConfig.ModelConfig Config => inner.Config;
+        public IReadOnlyList<LinearSlot> Linears => inner.Linears;
+        public IEnumerable<PeftSharp.Tensors.Parameter> Parameters => inner.Parameters;
+        public PeftSharp.Tensors.Tensor Forward(PeftSharp.Autograd.Ops ops, TokenBatch batch) => inner.Forward(ops, batch);
+        public PeftSharp.Tensors.Tensor Loss(PeftSharp.Autograd.Ops ops, TokenBatch batch) =>
+            ++_calls > goodCalls ? ops.Scale(inner.Loss(ops, batch), 20f) : inner.Loss(ops, batch);
+        public IDecodeSession StartDecoding(int batch, int maxTokens) => inner.StartDecoding(batch, maxTokens);
+        public void Dispose() => inner.Dispose();
+    }
+
+    [Fact]
+    public void ALossThatExplodesWithoutReachingNaNIsReported()
+    {
+        using var model = new ExplodeAfter(new TinyCausalLM(TinyTokenizer.Vocab, 12), goodCalls: 4);
+        var result = new SftTrainer(model, Args("explode"), Data()).Train();
+        var warning = Assert.Single(result.Warnings);
+        Assert.Contains("at step 5: the run is diverging", warning);
+        using var calm = new TinyCausalLM(TinyTokenizer.Vocab, 12);
+        Assert.Empty(new SftTrainer(calm, Args("calm"), Data()).Train().Warnings);
+    }
+
     [Fact]
     public void NeftuneNoisesTheEmbeddingsInTrainingOnly()
     {
