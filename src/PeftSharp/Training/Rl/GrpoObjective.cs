@@ -11,6 +11,17 @@ namespace PeftSharp.Training.Rl;
 /// <summary>A prompt of the GRPO data: its text (a conversation already rendered with the generation prompt) and its row's fields.</summary>
 public sealed record GrpoPrompt(string Text, JsonObject Row);
 
+/// <summary>Wall time spent in each part of GRPO's steps so far, in seconds (bench and progress reporting).</summary>
+public sealed class GrpoTimings
+{
+    public double Generation { get; set; }
+    public double Reward { get; set; }
+    public double Reference { get; set; }
+    /// <summary>The policy's forward, the loss and the backward.</summary>
+    public double Training { get; set; }
+    public long GeneratedTokens { get; set; }
+}
+
 /// <summary>One micro-batch of rollouts: every prompt's num_generations completions in one model batch, scored, with their advantages.</summary>
 public sealed class GrpoBatch
 {
@@ -66,6 +77,9 @@ public sealed class GrpoObjective : ITrainingObjective<GrpoBatch>, IRolloutObjec
 
     public int RowCount => _prompts.Count;
 
+    /// <summary>Cumulative wall time of generation, rewards, reference forward and training.</summary>
+    public GrpoTimings Timings { get; } = new();
+
     public void BeforeCollate(int step, int microBatch, ulong key)
     {
         _step = step;
@@ -90,9 +104,15 @@ public sealed class GrpoObjective : ITrainingObjective<GrpoBatch>, IRolloutObjec
             MaxNewTokens = _options.MaxCompletionLength, Seed = _key, EosTokenIds = _eos, PadTokenId = _pad,
         };
         IReadOnlyList<GeneratedSequence> generated;
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
         using (var session = _model.StartDecoding(prompts.Count, prompts.Max(p => p.Length) + _options.MaxCompletionLength))
             generated = Generator.Generate(session, prompts, generation);
-        return Score(prompts, rowIndex, generated);
+        Timings.Generation += System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
+        Timings.GeneratedTokens += generated.Sum(g => (long)g.Tokens.Length);
+        start = System.Diagnostics.Stopwatch.GetTimestamp();
+        var batch = Score(prompts, rowIndex, generated);
+        Timings.Reward += System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
+        return batch;
     }
 
     /// <summary>Rewards, advantages, masks and the generation metrics of sampled completions (public for tests).</summary>
@@ -172,6 +192,7 @@ public sealed class GrpoObjective : ITrainingObjective<GrpoBatch>, IRolloutObjec
         {
             var seq = batch.Sequences;
             double[][]? reference = null;
+            long start = System.Diagnostics.Stopwatch.GetTimestamp();
             if (_options.Beta != 0)
             {
                 using var scope = _reference!.Enter();
@@ -181,6 +202,8 @@ public sealed class GrpoObjective : ITrainingObjective<GrpoBatch>, IRolloutObjec
                 var mark = tape.Arena.Mark();
                 try { reference = PerToken(_model.TokenLogProbs(ops, seq.Tokens, seq.Targets), batch); }
                 finally { tape.Arena.Release(mark); tape.GradEnabled = grad; tape.Training = training; }
+                Timings.Reference += System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
+                start = System.Diagnostics.Stopwatch.GetTimestamp();
             }
             var logps = _model.TokenLogProbs(ops, seq.Tokens, seq.Targets);
             var current = PerToken(logps, batch);
@@ -190,6 +213,7 @@ public sealed class GrpoObjective : ITrainingObjective<GrpoBatch>, IRolloutObjec
             for (int i = 0; i < gradient.Length; i++)
                 for (int j = 0; j < gradient[i].Length; j++) flat[i * t + batch.PromptLengths[i] - 1 + j] = gradient[i][j];
             tape.Backward(ops.Scale(ops.ScalarFunction(logps, loss, flat), (float)scale));
+            Timings.Training += System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
             foreach (var (k, v) in batch.Metrics) metrics[k] = v;
             return new MicroBatchResult(loss, metrics);
         }
