@@ -37,6 +37,8 @@ public static class GrpoTuning
         var modelConfig = ModelConfig.Load(folder);
         var tokenizer = Tokenizer.FromFolder(config.Tokenizer ?? folder);
         var template = SftData.ResolveChatTemplate(config.Data.ChatTemplate, folder);
+        if (!string.IsNullOrEmpty(config.Data.EvalFile) || config.Data.TestSize != null)
+            throw new PeftSharpException("grpo: evaluation is not supported yet; remove data.eval_file / data.test_size.");
         var skipped = new List<MalformedRecord>();
         var prompts = LoadPrompts(config.Data.TrainFile ?? throw new PeftSharpException("grpo: data.train_file is required."), template,
             config.Data.SkipMalformed, skipped);
@@ -98,9 +100,20 @@ public static class GrpoTuning
             Config = config.Effective,
             Summary = [trainableLine, .. notices],
             FinalMetrics = final,
+            Samples = log != null && File.Exists(log) ? LastSamples(log, 8) : [],
         };
         var report = HtmlReport.Write(args.OutputDir, reportData);
         return new FineTuningResult(config.Method, args.OutputDir, result, null, null, trainableLine, outputBytes, modelBytes, report, notices) { Report = reportData };
+    }
+
+    /// <summary>The last step's sampled completions from completions.jsonl (at most <paramref name="count"/>), with their rewards, for report.html.</summary>
+    private static List<SampleGeneration> LastSamples(string path, int count)
+    {
+        var lines = File.ReadLines(path).Select(l => (JsonObject)JsonNode.Parse(l)!).ToList();
+        if (lines.Count == 0) return [];
+        int last = (int)lines[^1]["step"]!;
+        return lines.Where(l => (int)l["step"]! == last).Take(count).Select(l => new SampleGeneration((string)l["prompt"]!, null,
+            $"[step {last}, reward {((double)l["reward"]!).ToString("F3", System.Globalization.CultureInfo.InvariantCulture)}] {(string)l["completion"]!}", null)).ToList();
     }
 
     /// <summary>GRPO's prompts: each record's "prompt" (a string, or messages rendered with the generation prompt) and all its fields.</summary>

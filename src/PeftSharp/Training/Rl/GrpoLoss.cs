@@ -10,9 +10,10 @@ public static class GrpoLoss
     /// <summary>
     /// rewards = Σ_f w_f r_f (NaN rewards left out, as nansum); advantages = rewards − mean of the prompt's group, divided by
     /// (std + 1e-4) of the group (scale "group"), of the whole batch ("batch") or not ("none"); std is the unbiased one (torch.std).
+    /// Std is the std each row was scaled by (the group's with "none"), which TRL logs as reward_std and frac_reward_zero_std.
     /// Rows are grouped consecutively: rows g·G..g·G+G−1 are one prompt's completions.
     /// </summary>
-    public static (double[] Rewards, double[] Advantages, double[] GroupStd) Advantages(double[][] perFunction, IReadOnlyList<double>? weights, int groupSize, string scale)
+    public static (double[] Rewards, double[] Advantages, double[] Std) Advantages(double[][] perFunction, IReadOnlyList<double>? weights, int groupSize, string scale)
     {
         int n = perFunction.Length;
         if (n % groupSize != 0) throw new ArgumentException($"{n} rows are not whole groups of {groupSize}.");
@@ -27,14 +28,10 @@ public static class GrpoLoss
             var (mean, std) = MeanStd(rewards.AsSpan(g, groupSize));
             for (int i = g; i < g + groupSize; i++) { advantages[i] = rewards[i] - mean; groupStd[i] = std; }
         }
-        double batchStd = MeanStd(rewards).Std;
-        for (int i = 0; i < n; i++)
-            advantages[i] = scale switch
-            {
-                "group" => advantages[i] / (groupStd[i] + 1e-4),
-                "batch" => advantages[i] / (batchStd + 1e-4),
-                _ => advantages[i],
-            };
+        // TRL's std_rewards: the batch's std with "batch", else the group's (logged as reward_std even with "none").
+        if (scale == "batch") Array.Fill(groupStd, MeanStd(rewards).Std);
+        if (scale != "none")
+            for (int i = 0; i < n; i++) advantages[i] /= groupStd[i] + 1e-4;
         return (rewards, advantages, groupStd);
     }
 

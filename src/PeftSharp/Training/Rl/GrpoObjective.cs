@@ -156,7 +156,7 @@ public sealed class GrpoObjective : ITrainingObjective<GrpoBatch>, IRolloutObjec
         }
         metrics["reward"] = rewards.Average();
         metrics["reward_std"] = groupStd.Average();
-        metrics["frac_reward_zero_std"] = groupStd.Count(s => s < 1e-6) / (double)n;
+        metrics["frac_reward_zero_std"] = groupStd.Count(s => Math.Abs(s) <= 1e-8) / (double)n;   // torch.isclose(std, 0)
         metrics["completions/mean_length"] = generated.Average(s => s.Tokens.Length);
         metrics["completions/clipped_ratio"] = truncated / (double)n;
         metrics["completions/mean_terminated_length"] = truncated == n ? 0 : terminatedLength / (n - truncated);

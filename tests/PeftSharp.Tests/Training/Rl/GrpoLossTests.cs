@@ -95,8 +95,9 @@ public sealed class GrpoLossTests
         var none = GrpoLoss.Advantages(perFunction, [2.0, -1.0], 2, "none").Advantages;
         Assert.Equal(new[] { 1.5, -1.5, 0.25, -0.25 }, none);
         // Batch: one std over all four rewards (mean 0.625; Σ(r−mean)² = 1.890625+2.640625+0.140625+0.015625 = 4.6875).
-        var batch = GrpoLoss.Advantages(perFunction, [2.0, -1.0], 2, "batch").Advantages;
-        Assert.Equal(1.5 / (Math.Sqrt(4.6875 / 3) + 1e-4), batch[0], 12);
+        var batch = GrpoLoss.Advantages(perFunction, [2.0, -1.0], 2, "batch");
+        Assert.Equal(1.5 / (Math.Sqrt(4.6875 / 3) + 1e-4), batch.Advantages[0], 12);
+        Assert.All(batch.Std, s => Assert.Equal(Math.Sqrt(4.6875 / 3), s, 12));
         // Equal rewards in a group: advantage 0, not NaN.
         Assert.Equal(new[] { 0.0, 0.0 }, GrpoLoss.Advantages([[1], [1]], null, 2, "group").Advantages);
     }

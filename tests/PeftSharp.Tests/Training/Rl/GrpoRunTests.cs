@@ -84,6 +84,7 @@ public sealed class GrpoRunTests : IDisposable
         // Lengths vary in a group, so the advantages are not all 0 and the adapter trained.
         Assert.Contains(completions, c => Math.Abs((double)c["advantage"]!) > 0.1);
 
+        Assert.Contains("[step 4, reward", File.ReadAllText(full.ReportPath!));
         string adapter = Path.Combine(full.OutputDir, "adapter_model.safetensors");
         var again = FineTuning.Run(Config("again"));
         Assert.Equal(full.Train.StepLosses, again.Train.StepLosses);
