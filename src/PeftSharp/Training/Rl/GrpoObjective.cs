@@ -220,7 +220,7 @@ public sealed class GrpoObjective : ITrainingObjective<GrpoBatch>, IRolloutObjec
         finally { tape.Reset(); }
     }
 
-    private static unsafe double[][] PerToken(Tensor logps, GrpoBatch batch)
+    internal static unsafe double[][] PerToken(Tensor logps, GrpoBatch batch)
     {
         int t = batch.Sequences.Tokens.SeqLen;
         var result = new double[batch.Mask.Length][];
