@@ -14,6 +14,7 @@ public static class BenchCatalog
         ["gemm"] = GemmBench.Run,
         ["model"] = ModelBench.Run,
         ["train"] = TrainBench.Run,
+        ["grpo"] = GrpoBench.Run,
         ["data"] = DataBench.Run,
         ["serve"] = ServeBench.Run,
         ["fuzz"] = FuzzBench.Run,

@@ -35,12 +35,12 @@ public sealed class TrainingProgressView : ITrainerCallback
     }
 
     private static readonly (string Key, string Label)[] ProgressMetrics =
-        [("rewards/margins", "margin"), ("rewards/accuracies", "acc"), ("accuracy", "acc"), ("margin", "margin")];
+        [("rewards/margins", "margin"), ("rewards/accuracies", "acc"), ("accuracy", "acc"), ("margin", "margin"), ("reward", "reward")];
 
     public void OnStep(TrainingProgress p, TrainerControl control)
     {
         string line = $"step {p.Step}/{p.TotalSteps}  epoch {p.Epoch:F2}  loss {p.Loss:F4}  lr {p.LearningRate:0.###e0}  {p.TokensPerSecond:F0} tok/s  ETA {p.Eta:hh\\:mm\\:ss}";
-        // A preference trainer's headline metrics (DPO/KTO/ORPO: reward margin and accuracy; reward model: accuracy).
+        // A preference trainer's headline metrics (DPO/KTO/ORPO: reward margin and accuracy; reward model: accuracy; GRPO: mean reward).
         foreach (var (key, label) in ProgressMetrics)
             if (p.Metrics.TryGetValue(key, out var value)) line += $"  {label} {value:F3}";
         if (_task != null)

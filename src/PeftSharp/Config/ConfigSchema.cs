@@ -5,7 +5,7 @@ using System.Text.Json.Nodes;
 namespace PeftSharp.Config;
 
 /// <summary>What a config value may be.</summary>
-public enum ValueKind { Int, Number, Bool, String, Enum, StringList, StringOrStringList, IntOrIntList, Dict, IntOrFraction, BoolOrString }
+public enum ValueKind { Int, Number, Bool, String, Enum, StringList, StringOrStringList, IntOrIntList, Dict, IntOrFraction, BoolOrString, NumberList }
 
 /// <summary>One key of a config section: its type, allowed range or values, and a one-line help.</summary>
 public sealed record KeySpec(string Name, ValueKind Kind, string Help, double? Min = null, double? Max = null,
@@ -38,6 +38,8 @@ public sealed record KeySpec(string Name, ValueKind Kind, string Help, double? M
             case ValueKind.IntOrIntList:
                 return AsNumber(value) is { } one && one == Math.Floor(one) || value is JsonArray ia && ia.All(x => AsNumber(x) is { } v && v == Math.Floor(v))
                     ? null : "an integer or a list of integers";
+            case ValueKind.NumberList:
+                return value is JsonArray na && na.All(x => AsNumber(x) != null) ? null : "a list of numbers";
             case ValueKind.BoolOrString:
                 return value.GetValueKind() is JsonValueKind.True or JsonValueKind.False or JsonValueKind.String ? null : "true, false or a string";
             case ValueKind.Dict:

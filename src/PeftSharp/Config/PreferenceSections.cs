@@ -49,7 +49,7 @@ internal static class PreferenceSections
         foreach (var spec in Specs)
             if (spec.Name != trainer && sections[spec.Name].Count > 0)
                 throw new PeftSharpException($"the {spec.Name} section is for training.trainer: {spec.Name}, but this run's trainer is {trainer}.");
-        if (trainer == "sft") return null;
+        if (trainer is "sft" or "grpo") return null;
         var o = sections[trainer];
         var d = new PreferenceOptions();
         int? Length(string key, int? fallback) => o.ContainsKey(key) ? o.IntOrNull(key) : fallback;

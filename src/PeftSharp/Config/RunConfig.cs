@@ -15,7 +15,7 @@ public sealed class RunConfig
     public static readonly string[] Dtypes = ["auto", "float32", "bfloat16", "float16"];
 
     /// <summary>training.trainer's values.</summary>
-    public static readonly string[] Trainers = ["sft", "reward", "dpo", "kto", "orpo"];
+    public static readonly string[] Trainers = ["sft", "reward", "dpo", "kto", "orpo", "grpo"];
 
     public static IReadOnlyList<SectionSpec> Sections { get; } =
     [
@@ -54,8 +54,9 @@ public sealed class RunConfig
         ]),
         new("data", "the datasets and SFTConfig's data options", DataArguments.Keys),
         new("training", "TrainingArguments / SFTConfig", [.. TrainingArguments.Keys,
-            new KeySpec("trainer", ValueKind.Enum, "the objective: sft (default), reward, dpo, kto or orpo; each reads its own section", Allowed: Trainers)]),
+            new KeySpec("trainer", ValueKind.Enum, "the objective: sft (default), reward, dpo, kto, orpo or grpo; each reads its own section", Allowed: Trainers)]),
         .. PreferenceSections.Specs,
+        GrpoSection.Spec,
     ];
 
     /// <summary>Old or misplaced names accepted with a notice: (section, key) → (section, key, why).</summary>
@@ -96,6 +97,9 @@ public sealed class RunConfig
     /// <summary>The options of the preference trainer's section (dpo, kto, orpo or reward); null for sft.</summary>
     public Training.Preference.PreferenceOptions? Preference { get; init; }
 
+    /// <summary>The grpo section (training.trainer: grpo), else null.</summary>
+    public Training.Rl.GrpoOptions? Grpo { get; init; }
+
     public string Method => Lora == null ? "full" : LoadIn4Bit ? "qlora" : "lora";
 
     public static RunConfig Load(string path, IEnumerable<string>? overrides = null)
@@ -124,6 +128,7 @@ public sealed class RunConfig
 
         string trainer = sections["training"].Str("trainer", "sft")!;
         var preference = PreferenceSections.Read(trainer, sections);
+        var grpo = GrpoSection.Read(trainer, sections);
         var model = sections["model"];
         var name = model.Str("name_or_path") ?? throw new PeftSharpException("model.name_or_path is required: a Hugging Face model folder or ORG/NAME.");
 
@@ -180,6 +185,7 @@ public sealed class RunConfig
             Training = training,
             Trainer = trainer,
             Preference = preference,
+            Grpo = grpo,
             Notices = notices,
             Effective = tree,
         };

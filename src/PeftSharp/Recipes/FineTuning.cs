@@ -86,6 +86,7 @@ public static class FineTuning
     public static FineTuningResult Run(RunConfig config, IEnumerable<ITrainerCallback>? callbacks = null, CancellationToken cancellation = default,
         int generationSamples = 8, int maxNewTokens = 32)
     {
+        if (config.Trainer == "grpo") return GrpoTuning.Run(config, callbacks, cancellation);
         if (config.Trainer != "sft") return PreferenceTuning.Run(config, callbacks, cancellation);
         var args = config.Training;
         var notices = new List<string>(config.Notices);

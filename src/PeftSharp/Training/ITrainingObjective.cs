@@ -55,3 +55,13 @@ public interface IShardedEvaluation
     /// </summary>
     Distributed.ICommunicator? EvaluationCommunicator { get; set; }
 }
+
+/// <summary>
+/// An objective whose <see cref="ITrainingObjective{TBatch}.Collate"/> draws random numbers (GRPO samples its rollouts there):
+/// before each Collate the trainer gives it the step, the global micro-batch index and the key of that micro-batch's random
+/// streams (seed, step, micro-batch), so a run and its resume sample the same completions without saved state.
+/// </summary>
+public interface IRolloutObjective
+{
+    void BeforeCollate(int step, int microBatch, ulong key);
+}

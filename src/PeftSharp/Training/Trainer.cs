@@ -167,15 +167,17 @@ public sealed class Trainer<TBatch>
             {
                 cancellation.ThrowIfCancellationRequested();
                 batches.Clear();
+                int step = state.GlobalStep + 1;
+                ulong stepKey = Rng.FoldIn(seedKey, (ulong)step);
                 for (int j = 0; j < accumulation; j++)
                 {
                     int global = _comm.Rank * accumulation + j, k = s * MicroBatchesPerStep + global;
                     if (k >= MicroBatchesPerEpoch) break;
                     int start = k * args.PerDeviceTrainBatchSize, n = Math.Min(args.PerDeviceTrainBatchSize, order.Length - start);
+                    if (_objective is IRolloutObjective rollout) rollout.BeforeCollate(step, global, Rng.FoldIn(stepKey, (ulong)global));
                     batches.Add((_objective.Collate(order.AsSpan(start, n)), global));
                 }
-                int step = state.GlobalStep + 1;
-                var (loss, stepTokens, metrics) = AccumulateGradients(tape, batches, Rng.FoldIn(seedKey, (ulong)step));
+                var (loss, stepTokens, metrics) = AccumulateGradients(tape, batches, stepKey);
                 if (!double.IsFinite(loss))
                     throw new PeftSharpException($"training: the loss at step {step} is {loss.ToString(CultureInfo.InvariantCulture)}; training stopped " +
                         $"before the optimizer step. Last good checkpoint: {Checkpointing.Latest(outputDir) ?? "none"}. Try a lower learning_rate or max_grad_norm.");

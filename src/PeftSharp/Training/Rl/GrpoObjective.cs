@@ -1,0 +1,238 @@
+using System.Text.Json.Nodes;
+using PeftSharp.Autograd;
+using PeftSharp.Formats.Tokenizers;
+using PeftSharp.Models;
+using PeftSharp.Models.Generation;
+using PeftSharp.Tensors;
+using PeftSharp.Training.Preference;
+
+namespace PeftSharp.Training.Rl;
+
+/// <summary>A prompt of the GRPO data: its text (a conversation already rendered with the generation prompt) and its row's fields.</summary>
+public sealed record GrpoPrompt(string Text, JsonObject Row);
+
+/// <summary>Wall time spent in each part of GRPO's steps so far, in seconds (bench and progress reporting).</summary>
+public sealed class GrpoTimings
+{
+    public double Generation { get; set; }
+    public double Reward { get; set; }
+    public double Reference { get; set; }
+    /// <summary>The policy's forward, the loss and the backward.</summary>
+    public double Training { get; set; }
+    public long GeneratedTokens { get; set; }
+}
+
+/// <summary>One micro-batch of rollouts: every prompt's num_generations completions in one model batch, scored, with their advantages.</summary>
+public sealed class GrpoBatch
+{
+    public required SequenceBatch Sequences { get; init; }
+    public required int[] PromptLengths { get; init; }
+    public required bool[][] Mask { get; init; }
+    public required double[] Advantages { get; init; }
+    public required Dictionary<string, double> Metrics { get; init; }
+    public long MaskedTokens => Mask.Sum(m => (long)m.Count(x => x));
+}
+
+/// <summary>
+/// TRL's GRPOTrainer as an objective. A micro-batch takes per_device_train_batch_size prompts; its <see cref="Collate"/> samples
+/// num_generations completions of each with the current weights (one batched KV-cache generation, a sampling seed keyed by
+/// (seed, step, micro-batch) through <see cref="IRolloutObjective"/>, so runs and resumes repeat), scores them with the reward
+/// functions and computes group-relative advantages. <see cref="Accumulate"/> runs the reference forward (β ≠ 0: the policy with
+/// its adapters off) and the policy forward, and backpropagates <see cref="GrpoLoss.Compute"/> through the per-token log-probs.
+/// With num_iterations 1 the old log-probs are the current ones detached: the ratio is exactly 1.
+/// </summary>
+public sealed class GrpoObjective : ITrainingObjective<GrpoBatch>, IRolloutObjective
+{
+    private readonly ICausalLM _model;
+    private readonly Tokenizer _tokenizer;
+    private readonly GrpoOptions _options;
+    private readonly IReadOnlyList<GrpoPrompt> _prompts;
+    private readonly IReadOnlyList<IRewardFunction> _rewards;
+    private readonly IReferenceModel? _reference;
+    private readonly int[] _eos;
+    private readonly int _pad;
+    private readonly string? _completionsLog;
+    private ulong _key;
+    private int _step;
+
+    public GrpoObjective(ICausalLM model, Tokenizer tokenizer, GrpoOptions options, IReadOnlyList<GrpoPrompt> prompts,
+        IReadOnlyList<IRewardFunction> rewards, IReferenceModel? reference, int[] eosTokenIds, string? completionsLog = null)
+    {
+        options.Validate();
+        if (rewards.Count == 0) throw new PeftSharpException("grpo.reward_funcs: GRPO needs at least one reward function.");
+        if (options.RewardWeights != null && options.RewardWeights.Count != rewards.Count)
+            throw new PeftSharpException($"grpo.reward_weights has {options.RewardWeights.Count} weight(s) for {rewards.Count} reward function(s).");
+        if (options.Beta != 0 && reference == null)
+            throw new PeftSharpException("grpo.beta: the reference is the policy with its adapter off, so beta ≠ 0 needs a lora section (or beta: 0).");
+        _model = model;
+        _tokenizer = tokenizer;
+        _options = options;
+        _prompts = prompts;
+        _rewards = rewards;
+        _reference = reference;
+        _eos = eosTokenIds;
+        _pad = tokenizer.PadTokenId ?? (eosTokenIds.Length > 0 ? eosTokenIds[0] : 0);
+        _completionsLog = completionsLog;
+    }
+
+    public int RowCount => _prompts.Count;
+
+    /// <summary>Cumulative wall time of generation, rewards, reference forward and training.</summary>
+    public GrpoTimings Timings { get; } = new();
+
+    public void BeforeCollate(int step, int microBatch, ulong key)
+    {
+        _step = step;
+        _key = Rng.FoldIn(key, 0x6E6F6C6C); // a stream of its own, apart from the dropout streams keyed the same way
+    }
+
+    public GrpoBatch Collate(ReadOnlySpan<int> rows)
+    {
+        int g = _options.NumGenerations;
+        var prompts = new List<int[]>();
+        var rowIndex = new List<int>();
+        foreach (int r in rows)
+        {
+            var ids = _tokenizer.Encode(_prompts[r].Text, addSpecialTokens: false);
+            if (_options.MaxPromptLength is int p && ids.Length > p) ids = ids[^p..];
+            if (ids.Length == 0) throw new PeftSharpException($"grpo: prompt {r} encodes to no tokens.");
+            for (int k = 0; k < g; k++) { prompts.Add(ids); rowIndex.Add(r); }
+        }
+        var generation = new GenerationOptions
+        {
+            DoSample = true, Temperature = _options.Temperature, TopP = _options.TopP, TopK = _options.TopK,
+            MaxNewTokens = _options.MaxCompletionLength, Seed = _key, EosTokenIds = _eos, PadTokenId = _pad,
+        };
+        IReadOnlyList<GeneratedSequence> generated;
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        using (var session = _model.StartDecoding(prompts.Count, prompts.Max(p => p.Length) + _options.MaxCompletionLength))
+            generated = Generator.Generate(session, prompts, generation);
+        Timings.Generation += System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
+        Timings.GeneratedTokens += generated.Sum(g => (long)g.Tokens.Length);
+        start = System.Diagnostics.Stopwatch.GetTimestamp();
+        var batch = Score(prompts, rowIndex, generated);
+        Timings.Reward += System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
+        return batch;
+    }
+
+    /// <summary>Rewards, advantages, masks and the generation metrics of sampled completions (public for tests).</summary>
+    public GrpoBatch Score(IReadOnlyList<int[]> prompts, IReadOnlyList<int> rowIndex, IReadOnlyList<GeneratedSequence> generated)
+    {
+        int n = generated.Count;
+        var inputs = new RewardInput[n];
+        var texts = new string[n];
+        for (int i = 0; i < n; i++)
+        {
+            texts[i] = _tokenizer.Decode(generated[i].Tokens, skipSpecialTokens: true);
+            var row = _prompts[rowIndex[i]];
+            inputs[i] = new RewardInput(row.Text, texts[i], generated[i].Tokens.Length, row.Row);
+        }
+        var perFunction = new double[n][];
+        for (int i = 0; i < n; i++) perFunction[i] = new double[_rewards.Count];
+        var metrics = new Dictionary<string, double>(StringComparer.Ordinal);
+        for (int f = 0; f < _rewards.Count; f++)
+        {
+            var scores = _rewards[f].Score(inputs);
+            if (scores.Length != n) throw new PeftSharpException($"reward {_rewards[f].Name}: {scores.Length} scores for {n} completions.");
+            for (int i = 0; i < n; i++) perFunction[i][f] = scores[i];
+            var valid = scores.Where(s => !double.IsNaN(s)).ToArray();
+            metrics[$"rewards/{_rewards[f].Name}/mean"] = valid.Length > 0 ? valid.Average() : 0;
+            metrics[$"rewards/{_rewards[f].Name}/std"] = valid.Length > 1 ? GrpoLoss.MeanStd(valid).Std : 0;
+        }
+        var (rewards, advantages, groupStd) = GrpoLoss.Advantages(perFunction, _options.RewardWeights, _options.NumGenerations, _options.ScaleRewards);
+        var mask = new bool[n][];
+        var sequences = new TokenizedSequence[n];
+        var promptLengths = new int[n];
+        int truncated = 0;
+        double terminatedLength = 0;
+        for (int i = 0; i < n; i++)
+        {
+            bool isTruncated = generated[i].Reason == FinishReason.Length;
+            if (isTruncated) truncated++; else terminatedLength += generated[i].Tokens.Length;
+            mask[i] = new bool[generated[i].Tokens.Length];
+            if (!(isTruncated && _options.MaskTruncatedCompletions)) Array.Fill(mask[i], true);
+            sequences[i] = new TokenizedSequence([.. prompts[i], .. generated[i].Tokens], prompts[i].Length);
+            promptLengths[i] = prompts[i].Length;
+        }
+        metrics["reward"] = rewards.Average();
+        metrics["reward_std"] = groupStd.Average();
+        metrics["frac_reward_zero_std"] = groupStd.Count(s => Math.Abs(s) <= 1e-8) / (double)n;   // torch.isclose(std, 0)
+        metrics["completions/mean_length"] = generated.Average(s => s.Tokens.Length);
+        metrics["completions/clipped_ratio"] = truncated / (double)n;
+        metrics["completions/mean_terminated_length"] = truncated == n ? 0 : terminatedLength / (n - truncated);
+        if (_completionsLog != null) WriteLog(rowIndex, texts, rewards, perFunction, advantages);
+        return new GrpoBatch
+        {
+            Sequences = SequenceBatch.Build(sequences, _pad), PromptLengths = promptLengths, Mask = mask, Advantages = advantages, Metrics = metrics,
+        };
+    }
+
+    private void WriteLog(IReadOnlyList<int> rowIndex, string[] texts, double[] rewards, double[][] perFunction, double[] advantages)
+    {
+        using var w = File.AppendText(_completionsLog!);
+        for (int i = 0; i < texts.Length; i++)
+        {
+            var line = new JsonObject
+            {
+                ["step"] = _step, ["prompt"] = _prompts[rowIndex[i]].Text, ["completion"] = texts[i], ["reward"] = rewards[i], ["advantage"] = advantages[i],
+            };
+            for (int f = 0; f < _rewards.Count; f++) line[_rewards[f].Name] = double.IsNaN(perFunction[i][f]) ? null : perFunction[i][f];
+            w.WriteLine(line.ToJsonString());
+        }
+    }
+
+    /// <summary>grpo, dr_grpo, bnpo: completions; dapo: the completion tokens of the mask (its loss is a token mean over the whole step).</summary>
+    public long TargetCount(GrpoBatch batch) => _options.LossType == "dapo" ? batch.MaskedTokens : batch.Advantages.Length;
+    public long TokenCount(GrpoBatch batch) => batch.Sequences.TokenCount;
+
+    public unsafe MicroBatchResult Accumulate(Tape tape, GrpoBatch batch, double scale)
+    {
+        var ops = new Ops(tape);
+        try
+        {
+            var seq = batch.Sequences;
+            double[][]? reference = null;
+            long start = System.Diagnostics.Stopwatch.GetTimestamp();
+            if (_options.Beta != 0)
+            {
+                using var scope = _reference!.Enter();
+                bool grad = tape.GradEnabled, training = tape.Training;
+                tape.GradEnabled = false;
+                tape.Training = false;
+                var mark = tape.Arena.Mark();
+                try { reference = PerToken(_model.TokenLogProbs(ops, seq.Tokens, seq.Targets), batch); }
+                finally { tape.Arena.Release(mark); tape.GradEnabled = grad; tape.Training = training; }
+                Timings.Reference += System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
+                start = System.Diagnostics.Stopwatch.GetTimestamp();
+            }
+            var logps = _model.TokenLogProbs(ops, seq.Tokens, seq.Targets);
+            var current = PerToken(logps, batch);
+            var (loss, gradient, metrics) = GrpoLoss.Compute(_options, current, null, reference, batch.Advantages, batch.Mask);
+            var flat = new double[logps.Length];
+            int t = seq.Tokens.SeqLen;
+            for (int i = 0; i < gradient.Length; i++)
+                for (int j = 0; j < gradient[i].Length; j++) flat[i * t + batch.PromptLengths[i] - 1 + j] = gradient[i][j];
+            tape.Backward(ops.Scale(ops.ScalarFunction(logps, loss, flat), (float)scale));
+            Timings.Training += System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
+            foreach (var (k, v) in batch.Metrics) metrics[k] = v;
+            return new MicroBatchResult(loss, metrics);
+        }
+        finally { tape.Reset(); }
+    }
+
+    internal static unsafe double[][] PerToken(Tensor logps, GrpoBatch batch)
+    {
+        int t = batch.Sequences.Tokens.SeqLen;
+        var result = new double[batch.Mask.Length][];
+        for (int i = 0; i < result.Length; i++)
+        {
+            result[i] = new double[batch.Mask[i].Length];
+            for (int j = 0; j < result[i].Length; j++) result[i][j] = logps.Data[i * t + batch.PromptLengths[i] - 1 + j];
+        }
+        return result;
+    }
+
+    public bool CanEvaluate => false;
+    public IReadOnlyCollection<string> EvalMetricNames => [];
+    public IReadOnlyDictionary<string, double> Evaluate(Tape tape) => throw new PeftSharpException("grpo: evaluation is not supported yet.");
+}

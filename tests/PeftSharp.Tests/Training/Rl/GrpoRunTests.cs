@@ -1,0 +1,117 @@
+using System.Text.Json.Nodes;
+using PeftSharp.Config;
+using PeftSharp.Models.Init;
+using PeftSharp.Recipes;
+using PeftSharp.Training.Rl;
+
+namespace PeftSharp.Tests.Training.Rl;
+
+/// <summary>GRPO through `peftsharp train`'s path on a tiny GPT-2: TRL's metrics logged, completions written, determinism and exact resume.</summary>
+public sealed class GrpoRunTests : IDisposable
+{
+    private readonly string _root = Directory.CreateTempSubdirectory("peftsharp-grpo").FullName;
+
+    public void Dispose() => Directory.Delete(_root, true);
+
+    private string Model()
+    {
+        string dir = Path.Combine(_root, "model");
+        if (!Directory.Exists(dir)) ModelInitializer.Write(dir, new InitModelOptions { Architecture = "gpt2", Preset = "tiny", Seed = 5 });
+        return dir;
+    }
+
+    private string Data()
+    {
+        string path = Path.Combine(_root, "prompts.jsonl");
+        if (!File.Exists(path))
+            File.WriteAllLines(path, Enumerable.Range(0, 8).Select(i => $$"""{"prompt": "What is {{i}} plus {{i + 1}}? The answer is", "answer": "{{2 * i + 1}}"}"""));
+        return path;
+    }
+
+    private RunConfig Config(string name, string extraTraining = "", string grpo = "",
+        string rewards = "  reward_funcs: [\"numeric:answer\", \"length:3\"]\n  reward_weights: [1.0, 2.0]")
+    {
+        var yaml = $"""
+            model:
+              name_or_path: "{Model()}"
+            lora:
+              r: 4
+              lora_alpha: 8
+              lora_dropout: 0.1
+              target_modules: [c_attn]
+            data:
+              train_file: "{Data()}"
+            training:
+              trainer: grpo
+              output_dir: "{Path.Combine(_root, name)}"
+              max_steps: 4
+              per_device_train_batch_size: 2
+              gradient_accumulation_steps: 2
+              learning_rate: 2.0e-2
+              logging_steps: 1
+              seed: 3
+              save_strategy: steps
+              save_steps: 2
+            {extraTraining}
+            grpo:
+              num_generations: 3
+              max_completion_length: 6
+              beta: 0.04
+              epsilon_high: 0.28
+              loss_type: grpo
+            {rewards}
+            {grpo}
+            """;
+        return RunConfig.FromTree(ConfigTree.ParseYaml(yaml));
+    }
+
+    [Fact]
+    public void TrainsLogsTrlMetricsAndResumesToTheSameAdapterBytes()
+    {
+        var full = FineTuning.Run(Config("full"));
+        Assert.Equal(4, full.Train.GlobalStep);
+        var log = File.ReadLines(Path.Combine(full.OutputDir, "metrics.jsonl")).Select(l => (JsonObject)JsonNode.Parse(l)!).Where(l => l.ContainsKey("loss")).ToList();
+        Assert.Equal(4, log.Count);
+        foreach (var key in new[] { "reward", "reward_std", "frac_reward_zero_std", "rewards/numeric/mean", "rewards/length/mean", "rewards/length/std", "kl",
+                     "clip_ratio/low_mean", "clip_ratio/high_mean", "clip_ratio/region_mean", "completions/mean_length", "completions/clipped_ratio" })
+            Assert.True(log[0].ContainsKey(key), $"metrics.jsonl lacks {key}: {log[0].ToJsonString()}");
+        // The ratio is 1 with one iteration: nothing is clipped; the adapter moved, so the KL to the reference is positive later.
+        Assert.All(log, l => Assert.Equal(0, (double)l["clip_ratio/region_mean"]!));
+        Assert.True((double)log[^1]["kl"]! > 0);
+        var completions = File.ReadLines(Path.Combine(full.OutputDir, GrpoTuning.CompletionsFileName)).Select(l => (JsonObject)JsonNode.Parse(l)!).ToList();
+        Assert.Equal(4 * 2 * 2 * 3, completions.Count);   // steps × micro-batches × prompts × generations
+        Assert.All(completions, c => Assert.True(c.ContainsKey("prompt") && c.ContainsKey("completion") && c.ContainsKey("reward") && c.ContainsKey("length")));
+        // Lengths vary in a group, so the advantages are not all 0 and the adapter trained.
+        Assert.Contains(completions, c => Math.Abs((double)c["advantage"]!) > 0.1);
+
+        Assert.Contains("[step 4, reward", File.ReadAllText(full.ReportPath!));
+        string adapter = Path.Combine(full.OutputDir, "adapter_model.safetensors");
+        var again = FineTuning.Run(Config("again"));
+        Assert.Equal(full.Train.StepLosses, again.Train.StepLosses);
+        Assert.Equal(File.ReadAllBytes(adapter), File.ReadAllBytes(Path.Combine(again.OutputDir, "adapter_model.safetensors")));
+
+        string part = Path.Combine(_root, "part");
+        Directory.CreateDirectory(Path.Combine(part, "checkpoint-2"));
+        foreach (var f in Directory.GetFiles(Path.Combine(full.OutputDir, "checkpoint-2")))
+            File.Copy(f, Path.Combine(part, "checkpoint-2", Path.GetFileName(f)));
+        var resumed = FineTuning.Run(Config("part", "  resume_from_checkpoint: true"));
+        Assert.EndsWith("checkpoint-2", resumed.Train.ResumedFrom);
+        Assert.Equal(full.Train.StepLosses.Skip(2), resumed.Train.StepLosses);
+        Assert.Equal(File.ReadAllBytes(adapter), File.ReadAllBytes(Path.Combine(resumed.OutputDir, "adapter_model.safetensors")));
+    }
+
+    [Fact]
+    public void UnsupportedOrWrongOptionsAreRefusedByName()
+    {
+        Assert.Contains("num_iterations", Assert.Throws<PeftSharpException>(() => Config("x", grpo: "  num_iterations: 2")).Message);
+        Assert.Contains("steps_per_generation", Assert.Throws<PeftSharpException>(() => Config("x", grpo: "  steps_per_generation: 4")).Message);
+        Assert.Contains("reward_weights", Assert.Throws<PeftSharpException>(() => Config("x", rewards: "  reward_funcs: [json, \"length:3\"]\n  reward_weights: [1.0]")).Message);
+        Assert.Contains("unknown reward", Assert.Throws<PeftSharpException>(() => Config("x", rewards: "  reward_funcs: [\"bleu\"]")).Message);
+        var config = Config("x", grpo: "  scale_rewards: false");
+        Assert.Equal("none", config.Grpo!.ScaleRewards);
+        Assert.Equal("dapo", new GrpoOptions().LossType);
+        Assert.Contains("at least one reward", Assert.Throws<PeftSharpException>(() => Config("x", rewards: "")).Message);
+        Assert.Contains("grpo section is for", Assert.Throws<PeftSharpException>(() => RunConfig.FromTree(ConfigTree.ParseYaml(
+            $"model:\n  name_or_path: m\ndata:\n  train_file: f\ngrpo:\n  beta: 0.1"))).Message);
+    }
+}
