@@ -133,32 +133,17 @@ public static class FineTuning
         var (trainable, all) = peft?.CountParameters() ?? (model.Parameters.Where(p => p.RequiresGrad).Sum(p => p.Length), model.Parameters.Sum(p => p.Length));
         string trainableLine = peft?.PrintTrainableParameters() ?? Planning.MemoryPlanner.PeftLine(trainable, all);
 
-        ITrainableState state = peft != null ? new PeftCheckpointState(peft) : new ParameterTrainableState(model.Parameters);
+        var output = new RunOutput(model, peft, config, folder);
         Directory.CreateDirectory(args.OutputDir);
         var allCallbacks = (callbacks ?? []).Append(new StopOnCancellation(cancellation));
         var objective = new SftObjective(model, data.Train, data.Eval, args.PerDeviceEvalBatchSize)
         {
             ExtraEvaluation = GenerationEvaluation(args, model, tokenizer, template, data.EvalExamples, maxNewTokens),
         };
-        long outputBytes = 0;
-        var saveAs = peft == null ? SaveDType(config, folder) : DType.F32;
-        void SaveFinal(string dir)
-        {
-            if (peft != null)
-            {
-                peft.SaveAdapter(dir);
-                outputBytes = new FileInfo(Path.Combine(dir, PeftModel.WeightsFileName)).Length;
-            }
-            else
-            {
-                PeftModel.SaveModel(model, dir, saveAs, folder);
-                outputBytes = Directory.EnumerateFiles(dir, "*.safetensors").Sum(f => new FileInfo(f).Length);
-            }
-        }
         var trainer = new SftTrainer(model, args, objective,
             new TrainerOptions
             {
-                Trainable = state, Callbacks = allCallbacks, Shuffle = config.Data.Shuffle, SaveFinal = SaveFinal,
+                Trainable = output.State, Callbacks = allCallbacks, Shuffle = config.Data.Shuffle, SaveFinal = output.SaveFinal,
                 Communicator = comm, ShardOptimizerState = Training.Distributed.DistributedRun.ShardOptimizerState(peft == null),
             });
         var result = trainer.Train();
@@ -166,7 +151,7 @@ public static class FineTuning
         if (result.ResumedFrom != null) notices.Add($"resumed from {result.ResumedFrom}; trained to step {result.GlobalStep}.");
         notices.AddRange(result.Warnings);
         if (interrupted) notices.Add($"interrupted at step {result.GlobalStep}: a checkpoint was saved; resume with resume_from_checkpoint: true.");
-        if (peft == null && saveAs != DType.F32) notices.Add($"saved the fine-tuned weights as {saveAs.SafetensorsName()}, the checkpoint's dtype (model.dtype: float32 keeps them f32).");
+        if (peft == null && output.SaveAs != DType.F32) notices.Add($"saved the fine-tuned weights as {output.SaveAs.SafetensorsName()}, the checkpoint's dtype (model.dtype: float32 keeps them f32).");
         long modelBytes = Directory.EnumerateFiles(folder, "*.safetensors").Sum(f => new FileInfo(f).Length);
 
         LossMetrics? eval = data.Eval != null && !interrupted ? trainer.Evaluate() : null;
@@ -183,7 +168,7 @@ public static class FineTuning
         var final = new List<(string, string)> { ("train loss", $"{result.TrainingLoss:F4}"), ("steps", result.GlobalStep.ToString()) };
         if (eval != null) final.AddRange([("eval loss", $"{eval.Loss:F4}"), ("perplexity", $"{eval.Perplexity:F3}"), ("mean token accuracy", $"{eval.MeanTokenAccuracy:F4}")]);
         if (generation != null) final.AddRange([("BLEU", $"{generation.Bleu.Score:F2}"), ("ROUGE-L F1", $"{generation.RougeL:F4}")]);
-        final.Add((peft != null ? "adapter size" : "model size", $"{outputBytes / 1024.0:F1} KiB ({100.0 * outputBytes / Math.Max(1, modelBytes):F2}% of the base model's {modelBytes / 1048576.0:F1} MiB)"));
+        final.Add((peft != null ? "adapter size" : "model size", $"{output.Bytes / 1024.0:F1} KiB ({100.0 * output.Bytes / Math.Max(1, modelBytes):F2}% of the base model's {modelBytes / 1048576.0:F1} MiB)"));
 
         var logPath = Path.Combine(args.OutputDir, "metrics.jsonl");
         var reportData = new ReportData
@@ -196,7 +181,7 @@ public static class FineTuning
             Samples = samples,
         };
         var report = comm.Rank == 0 ? HtmlReport.Write(args.OutputDir, reportData) : "";
-        return new FineTuningResult(config.Method, args.OutputDir, result, eval, generation, trainableLine, outputBytes, modelBytes, report, notices)
+        return new FineTuningResult(config.Method, args.OutputDir, result, eval, generation, trainableLine, output.Bytes, modelBytes, report, notices)
         {
             Report = reportData,
         };

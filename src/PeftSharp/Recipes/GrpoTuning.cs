@@ -59,29 +59,14 @@ public static class GrpoTuning
         IReferenceModel? reference = peft != null ? new DisabledAdapterReference(peft) : null;
         var (trainable, all) = peft?.CountParameters() ?? (model.Parameters.Where(p => p.RequiresGrad).Sum(p => p.Length), model.Parameters.Sum(p => p.Length));
         string trainableLine = peft?.PrintTrainableParameters() ?? Planning.MemoryPlanner.PeftLine(trainable, all);
-        ITrainableState state = peft != null ? new PeftCheckpointState(peft) : new ParameterTrainableState(model.Parameters);
+        var output = new RunOutput(model, peft, config, folder);
         Directory.CreateDirectory(args.OutputDir);
-        long outputBytes = 0;
-        var saveAs = peft == null ? FineTuning.SaveDType(config, folder) : DType.F32;
-        void SaveFinal(string dir)
-        {
-            if (peft != null)
-            {
-                peft.SaveAdapter(dir);
-                outputBytes = new FileInfo(Path.Combine(dir, PeftModel.WeightsFileName)).Length;
-            }
-            else
-            {
-                PeftModel.SaveModel(model, dir, saveAs, folder);
-                outputBytes = Directory.EnumerateFiles(dir, "*.safetensors").Sum(f => new FileInfo(f).Length);
-            }
-        }
         int[] eos = modelConfig.EosTokenIds is { Length: > 0 } e ? e : tokenizer.EosTokenId is int t ? [t] : [];
         string? log = options.LogCompletions ? Path.Combine(args.OutputDir, CompletionsFileName) : null;
         var objective = new GrpoObjective(model, tokenizer, options, prompts, rewardFunctions, reference, eos, log);
         var trainerOptions = new TrainerOptions
         {
-            Trainable = state, Callbacks = (callbacks ?? []).Append(new StopOnCancellation(cancellation)), Shuffle = config.Data.Shuffle, SaveFinal = SaveFinal,
+            Trainable = output.State, Callbacks = (callbacks ?? []).Append(new StopOnCancellation(cancellation)), Shuffle = config.Data.Shuffle, SaveFinal = output.SaveFinal,
         };
         var result = new Trainer<GrpoBatch>(model, args, objective, trainerOptions).Train();
         if (result.ResumedFrom != null) notices.Add($"resumed from {result.ResumedFrom}; trained to step {result.GlobalStep}.");
@@ -90,7 +75,7 @@ public static class GrpoTuning
         var final = new List<(string, string)>
         {
             ("train loss", $"{result.TrainingLoss:F4}"), ("steps", result.GlobalStep.ToString()),
-            (peft != null ? "adapter size" : "model size", $"{outputBytes / 1024.0:F1} KiB"),
+            (peft != null ? "adapter size" : "model size", $"{output.Bytes / 1024.0:F1} KiB"),
         };
         var logPath = Path.Combine(args.OutputDir, Checkpointing.MetricsFileName);
         var reportData = new ReportData
@@ -103,7 +88,7 @@ public static class GrpoTuning
             Samples = log != null && File.Exists(log) ? LastSamples(log, 8) : [],
         };
         var report = HtmlReport.Write(args.OutputDir, reportData);
-        return new FineTuningResult(config.Method, args.OutputDir, result, null, null, trainableLine, outputBytes, modelBytes, report, notices) { Report = reportData };
+        return new FineTuningResult(config.Method, args.OutputDir, result, null, null, trainableLine, output.Bytes, modelBytes, report, notices) { Report = reportData };
     }
 
     /// <summary>The last step's sampled completions from completions.jsonl (at most <paramref name="count"/>), with their rewards, for report.html.</summary>

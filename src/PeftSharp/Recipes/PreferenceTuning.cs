@@ -58,25 +58,10 @@ public static class PreferenceTuning
         IReferenceModel? reference = peft != null ? new DisabledAdapterReference(peft) : null;
         var (trainable, all) = peft?.CountParameters() ?? (model.Parameters.Where(p => p.RequiresGrad).Sum(p => p.Length), model.Parameters.Sum(p => p.Length));
         string trainableLine = peft?.PrintTrainableParameters() ?? Planning.MemoryPlanner.PeftLine(trainable, all);
-        ITrainableState state = peft != null ? new PeftCheckpointState(peft) : new ParameterTrainableState(model.Parameters);
+        var output = new RunOutput(model, peft, config, folder);
         Directory.CreateDirectory(args.OutputDir);
         var allCallbacks = (callbacks ?? []).Append(new StopOnCancellation(cancellation));
-        long outputBytes = 0;
-        var saveAs = peft == null ? FineTuning.SaveDType(config, folder) : DType.F32;
-        void SaveFinal(string dir)
-        {
-            if (peft != null)
-            {
-                peft.SaveAdapter(dir);
-                outputBytes = new FileInfo(Path.Combine(dir, PeftModel.WeightsFileName)).Length;
-            }
-            else
-            {
-                PeftModel.SaveModel(model, dir, saveAs, folder);
-                outputBytes = Directory.EnumerateFiles(dir, "*.safetensors").Sum(f => new FileInfo(f).Length);
-            }
-        }
-        var trainerOptions = new TrainerOptions { Trainable = state, Callbacks = allCallbacks, Shuffle = config.Data.Shuffle, SaveFinal = SaveFinal };
+        var trainerOptions = new TrainerOptions { Trainable = output.State, Callbacks = allCallbacks, Shuffle = config.Data.Shuffle, SaveFinal = output.SaveFinal };
         int pad = prefTokenizer.PadId, evalBatch = args.PerDeviceEvalBatchSize;
 
         TrainResult result;
@@ -130,7 +115,7 @@ public static class PreferenceTuning
 
         var final = new List<(string, string)> { ("train loss", $"{result.TrainingLoss:F4}"), ("steps", result.GlobalStep.ToString()) };
         if (evalMetrics != null) final.AddRange(evalMetrics.Select(kv => (kv.Key, kv.Value.ToString("F4", System.Globalization.CultureInfo.InvariantCulture))));
-        final.Add((peft != null ? "adapter size" : "model size", $"{outputBytes / 1024.0:F1} KiB"));
+        final.Add((peft != null ? "adapter size" : "model size", $"{output.Bytes / 1024.0:F1} KiB"));
         var logPath = Path.Combine(args.OutputDir, Checkpointing.MetricsFileName);
         var reportData = new ReportData
         {
@@ -141,7 +126,7 @@ public static class PreferenceTuning
             FinalMetrics = final,
         };
         var report = HtmlReport.Write(args.OutputDir, reportData);
-        return new FineTuningResult(config.Method, args.OutputDir, result, null, null, trainableLine, outputBytes, modelBytes, report, notices)
+        return new FineTuningResult(config.Method, args.OutputDir, result, null, null, trainableLine, output.Bytes, modelBytes, report, notices)
         {
             Report = reportData,
             EvalMetrics = evalMetrics,
