@@ -16,6 +16,7 @@ internal static class PreferenceSections
     private static readonly KeySpec Truncation = new("truncation_mode", ValueKind.Enum, "keep_end (default: the prompt's start goes) or keep_start", Allowed: PreferenceOptions.TruncationModes);
     private static readonly KeySpec DisableDropout = new("disable_dropout", ValueKind.Bool, "no dropout (lora_dropout included) in the policy's forward (default true, as TRL)");
     private static readonly KeySpec Precompute = new("precompute_ref_log_probs", ValueKind.Bool, "compute the reference log-probs of every example once before training");
+    private static readonly KeySpec RefAdapter = new("ref_adapter", ValueKind.String, "a PEFT adapter folder loaded frozen as the reference (TRL's ref_adapter_name; default: the base with adapters off)");
 
     public static IReadOnlyList<SectionSpec> Specs { get; } =
     [
@@ -29,13 +30,13 @@ internal static class PreferenceSections
             new("label_smoothing", ValueKind.Number, "sigmoid/robust: the probability that a preference label is flipped", Min: 0, Max: 0.5, MaxExclusive: true),
             new("rpo_alpha", ValueKind.Number, "weight of the chosen completions' NLL added to the loss (RPO)", Min: 0),
             new("reference_free", ValueKind.Bool, "ignore the reference (log-probs 0)"),
-            Precompute, DisableDropout, MaxPrompt, MaxCompletion, MaxLength, Truncation,
+            Precompute, RefAdapter, DisableDropout, MaxPrompt, MaxCompletion, MaxLength, Truncation,
         ]),
         new("kto", "TRL's KTOConfig (training.trainer: kto)", [
             Beta("the KL penalty's weight (default 0.1)"),
             new("desirable_weight", ValueKind.Number, "weight of the desirable (label true) examples' losses (default 1)", Min: 0, MinExclusive: true),
             new("undesirable_weight", ValueKind.Number, "weight of the undesirable (label false) examples' losses (default 1)", Min: 0, MinExclusive: true),
-            Precompute, DisableDropout, MaxPrompt, MaxCompletion, MaxLength, Truncation,
+            Precompute, RefAdapter, DisableDropout, MaxPrompt, MaxCompletion, MaxLength, Truncation,
         ]),
         new("orpo", "TRL's ORPOConfig (training.trainer: orpo)", [
             Beta("weight of the odds-ratio term, λ in the paper (default 0.1)"),
@@ -61,6 +62,7 @@ internal static class PreferenceSections
             RpoAlpha = o.NumOrNull("rpo_alpha"),
             ReferenceFree = o.Bool("reference_free", d.ReferenceFree),
             PrecomputeRefLogProbs = o.Bool("precompute_ref_log_probs", d.PrecomputeRefLogProbs),
+            RefAdapter = o.Str("ref_adapter"),
             DisableDropout = o.Bool("disable_dropout", d.DisableDropout),
             MaxPromptLength = Length("max_prompt_length", d.MaxPromptLength),
             MaxCompletionLength = Length("max_completion_length", d.MaxCompletionLength),

@@ -49,10 +49,14 @@ public static class PreferenceData
     }
 
     /// <summary>Reads a file (or folder of files DataFiles reads) and converts every record.</summary>
-    public static List<PreferenceExample> Load(string path, ChatTemplate? template, bool skipMalformed, List<MalformedRecord> skipped, PreferenceFormat? expected = null)
+    public static List<PreferenceExample> Load(string path, ChatTemplate? template, bool skipMalformed, List<MalformedRecord> skipped, PreferenceFormat? expected = null) =>
+        Load(DataFiles.Read(path, "text", PlainTextMode.Lines, skipMalformed, skipped), path, template, skipMalformed, skipped, expected);
+
+    /// <summary>Converts records of any source (files of a dataset folder's split, streamed) into preference examples; <paramref name="what"/> names them in errors.</summary>
+    public static List<PreferenceExample> Load(IEnumerable<DataRecord> records, string what, ChatTemplate? template, bool skipMalformed,
+        List<MalformedRecord> skipped, PreferenceFormat? expected = null)
     {
-        var records = DataFiles.Read(path, "text", PlainTextMode.Lines, skipMalformed, skipped);
-        var examples = new List<PreferenceExample>(records.Count);
+        var examples = new List<PreferenceExample>();
         foreach (var r in records)
         {
             try
@@ -69,7 +73,7 @@ public static class PreferenceData
                 skipped.Add(new MalformedRecord(r.File, r.Line, e.Message.StartsWith(prefix, StringComparison.Ordinal) ? e.Message[prefix.Length..] : e.Message));
             }
         }
-        if (examples.Count == 0) throw new PeftSharpException($"{path}: no preference examples.");
+        if (examples.Count == 0) throw new PeftSharpException($"{what}: no preference examples.");
         return examples;
     }
 

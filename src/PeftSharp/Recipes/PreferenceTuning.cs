@@ -20,6 +20,9 @@ namespace PeftSharp.Recipes;
 /// </summary>
 public static class PreferenceTuning
 {
+    /// <summary>The name a ref_adapter is loaded under, beside the trained "default" adapter.</summary>
+    public const string ReferenceAdapterName = "reference";
+
     public static FineTuningResult Run(RunConfig config, IEnumerable<ITrainerCallback>? callbacks = null, CancellationToken cancellation = default)
     {
         var args = config.Training;
@@ -28,14 +31,22 @@ public static class PreferenceTuning
         string folder = ModelFolder.Resolve(config.ModelNameOrPath);
         var modelConfig = ModelConfig.Load(folder);
         var tokenizer = Tokenizer.FromFolder(config.Tokenizer ?? folder);
-        var template = SftData.ResolveChatTemplate(config.Data.ChatTemplate, folder);
+        var template = SftData.ChatTemplateFor(config.Data, folder);
 
+        // The same sources as SFT: train_file / eval_file, or a dataset folder (or hub id) with its config and splits.
         var skipped = new List<MalformedRecord>();
         var expected = config.Trainer == "kto" ? PreferenceFormat.Unpaired : PreferenceFormat.Paired;
-        var train = PreferenceData.Load(config.Data.TrainFile!, template, config.Data.SkipMalformed, skipped, expected);
+        var sources = SftData.Resolve(config.Data);
+        var train = PreferenceData.Load(SftData.ReadRecords(sources.TrainFiles, sources.TrainSplit, config.Data, skipped), sources.Description,
+            template, config.Data.SkipMalformed, skipped, expected);
         List<PreferenceExample>? eval = null;
-        if (!string.IsNullOrEmpty(config.Data.EvalFile)) eval = PreferenceData.Load(config.Data.EvalFile, template, config.Data.SkipMalformed, skipped, expected);
+        if (sources.EvalFiles != null)
+            eval = PreferenceData.Load(SftData.ReadRecords(sources.EvalFiles, sources.EvalSplit, config.Data, skipped), $"{sources.Description} ({sources.EvalSplit})",
+                template, config.Data.SkipMalformed, skipped, expected);
         else if (config.Data.TestSize is double testSize) (train, eval) = SftData.TrainTestSplit(train, testSize, args.DataSeed ?? args.Seed);
+        if (!string.IsNullOrEmpty(config.Data.DatasetName))
+            notices.Add($"dataset {sources.Description}: {train.Count} training examples (split \"{sources.TrainSplit}\")" +
+                (eval != null && sources.EvalFiles != null ? $", {eval.Count} evaluation examples (split \"{sources.EvalSplit}\")" : "") + ".");
         if (skipped.Count > 0) notices.Add($"skipped {skipped.Count} malformed line(s); first: {skipped[0]}");
         if (args.PrecisionNotice(config.Dtype) is { } precision) notices.Add(precision);
         var prefTokenizer = new PreferenceTokenizer(tokenizer, options);
@@ -56,6 +67,14 @@ public static class PreferenceTuning
         if (model is SequenceClassifier && peft == null)
             throw new PeftSharpException("reward: full fine-tuning of a sequence classifier is not supported yet (it could not be saved); add a lora section.");
         IReferenceModel? reference = peft != null ? new DisabledAdapterReference(peft) : null;
+        if (options.RefAdapter is { } refAdapter)
+        {
+            if (peft == null) throw new PeftSharpException($"{config.Trainer}.ref_adapter: a reference adapter needs a lora section (the trained adapter sits beside it).");
+            peft.LoadAdapter(refAdapter, ReferenceAdapterName, isTrainable: false);
+            peft.SetAdapter(PeftModel.DefaultAdapterName);
+            reference = new AdapterReference(peft, ReferenceAdapterName);
+            notices.Add($"{config.Trainer}: the reference is the adapter in {refAdapter} (frozen), not the base.");
+        }
         var (trainable, all) = peft?.CountParameters() ?? (model.Parameters.Where(p => p.RequiresGrad).Sum(p => p.Length), model.Parameters.Sum(p => p.Length));
         string trainableLine = peft?.PrintTrainableParameters() ?? Planning.MemoryPlanner.PeftLine(trainable, all);
         var output = new RunOutput(model, peft, config, folder);

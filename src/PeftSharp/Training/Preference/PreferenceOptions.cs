@@ -19,6 +19,11 @@ public sealed record PreferenceOptions
     public double? RpoAlpha { get; init; }
     /// <summary>reference_free (DPO): an implicit reference that is uniform (log-probs 0).</summary>
     public bool ReferenceFree { get; init; }
+    /// <summary>
+    /// ref_adapter (DPO/KTO): a PEFT adapter folder loaded frozen beside the trained adapter as the reference (TRL's
+    /// ref_adapter_name, e.g. the SFT adapter); null: the reference is the base with the adapters off.
+    /// </summary>
+    public string? RefAdapter { get; init; }
     /// <summary>precompute_ref_log_probs (DPO/KTO): the reference log-probs of every example once, before training.</summary>
     public bool PrecomputeRefLogProbs { get; init; }
     /// <summary>disable_dropout: no dropout in the policy's forward (TRL's default true).</summary>
@@ -47,6 +52,7 @@ public sealed record PreferenceOptions
         if (LabelSmoothing > 0 && LossType is not ("sigmoid" or "robust"))
             throw new PeftSharpException($"{trainer}.label_smoothing applies to loss_type sigmoid and robust, not {LossType}.");
         if (ReferenceFree && PrecomputeRefLogProbs) throw new PeftSharpException($"{trainer}: reference_free and precompute_ref_log_probs exclude each other.");
+        if (RefAdapter != null && ReferenceFree) throw new PeftSharpException($"{trainer}: ref_adapter and reference_free exclude each other.");
         foreach (var (v, name) in new[] { (MaxPromptLength, "max_prompt_length"), (MaxCompletionLength, "max_completion_length"), (MaxLength, "max_length") })
             if (v is < 1) throw new PeftSharpException($"{trainer}.{name} must be at least 1, got {v}.");
     }

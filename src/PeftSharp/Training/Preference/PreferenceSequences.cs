@@ -129,6 +129,22 @@ public interface IReferenceModel
 }
 
 /// <summary>The reference of a <see cref="Peft.PeftModel"/>: the same weights with every adapter disabled (no second copy).</summary>
+/// <summary>The reference as a frozen adapter loaded beside the trained one (TRL's ref_adapter_name): that adapter alone is active in the reference forward.</summary>
+public sealed class AdapterReference(Peft.PeftModel peft, string referenceName) : IReferenceModel
+{
+    public IDisposable Enter()
+    {
+        var active = peft.ActiveAdapters.ToArray();
+        peft.SetAdapter(referenceName);
+        return new Scope(() => peft.SetAdapter(active));
+    }
+
+    private sealed class Scope(Action exit) : IDisposable
+    {
+        public void Dispose() => exit();
+    }
+}
+
 public sealed class DisabledAdapterReference(Peft.PeftModel peft) : IReferenceModel
 {
     public IDisposable Enter()

@@ -135,6 +135,59 @@ public sealed class PreferenceRunTests : IDisposable
     }
 
     [Fact]
+    public void ARefAdapterIsTheReferenceAndOnlyTheTrainedAdapterIsSaved()
+    {
+        // A first DPO run makes an adapter; a second run takes it as its reference (TRL's ref_adapter_name).
+        var first = FineTuning.Run(Config("dpo", "dpo-ref-source"));
+        string refAdapter = first.OutputDir;
+        var second = FineTuning.Run(Config("dpo", "dpo-with-ref", section: $"dpo:\n  ref_adapter: \"{refAdapter}\""));
+        Assert.Contains(second.Notices, n => n.Contains("the reference is the adapter in"));
+        // Step 1: the policy (fresh adapter, B = 0) is the base, the reference is base + ref adapter: the rewards are not 0,
+        // where with the base as reference they are exactly 0.
+        var withRef = Log(second).First(e => e.ContainsKey("rewards/chosen"));
+        var withBase = Log(first).First(e => e.ContainsKey("rewards/chosen"));
+        Assert.Equal(0.0, (double)withBase["rewards/chosen"]!);
+        Assert.NotEqual(0.0, (double)withRef["rewards/chosen"]!);
+        // The saved adapter is the trained one alone, under PEFT's keys.
+        using var saved = PeftSharp.Formats.Safetensors.SafetensorsFile.Open(Path.Combine(second.OutputDir, PeftModel.WeightsFileName));
+        using var source = PeftSharp.Formats.Safetensors.SafetensorsFile.Open(Path.Combine(refAdapter, PeftModel.WeightsFileName));
+        Assert.Equal(source.Names.OrderBy(n => n), saved.Names.OrderBy(n => n));
+        Assert.DoesNotContain(saved.Names, n => n.Contains("reference"));
+        var e = Assert.Throws<PeftSharpException>(() => FineTuning.Run(Config("dpo", "dpo-bad-ref", section: $"dpo:\n  ref_adapter: \"{refAdapter}\"\n  reference_free: true")));
+        Assert.Contains("ref_adapter and reference_free", e.Message);
+    }
+
+    [Fact]
+    public void DpoTrainsOnADatasetFolderAndEvaluatesOnItsTestSplit()
+    {
+        string dataset = Path.Combine(_root, "pref-dataset");
+        Directory.CreateDirectory(dataset);
+        var lines = File.ReadAllLines(PairData());
+        File.WriteAllLines(Path.Combine(dataset, "train.jsonl"), lines.Take(20));
+        File.WriteAllLines(Path.Combine(dataset, "test.jsonl"), lines.Skip(20));
+        var yaml = $"""
+            model:
+              name_or_path: "{Model()}"
+            lora:
+              r: 4
+              target_modules: [c_attn]
+            data:
+              dataset_name: "{dataset}"
+            training:
+              trainer: dpo
+              output_dir: "{Path.Combine(_root, "dpo-dataset")}"
+              max_steps: 2
+              per_device_train_batch_size: 4
+              save_strategy: "no"
+              eval_strategy: steps
+              eval_steps: 2
+            """;
+        var result = FineTuning.Run(RunConfig.FromTree(ConfigTree.ParseYaml(yaml)));
+        Assert.Contains(result.Notices, n => n.Contains("20 training examples (split \"train\")") && n.Contains("4 evaluation examples (split \"test\")"));
+        Assert.Contains(Log(result), e => e.ContainsKey("eval_rewards/accuracies"));
+    }
+
+    [Fact]
     public void KtoAndOrpoTrainFromTheirData()
     {
         var kto = FineTuning.Run(Config("kto", "kto", "kto:\n  beta: 0.5\n  desirable_weight: 1.5"));
