@@ -74,29 +74,13 @@ public sealed class DpoObjective : PairedObjective
     public override IReadOnlyDictionary<string, double> Evaluate(Tape tape)
     {
         var eval = _eval ?? throw new PeftSharpException("training: no evaluation data.");
-        var totals = new Dictionary<string, double>();
-        bool grad = tape.GradEnabled, training = tape.Training;
-        tape.GradEnabled = false;
-        tape.Training = false;
-        try
+        return PreferenceEvaluation.Pairs(tape, eval, _evalBatchSize, _padId, (ops, batch) =>
         {
-            foreach (var batch in PairBatch.Batches(eval, _evalBatchSize, _padId))
-            {
-                var ops = new Ops(tape);
-                var (refChosen, refRejected) = Reference(ops, batch, eval);
-                var sums = batch.Sequences.LogProbSums(_model, ops);
-                var (loss, _, metrics) = Loss(sums, batch, refChosen, refRejected);
-                totals["loss"] = totals.GetValueOrDefault("loss") + loss * batch.Count;
-                foreach (var (k, v) in metrics) totals[k] = totals.GetValueOrDefault(k) + v * batch.Count;
-                tape.Reset();
-            }
-        }
-        finally
-        {
-            tape.GradEnabled = grad;
-            tape.Training = training;
-        }
-        return totals.ToDictionary(kv => kv.Key, kv => kv.Value / eval.Count);
+            var (refChosen, refRejected) = Reference(ops, batch, eval);
+            var (loss, _, metrics) = Loss(batch.Sequences.LogProbSums(_model, ops), batch, refChosen, refRejected);
+            metrics["loss"] = loss;
+            return metrics;
+        });
     }
 
     private (double[] Chosen, double[] Rejected) Reference(Ops ops, PairBatch batch, IReadOnlyList<TokenizedPair> set)

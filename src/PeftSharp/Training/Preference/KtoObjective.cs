@@ -117,31 +117,17 @@ public sealed class KtoObjective : ITrainingObjective<UnpairedBatch>
     public IReadOnlyDictionary<string, double> Evaluate(Tape tape)
     {
         var eval = _eval ?? throw new PeftSharpException("training: no evaluation data.");
-        var totals = new Dictionary<string, double>();
-        bool grad = tape.GradEnabled, training = tape.Training;
-        tape.GradEnabled = false;
-        tape.Training = false;
-        try
+        var batches = Enumerable.Range(0, (eval.Count + _evalBatchSize - 1) / _evalBatchSize)
+            .Select(i => UnpairedBatch.Build(eval.Skip(i * _evalBatchSize).Take(_evalBatchSize).ToList(), _padId));
+        return PreferenceEvaluation.Run(tape, batches, eval.Count, b => b.Count, (ops, batch) =>
         {
-            for (int i = 0; i < eval.Count; i += _evalBatchSize)
-            {
-                var batch = UnpairedBatch.Build(eval.Skip(i).Take(_evalBatchSize).ToList(), _padId);
-                var ops = new Ops(tape);
-                var (rc, rm) = Reference(ops, batch, eval);
-                var pm = batch.Mismatched.LogProbSumsNoGrad(_model, ops);
-                var sums = batch.Completions.LogProbSumsNoGrad(_model, ops);
-                var (loss, _, metrics) = Loss(_options, sums, batch.Examples.Select(e => e.Desirable).ToArray(), rc, pm, rm);
-                metrics["loss"] = loss;
-                foreach (var (k, v) in metrics) totals[k] = totals.GetValueOrDefault(k) + v * batch.Count;
-                tape.Reset();
-            }
-        }
-        finally
-        {
-            tape.GradEnabled = grad;
-            tape.Training = training;
-        }
-        return totals.ToDictionary(kv => kv.Key, kv => kv.Value / eval.Count);
+            var (rc, rm) = Reference(ops, batch, eval);
+            var pm = batch.Mismatched.LogProbSumsNoGrad(_model, ops);
+            var sums = batch.Completions.LogProbSumsNoGrad(_model, ops);
+            var (loss, _, metrics) = Loss(_options, sums, batch.Examples.Select(e => e.Desirable).ToArray(), rc, pm, rm);
+            metrics["loss"] = loss;
+            return metrics;
+        });
     }
 
     private (double[] Completion, double[] Mismatched) Reference(Ops ops, UnpairedBatch batch, IReadOnlyList<TokenizedUnpaired> set)

@@ -39,7 +39,7 @@ public sealed class OrpoObjective(ICausalLM model, PreferenceOptions options, IR
     public override IReadOnlyCollection<string> EvalMetricNames => ["loss", .. MetricNames];
 
     public override IReadOnlyDictionary<string, double> Evaluate(Tape tape) =>
-        PairEvaluation.Run(tape, eval ?? throw new PeftSharpException("training: no evaluation data."), evalBatchSize, PadId, (ops, batch) =>
+        PreferenceEvaluation.Pairs(tape, eval ?? throw new PeftSharpException("training: no evaluation data."), evalBatchSize, PadId, (ops, batch) =>
         {
             var (loss, _, metrics) = Loss(Values(batch.Sequences.LogProbSums(model, ops)), batch.Sequences.CompletionTargets, options.Beta);
             metrics["loss"] = loss;
@@ -82,32 +82,5 @@ public sealed class OrpoObjective(ICausalLM model, PreferenceOptions options, IR
             ["log_odds_ratio"] = ratioSum / n, ["log_odds_chosen"] = oddsSum / n,
         };
         return (loss, gradient, metrics);
-    }
-}
-
-/// <summary>Evaluation over pair batches without gradients: metrics weighted by pairs.</summary>
-internal static class PairEvaluation
-{
-    public static Dictionary<string, double> Run(Tape tape, IReadOnlyList<TokenizedPair> set, int batchSize, int PadId,
-        Func<Ops, PairBatch, Dictionary<string, double>> score)
-    {
-        var totals = new Dictionary<string, double>();
-        bool grad = tape.GradEnabled, training = tape.Training;
-        tape.GradEnabled = false;
-        tape.Training = false;
-        try
-        {
-            foreach (var batch in PairBatch.Batches(set, Math.Max(1, batchSize), PadId))
-            {
-                foreach (var (k, v) in score(new Ops(tape), batch)) totals[k] = totals.GetValueOrDefault(k) + v * batch.Count;
-                tape.Reset();
-            }
-        }
-        finally
-        {
-            tape.GradEnabled = grad;
-            tape.Training = training;
-        }
-        return totals.ToDictionary(kv => kv.Key, kv => kv.Value / set.Count);
     }
 }

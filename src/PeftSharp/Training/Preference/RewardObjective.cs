@@ -64,7 +64,7 @@ public sealed class RewardObjective(SequenceClassifier model, PreferenceOptions 
     public override IReadOnlyCollection<string> EvalMetricNames => ["loss", .. MetricNames];
 
     public override IReadOnlyDictionary<string, double> Evaluate(Tape tape) =>
-        PairEvaluation.Run(tape, eval ?? throw new PeftSharpException("training: no evaluation data."), evalBatchSize, PadId, (ops, batch) =>
+        PreferenceEvaluation.Pairs(tape, eval ?? throw new PeftSharpException("training: no evaluation data."), evalBatchSize, PadId, (ops, batch) =>
         {
             var (loss, _, metrics) = Loss(OrpoObjective.Values(Rewards(ops, batch)), batch.Pairs.Select(p => p.Margin).ToArray(), options.CenterRewardsCoefficient);
             metrics["loss"] = loss;
