@@ -46,6 +46,9 @@ public interface ICausalLM : IDisposable
 {
     ModelConfig Config { get; }
 
+    /// <summary>The config.json a saved copy of this model gets (a classifier names its *ForSequenceClassification architecture and labels).</summary>
+    System.Text.Json.Nodes.JsonObject SavedConfig() => Config.ToJson();
+
     /// <summary>Every linear module, in model order, the output layer last; a slot's layer may be replaced (LoRA, 4-bit).</summary>
     IReadOnlyList<LinearSlot> Linears { get; }
 

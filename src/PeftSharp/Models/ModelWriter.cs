@@ -43,7 +43,7 @@ public static class ModelWriter
             throw;
         }
         var notices = new List<string>();
-        var config = model.Config.ToJson();
+        var config = model.SavedConfig();
         config["torch_dtype"] = dtype switch { DType.BF16 => "bfloat16", DType.F16 => "float16", _ => "float32" };
         // The weights written are dense: a quantized base's config must not claim otherwise.
         if (config.Remove("quantization_config") || model.Linears.Any(s => s.Base.IsQuantized))

@@ -50,7 +50,10 @@ public sealed unsafe class SequenceClassifier : ICausalLM, IRandomStreams, IGrad
     {
         options ??= new LoadOptions();
         string folder = ModelFolder.Resolve(folderOrHubId);
-        var decoder = (loadDecoder ?? ((f, o) => CausalLM.Load(f, o)))(folder, options);
+        // The classifier never uses the decoder's untied lm_head: it is not read (a saved *ForSequenceClassification folder has none).
+        var inner = options.LinearOverride;
+        var decoderOptions = options with { LinearOverride = info => info.IsOutputLayer ? new AbsentHead(info) : inner?.Invoke(info) };
+        var decoder = (loadDecoder ?? ((f, o) => CausalLM.Load(f, o)))(folder, decoderOptions);
         try
         {
             int labels = numLabels ?? NumLabelsOf(decoder.Config.Raw);
@@ -72,6 +75,35 @@ public sealed unsafe class SequenceClassifier : ICausalLM, IRandomStreams, IGrad
             decoder.Dispose();
             throw;
         }
+    }
+
+    /// <summary>
+    /// config.json as transformers saves a *ForSequenceClassification model: the architecture named after the causal LM's
+    /// (GPT2LMHeadModel → GPT2ForSequenceClassification, LlamaForCausalLM → LlamaForSequenceClassification), and
+    /// id2label/label2id with num_labels entries (kept when the config's already has that many).
+    /// </summary>
+    public JsonObject SavedConfig()
+    {
+        var json = _decoder.Config.ToJson();
+        string causal = json["architectures"] is JsonArray a && a.Count > 0 && a[0] is JsonValue v && v.TryGetValue<string>(out var name) ? name : "";
+        string stem = causal.EndsWith("ForSequenceClassification", StringComparison.Ordinal) ? causal[..^"ForSequenceClassification".Length]
+            : causal.EndsWith("LMHeadModel", StringComparison.Ordinal) ? causal[..^"LMHeadModel".Length]
+            : causal.EndsWith("ForCausalLM", StringComparison.Ordinal) ? causal[..^"ForCausalLM".Length] : causal;
+        json["architectures"] = new JsonArray(stem + "ForSequenceClassification");
+        if (!(json["id2label"] is JsonObject labels && labels.Count == NumLabels))
+        {
+            var id2label = new JsonObject();
+            var label2id = new JsonObject();
+            for (int i = 0; i < NumLabels; i++)
+            {
+                id2label[i.ToString(System.Globalization.CultureInfo.InvariantCulture)] = $"LABEL_{i}";
+                label2id[$"LABEL_{i}"] = i;
+            }
+            json["id2label"] = id2label;
+            json["label2id"] = label2id;
+        }
+        json.Remove("num_labels");
+        return json;
     }
 
     /// <summary>config.json's num_labels, else the size of id2label, else transformers' default 2.</summary>
@@ -145,4 +177,18 @@ public sealed unsafe class SequenceClassifier : ICausalLM, IRandomStreams, IGrad
         _score.Base.Dispose();
         _decoder.Dispose();
     }
+}
+
+/// <summary>The decoder's untied output layer under a classifier: no weight is read or held, and nothing may call it.</summary>
+internal sealed unsafe class AbsentHead(LinearModuleInfo info) : IBaseLinear
+{
+    public LinearModuleInfo Info { get; } = info;
+    public Parameter? Bias => null;
+    public IEnumerable<Parameter> Parameters => [];
+    public bool CanModifyWeight => false;
+    private PeftSharpException Unused() => new($"{Info.Name}: a sequence classifier has no language-modelling head (its weight is not loaded).");
+    public Tensor Forward(Ops ops, Tensor x) => throw Unused();
+    public void ReadWeight(float* destination) => throw Unused();
+    public void AddToWeight(float* delta, float scale) => throw Unused();
+    public void Dispose() { }
 }

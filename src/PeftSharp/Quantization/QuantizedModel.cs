@@ -25,9 +25,11 @@ public static unsafe class QuantizedModel
         var layers = QuantizedCheckpoint.ReadLinears(folder);
         try
         {
-            return CausalLM.Load(folder, (options ?? new LoadOptions()) with
+            options ??= new LoadOptions();
+            var inner = options.LinearOverride;
+            return CausalLM.Load(folder, options with
             {
-                LinearOverride = info => layers.Remove(info.Name, out var layer) ? layer : null,
+                LinearOverride = info => layers.Remove(info.Name, out var layer) ? layer : inner?.Invoke(info),
             });
         }
         finally

@@ -64,8 +64,6 @@ public static class PreferenceTuning
             peft = PeftModel.Wrap(model, config.Lora, rng: new Rng((ulong)args.Seed));
             notices.AddRange(peft.Notices);
         }
-        if (model is SequenceClassifier && peft == null)
-            throw new PeftSharpException("reward: full fine-tuning of a sequence classifier is not supported yet (it could not be saved); add a lora section.");
         IReferenceModel? reference = peft != null ? new DisabledAdapterReference(peft) : null;
         if (options.RefAdapter is { } refAdapter)
         {

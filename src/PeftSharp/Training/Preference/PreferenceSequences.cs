@@ -128,7 +128,6 @@ public interface IReferenceModel
     IDisposable Enter();
 }
 
-/// <summary>The reference of a <see cref="Peft.PeftModel"/>: the same weights with every adapter disabled (no second copy).</summary>
 /// <summary>The reference as a frozen adapter loaded beside the trained one (TRL's ref_adapter_name): that adapter alone is active in the reference forward.</summary>
 public sealed class AdapterReference(Peft.PeftModel peft, string referenceName) : IReferenceModel
 {
@@ -145,6 +144,7 @@ public sealed class AdapterReference(Peft.PeftModel peft, string referenceName) 
     }
 }
 
+/// <summary>The reference of a <see cref="Peft.PeftModel"/>: the same weights with every adapter disabled (no second copy).</summary>
 public sealed class DisabledAdapterReference(Peft.PeftModel peft) : IReferenceModel
 {
     public IDisposable Enter()

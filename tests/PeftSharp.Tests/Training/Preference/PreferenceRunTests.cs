@@ -223,6 +223,51 @@ public sealed class PreferenceRunTests : IDisposable
     }
 
     [Fact]
+    public void FullFineTunedRewardModelSavesAsASequenceClassifierAndScoresAsItDidInTraining()
+    {
+        var yaml = $"""
+            model:
+              name_or_path: "{Model("llama")}"
+            data:
+              train_file: "{PairData()}"
+              eval_file: "{PairData()}"
+            training:
+              trainer: reward
+              output_dir: "{Path.Combine(_root, "reward-full")}"
+              max_steps: 6
+              per_device_train_batch_size: 4
+              learning_rate: 1.0e-3
+              logging_steps: 1
+              seed: 3
+              save_strategy: "no"
+            """;
+        var r = FineTuning.Run(RunConfig.FromTree(ConfigTree.ParseYaml(yaml)));
+        Assert.Equal("full", r.Method);
+        Assert.True(r.Train.StepLosses[^1] < r.Train.StepLosses[0], string.Join(", ", r.Train.StepLosses));
+
+        // transformers' LlamaForSequenceClassification layout: the score head, no lm_head (the tiny llama's is untied), one label.
+        var config = (JsonObject)JsonNode.Parse(File.ReadAllText(Path.Combine(r.OutputDir, "config.json")))!;
+        Assert.Equal("LlamaForSequenceClassification", (string)config["architectures"]![0]!);
+        Assert.Equal("LABEL_0", (string)config["id2label"]!["0"]!);
+        using (var st = PeftSharp.Formats.Safetensors.SafetensorsCheckpoint.Open(r.OutputDir))
+        {
+            Assert.True(st.TryGetTensor("score.weight", out var score));
+            Assert.Equal([1L, 64L], score.Shape);
+            Assert.False(st.TryGetTensor("lm_head.weight", out _));
+        }
+
+        // Reloaded from the folder, the model scores the pairs as the run's final evaluation did (the same pairs: eval_file).
+        var output = new StringWriter();
+        PeftSharp.Cli.Commands.ScoreCommand.Run(r.OutputDir, null, PairData(), output);
+        var lines = output.ToString().Split('\n', StringSplitOptions.RemoveEmptyEntries).Select(l => JsonNode.Parse(l)!.AsObject()).ToList();
+        Assert.Equal(24, lines.Count);
+        double margin = lines.Average(l => (double)l["chosen"]! - (double)l["rejected"]!);
+        double accuracy = lines.Average(l => (double)l["chosen"]! > (double)l["rejected"]! ? 1.0 : 0.0);
+        Assert.Equal(r.EvalMetrics!["eval_margin"], margin, 4);
+        Assert.Equal(r.EvalMetrics!["eval_accuracy"], accuracy, 6);
+    }
+
+    [Fact]
     public void DpoRunsOnAQloraLlamaWithGradientCheckpointing()
     {
         var yaml = $"""
