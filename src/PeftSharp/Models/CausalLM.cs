@@ -137,19 +137,50 @@ public abstract unsafe class CausalLM : ICausalLM, IRandomStreams
     {
         int rows = batch.Batch * batch.SeqLen;
         if (targets.Length != rows) throw new ArgumentException($"TokenLogProbs: {targets.Length} targets for {rows} positions.");
-        if (ops.Tape.GradEnabled || LossChunkRows(rows, VocabSize) == rows)
-        {
-            var hidden = FinalHidden(ops, batch);
-            var head = _slots[^1].Layer;
-            int chunk = LossChunkRows(hidden.Rows, VocabSize);
-            if (chunk < hidden.Rows && !head.Parameters.Any(p => p.RequiresGrad))
-                return ops.TokenLogProbsInRowChunks(hidden, x => head.Forward(ops, x), targets, chunk);
-            return ops.TokenLogProbs(head.Forward(ops, hidden), targets, overwriteLogits: true);
-        }
+        if (ops.Tape.GradEnabled || LossChunkRows(rows, VocabSize) == rows) return HeadLogProbs(ops, FinalHidden(ops, batch), targets);
         var losses = new float[rows];
         ScoreNextTokens(ops, batch, targets, losses, new int[rows]);
-        var y = ops.Tape.NewTensor([rows], requiresGrad: false);
-        for (int r = 0; r < rows; r++) y.Data[r] = -losses[r];
+        return NegatedLosses(ops, losses);
+    }
+
+    /// <summary>
+    /// <see cref="ICausalLM.TokenLogProbsAt"/>: the output layer runs on the gathered rows only (a completion's tokens, not its
+    /// prompt's), by the same rules as <see cref="TokenLogProbs"/> on that many rows, so a reference forward within the budget
+    /// still gives the policy's log-probs bit for bit.
+    /// </summary>
+    public Tensor TokenLogProbsAt(Ops ops, TokenBatch batch, int[] positions, int[] targets)
+    {
+        int rows = positions.Length;
+        if (targets.Length != rows) throw new ArgumentException($"TokenLogProbsAt: {targets.Length} targets for {rows} positions.");
+        if (ops.Tape.GradEnabled || LossChunkRows(rows, VocabSize) == rows) return HeadLogProbs(ops, ops.GatherRows(FinalHidden(ops, batch), positions), targets);
+        var losses = new float[rows];
+        var tape = ops.Tape;
+        var mark = tape.Arena.Mark();
+        try
+        {
+            ScoreHidden(ops, ops.GatherRows(FinalHidden(ops, batch), positions), targets, losses, new int[rows]);
+        }
+        finally
+        {
+            tape.Arena.Release(mark);
+        }
+        return NegatedLosses(ops, losses);
+    }
+
+    /// <summary>log softmax(head(hidden))[r, targets[r]] per row, differentiable; a frozen head past the budget goes by row chunks.</summary>
+    private Tensor HeadLogProbs(Ops ops, Tensor hidden, int[] targets)
+    {
+        var head = _slots[^1].Layer;
+        int chunk = LossChunkRows(hidden.Rows, VocabSize);
+        if (chunk < hidden.Rows && !head.Parameters.Any(p => p.RequiresGrad))
+            return ops.TokenLogProbsInRowChunks(hidden, x => head.Forward(ops, x), targets, chunk);
+        return ops.TokenLogProbs(head.Forward(ops, hidden), targets, overwriteLogits: true);
+    }
+
+    private static Tensor NegatedLosses(Ops ops, float[] losses)
+    {
+        var y = ops.Tape.NewTensor([losses.Length], requiresGrad: false);
+        for (int r = 0; r < losses.Length; r++) y.Data[r] = -losses[r];
         return y;
     }
 
@@ -186,7 +217,23 @@ public abstract unsafe class CausalLM : ICausalLM, IRandomStreams
         var mark = tape.Arena.Mark();
         try
         {
-            var hidden = FinalHidden(ops, batch);
+            return ScoreHidden(ops, FinalHidden(ops, batch), targets, losses, argmax);
+        }
+        finally
+        {
+            tape.Arena.Release(mark);
+            tape.GradEnabled = grad;
+        }
+    }
+
+    /// <summary><see cref="ScoreNextTokens"/> of given final hidden states (rows, C), without gradients.</summary>
+    private float ScoreHidden(Ops ops, Tensor hidden, ReadOnlySpan<int> targets, Span<float> losses, Span<int> argmax)
+    {
+        var tape = ops.Tape;
+        bool grad = tape.GradEnabled;
+        tape.GradEnabled = false;
+        try
+        {
             int rows = hidden.Rows, k = hidden.Columns;
             float* x = hidden.Data;
             // The logits of vocabulary columns [column, column + width) straight from the frozen weight's rows.
@@ -210,7 +257,6 @@ public abstract unsafe class CausalLM : ICausalLM, IRandomStreams
         }
         finally
         {
-            tape.Arena.Release(mark);
             tape.GradEnabled = grad;
         }
     }

@@ -93,6 +93,21 @@ public interface ICausalLM : IDisposable
     /// </summary>
     Tensor TokenLogProbs(Ops ops, TokenBatch batch, int[] targets) => ops.TokenLogProbs(Forward(ops, batch), targets, overwriteLogits: true);
 
+    /// <summary>
+    /// <see cref="TokenLogProbs"/> at the given positions only (b·seqLen + t) → (positions.Length), differentiable: a model may
+    /// run its output layer on those rows alone (a preference objective scores completions, never prompts). This default
+    /// scores every position and gathers.
+    /// </summary>
+    Tensor TokenLogProbsAt(Ops ops, TokenBatch batch, int[] positions, int[] targets)
+    {
+        int rows = batch.Batch * batch.SeqLen;
+        var all = new int[rows];
+        Array.Fill(all, Kernels.CrossEntropy.IgnoreIndex);
+        for (int i = 0; i < positions.Length; i++) all[positions[i]] = targets[i];
+        var logps = TokenLogProbs(ops, batch, all);
+        return Ops.Reshape(ops.GatherRows(Ops.Reshape(logps, rows, 1), positions), positions.Length);
+    }
+
     /// <summary>Starts a KV-cache decoding session for <paramref name="batch"/> sequences of up to <paramref name="maxTokens"/> tokens.</summary>
     IDecodeSession StartDecoding(int batch, int maxTokens);
 }

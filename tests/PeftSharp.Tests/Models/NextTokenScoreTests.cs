@@ -97,6 +97,62 @@ public unsafe class NextTokenScoreTests
         AssertScoresMatch(model, batch);
     }
 
+    /// <summary>
+    /// TokenLogProbsAt (the output layer on the completion rows only) equals TokenLogProbs at those rows, values and adapter
+    /// gradients, with and without gradients: 8 × 256 rows of a 40,009-token vocabulary are past the logits budget, so the
+    /// whole-row path goes by row chunks (training) or vocabulary blocks (no grad); every other row is within it.
+    /// </summary>
+    [Theory]
+    [InlineData(2)]   // every other position: the gathered rows fit the budget, the whole rows do not
+    [InlineData(1)]   // every position: both paths past the budget
+    public void LogProbsAtTheTargetRowsEqualTheWholeRowsAndTheirGradients(int stride)
+    {
+        var config = WideVocabulary();
+        var model = CausalLM.CreateRandom(config, new Rng(15));
+        using var peft = PeftModel.Wrap(model, new LoraConfig { R = 4, LoraAlpha = 8, TargetModules = TargetModules.FromNames(["q_proj", "v_proj"]) }, rng: new Rng(16));
+        foreach (var p in model.Parameters.Where(p => p.Name.Contains("lora_B"))) new Rng(17).FillNormal(p.AsSpan(), 0f, 0.5f);
+        int b = 8, t = 256, rows = b * t;
+        var ids = Enumerable.Range(0, rows).Select(i => (int)((i * 7919L + 13) % config.VocabSize)).ToArray();
+        var batch = new TokenBatch(b, t, ids);
+        var positions = Enumerable.Range(0, rows).Where(i => i % t != t - 1 && i % stride == 0).ToArray();
+        var targets = positions.Select(i => ids[i + 1]).ToArray();
+        var all = Enumerable.Repeat(CrossEntropy.IgnoreIndex, rows).ToArray();
+        foreach (int i in positions) all[i] = ids[i + 1];
+        Assert.True(CausalLM.LossChunkRows(rows, config.VocabSize) < rows, "the whole rows must exceed the logits budget");
+        var weights = positions.Select((_, k) => Math.Sin(k) + 0.1).ToArray();
+        var trainable = model.Parameters.Where(p => p.RequiresGrad).ToList();
+
+        (float[] Values, float[][] Grads) Run(Func<Ops, PeftSharp.Tensors.Tensor> logps, bool atPositions, bool grad)
+        {
+            foreach (var p in trainable) p.ZeroGrad();
+            using var tape = new Tape { GradEnabled = grad };
+            var ops = new Ops(tape);
+            var y = logps(ops);
+            var values = atPositions ? y.AsSpan().ToArray() : positions.Select(i => y.AsSpan()[i]).ToArray();
+            if (grad)
+            {
+                var dy = new double[y.Length];
+                for (int k = 0; k < positions.Length; k++) dy[atPositions ? k : positions[k]] = weights[k];
+                tape.Backward(ops.ScalarFunction(y, 0, dy));
+            }
+            return (values, trainable.Select(p => p.GradSpan().ToArray()).ToArray());
+        }
+
+        foreach (bool grad in new[] { true, false })
+        {
+            var whole = Run(ops => model.TokenLogProbs(ops, batch, all), atPositions: false, grad);
+            var at = Run(ops => model.TokenLogProbsAt(ops, batch, positions, targets), atPositions: true, grad);
+            Assert.True(ModelGolden.MaxAbsDiff(whole.Values, at.Values) < 1e-4f, $"grad {grad}: max log-prob difference {ModelGolden.MaxAbsDiff(whole.Values, at.Values)}");
+            Assert.All(at.Values, v => Assert.True(v < 0 && float.IsFinite(v)));
+            if (!grad) continue;
+            for (int k = 0; k < trainable.Count; k++)
+            {
+                float scale = Math.Max(1e-3f, whole.Grads[k].Max(Math.Abs));
+                Assert.True(ModelGolden.MaxAbsDiff(whole.Grads[k], at.Grads[k]) < 1e-3f * scale, $"{trainable[k].Name}: gradients differ by {ModelGolden.MaxAbsDiff(whole.Grads[k], at.Grads[k])} (scale {scale})");
+            }
+        }
+    }
+
     [Fact]
     public void TheNoGradLossEqualsTheTrainingLoss()
     {

@@ -88,14 +88,26 @@ public sealed record SequenceBatch(TokenBatch Tokens, int[] Targets, int[] Segme
                 }
             }
         }
-        return new SequenceBatch(new TokenBatch(b, t, ids) { AttentionMask = mask }, targets, segments, counts);
+        var positions = new List<int>();
+        for (int i = 0; i < targets.Length; i++) if (segments[i] >= 0) positions.Add(i);
+        return new SequenceBatch(new TokenBatch(b, t, ids) { AttentionMask = mask }, targets, segments, counts)
+        {
+            Positions = [.. positions],
+            PositionTargets = [.. positions.Select(i => targets[i])],
+            PositionSegments = [.. positions.Select(i => segments[i])],
+        };
     }
+
+    /// <summary>The positions that are targets (completion tokens), their targets and their sequences: the output layer runs on these rows only.</summary>
+    public int[] Positions { get; private init; } = [];
+    public int[] PositionTargets { get; private init; } = [];
+    public int[] PositionSegments { get; private init; } = [];
 
     public long TokenCount => Tokens.AttentionMask!.Sum(m => (long)m);
 
     /// <summary>Σ log p(completion token) per sequence → (Sequences), differentiable.</summary>
     public Tensor LogProbSums(ICausalLM model, Ops ops) =>
-        ops.SumBySegment(model.TokenLogProbs(ops, Tokens, Targets), Segments, Sequences);
+        ops.SumBySegment(model.TokenLogProbsAt(ops, Tokens, Positions, PositionTargets), PositionSegments, Sequences);
 
     /// <summary>The sums without gradients (reference or KL forward), with the model as it is now.</summary>
     public unsafe double[] LogProbSumsNoGrad(ICausalLM model, Ops ops)
