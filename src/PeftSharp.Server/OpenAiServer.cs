@@ -199,7 +199,9 @@ public sealed class OpenAiServer : IAsyncDisposable
     {
         if (!_options.AllowRuntimeLoraUpdating) throw new ServingException(403, "invalid_request_error", "unloading adapters at run time is disabled on this server.");
         var body = await ReadBody(context);
-        string name = String(body, "lora_name") ?? throw ServingException.BadRequest("lora_name is required.", "lora_name");
+        // vLLM also takes lora_int_id, its engine's numeric id; adapters here are known by name only.
+        string name = String(body, "lora_name") ?? throw ServingException.BadRequest(body.ContainsKey("lora_int_id")
+            ? "lora_int_id is not supported by this server (adapters have no numeric ids here); give lora_name." : "lora_name is required.", "lora_name");
         await _engine.UnloadAdapterAsync(name);
         return Results.Text($"Success: LoRA adapter '{name}' removed successfully.");
     }

@@ -146,6 +146,10 @@ public sealed class OpenAiServerTests(ServingFixture fixture) : IClassFixture<Se
         Assert.Equal("model_not_found", JsonNode.Parse(await gone.Content.ReadAsStringAsync())!["error"]!["code"]!.GetValue<string>());
         var again = await http.PostAsync("/v1/unload_lora_adapter", Json("""{"lora_name": "a2"}"""));
         Assert.Equal(HttpStatusCode.NotFound, again.StatusCode);
+        Assert.Contains("cannot be found", JsonNode.Parse(await again.Content.ReadAsStringAsync())!["error"]!["message"]!.GetValue<string>());
+        var byId = await http.PostAsync("/v1/unload_lora_adapter", Json("""{"lora_int_id": 1}"""));
+        Assert.Equal(HttpStatusCode.BadRequest, byId.StatusCode);
+        Assert.Contains("lora_int_id", JsonNode.Parse(await byId.Content.ReadAsStringAsync())!["error"]!["message"]!.GetValue<string>());
     }
 
     [Fact]
