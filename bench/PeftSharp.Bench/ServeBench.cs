@@ -12,7 +12,7 @@ using PeftSharp.Tensors;
 namespace PeftSharp.Bench;
 
 /// <summary>
-/// `serve [--preset distilgpt2] [--seconds 20] [--max-tokens 32] [--cases 1x1,8x1,8x4,32x4] [--soak-seconds 0]`: the OpenAI
+/// `serve [--preset distilgpt2] [--seconds 20] [--max-tokens 32] [--cases 1x1,8x1,8x4,32x4] [--soak-seconds 0] [--sample-seconds 30]`: the OpenAI
 /// server in process on a free loopback port over an init-model model with 4 LoRA adapters (r 8, c_attn/q_proj+v_proj);
 /// for each case CLIENTSxADAPTERS, that many streaming clients send /v1/completions (ignore_eos, max_tokens) back to back
 /// for the given seconds, client i using adapter i mod ADAPTERS. One JSON line per case: aggregate tokens/s, p50/p99 time
@@ -53,9 +53,44 @@ public static class ServeBench
                 if (soak > 0)
                 {
                     long before = Environment.WorkingSet;
+                    // Every --sample-seconds: RSS, the managed heap and the engine's KV cache, so a slow leak shows as a trend
+                    // over the soak's second half rather than as the difference between two points.
+                    double every = double.Parse(Arg(args, "--sample-seconds") ?? "30", System.Globalization.CultureInfo.InvariantCulture);
+                    var samples = new List<(double T, double Rss)>();
+                    using var stop = new CancellationTokenSource();
+                    var clock = Stopwatch.StartNew();
+                    var sampler = Task.Run(async () =>
+                    {
+                        while (!stop.IsCancellationRequested)
+                        {
+                            try { await Task.Delay(TimeSpan.FromSeconds(every), stop.Token); } catch (OperationCanceledException) { break; }
+                            var gc = GC.GetGCMemoryInfo();
+                            double t = clock.Elapsed.TotalSeconds, rss = Environment.WorkingSet / (double)(1 << 20);
+                            lock (samples) samples.Add((t, rss));
+                            var m = engine.Metrics;
+                            Console.WriteLine(new JsonObject
+                            {
+                                ["bench"] = "serve_soak_sample", ["t_s"] = Math.Round(t, 1), ["rss_mib"] = Math.Round(rss, 1),
+                                ["gc_heap_mib"] = Math.Round(gc.HeapSizeBytes / (double)(1 << 20), 1),
+                                ["gc_committed_mib"] = Math.Round(gc.TotalCommittedBytes / (double)(1 << 20), 1),
+                                ["gen2_collections"] = GC.CollectionCount(2), ["requests"] = m.RequestsTotal, ["kv_cache_tokens_used"] = m.KvCacheTokensUsed,
+                            }.ToJsonString());
+                        }
+                    });
                     var result = RunCase(server.Address, preset, 8, 4, soak, maxTokens);
+                    stop.Cancel();
+                    sampler.GetAwaiter().GetResult();
                     result["case"] = "soak";
                     result["rss_before_mib"] = before / (1 << 20);
+                    // Least-squares slope of RSS over the second half of the soak (after the heap and arenas have grown to their working size).
+                    var late = samples.Where(x => x.T >= soak / 2).ToList();
+                    if (late.Count >= 3)
+                    {
+                        double mt = late.Average(x => x.T), mr = late.Average(x => x.Rss);
+                        double slope = late.Sum(x => (x.T - mt) * (x.Rss - mr)) / late.Sum(x => (x.T - mt) * (x.T - mt));
+                        result["rss_slope_second_half_mib_per_min"] = Math.Round(slope * 60, 2);
+                        result["rss_second_half_min_max_mib"] = $"{late.Min(x => x.Rss):F0}-{late.Max(x => x.Rss):F0}";
+                    }
                     Console.WriteLine(result.ToJsonString());
                 }
             }
