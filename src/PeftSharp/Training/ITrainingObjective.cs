@@ -2,8 +2,14 @@ using PeftSharp.Autograd;
 
 namespace PeftSharp.Training;
 
-/// <summary>What one micro-batch contributed: its loss (the mean over its own targets) and its metrics (means over the same).</summary>
-public readonly record struct MicroBatchResult(double Loss, IReadOnlyDictionary<string, double>? Metrics = null);
+/// <summary>
+/// What one micro-batch contributed: its loss (the mean over its own targets) and its metrics, each a mean over the same
+/// targets unless <paramref name="MetricWeights"/> gives the number of examples it is a mean over (KTO's rewards/chosen is
+/// a mean over the desirable examples only; weight 0: this micro-batch has none). The step's value of a metric is the
+/// weighted mean over its micro-batches and ranks; a metric whose weights sum to 0 is not reported for that step.
+/// </summary>
+public readonly record struct MicroBatchResult(double Loss, IReadOnlyDictionary<string, double>? Metrics = null,
+    IReadOnlyDictionary<string, double>? MetricWeights = null);
 
 /// <summary>
 /// What a trainer specialises in <see cref="Trainer{TBatch}"/>, as TRL's trainers specialise transformers'
@@ -35,6 +41,9 @@ public interface ITrainingObjective<TBatch>
     /// the trainable parameters' gradients. The tape is reset afterwards by the objective.
     /// </summary>
     MicroBatchResult Accumulate(Tape tape, TBatch batch, double scale);
+
+    /// <summary>Metrics derived from the step's pooled ones (KTO's rewards/margins = rewards/chosen − rewards/rejected over the whole step).</summary>
+    void CompleteStepMetrics(IDictionary<string, double> metrics) { }
 
     /// <summary>Whether there is evaluation data.</summary>
     bool CanEvaluate { get; }

@@ -200,7 +200,11 @@ public sealed class Trainer<TBatch>
                 state.LossSinceLog += loss;
                 state.StepsSinceLog++;
                 state.TotalLoss += loss;
-                foreach (var (name, value) in metrics) state.MetricsSinceLog[name] = state.MetricsSinceLog.GetValueOrDefault(name) + value;
+                foreach (var (name, value) in metrics)
+                {
+                    state.MetricsSinceLog[name] = state.MetricsSinceLog.GetValueOrDefault(name) + value;
+                    state.MetricStepsSinceLog[name] = state.MetricStepsSinceLog.GetValueOrDefault(name) + 1;
+                }
                 stepLosses.Add(loss);
                 if (ExplosionWarning(stepLosses, step) is { } exploded)
                 {
@@ -222,7 +226,7 @@ public sealed class Trainer<TBatch>
                 if (Due(args.LoggingStrategy, loggingSteps, step, epochEnd) || (step == 1 && args.LoggingFirstStep))
                 {
                     var entry = new JsonObject { ["loss"] = Round(state.LossSinceLog / state.StepsSinceLog) };
-                    foreach (var (name, sum) in state.MetricsSinceLog) entry[name] = Round(sum / state.StepsSinceLog);
+                    foreach (var (name, sum) in state.MetricsSinceLog) entry[name] = Round(sum / state.MetricStepsSinceLog.GetValueOrDefault(name, state.StepsSinceLog));
                     entry["grad_norm"] = gradNorm;
                     entry["learning_rate"] = lr;
                     entry["tokens_per_second"] = Math.Round(tokensPerSecond, 2);
@@ -232,6 +236,7 @@ public sealed class Trainer<TBatch>
                     state.LossSinceLog = 0;
                     state.StepsSinceLog = 0;
                     state.MetricsSinceLog.Clear();
+                    state.MetricStepsSinceLog.Clear();
                     log.Write(state, entry);
                 }
                 bool improved = false;
@@ -322,7 +327,7 @@ public sealed class Trainer<TBatch>
         _comm.AllReduceSum(totals);
         double targets = totals[0];
         long tokens = (long)totals[1];
-        var metricSums = new SortedDictionary<string, double>(StringComparer.Ordinal);
+        var metricSums = new SortedDictionary<string, (double Sum, double Weight)>(StringComparer.Ordinal);
         double lossSum = 0;
         if (targets > 0)
             foreach (var (b, globalMicro) in batches)
@@ -334,16 +339,23 @@ public sealed class Trainer<TBatch>
                 var result = _objective.Accumulate(tape, b, count / targets);
                 lossSum += result.Loss * count;
                 if (result.Metrics != null)
-                    foreach (var (name, value) in result.Metrics) metricSums[name] = metricSums.GetValueOrDefault(name) + value * count;
+                    foreach (var (name, value) in result.Metrics)
+                    {
+                        double weight = result.MetricWeights != null && result.MetricWeights.TryGetValue(name, out var w) ? w : count;
+                        var (sum, total) = metricSums.GetValueOrDefault(name);
+                        metricSums[name] = (sum + (weight > 0 ? value * weight : 0), total + weight);
+                    }
             }
-        // One all-reduce for the loss and every metric; each rank contributes the same metric names (the objective's).
+        // One all-reduce for the loss and every metric's weighted sum and weight; each rank contributes the same metric names (the objective's).
         var names = metricSums.Keys.ToArray();
-        var sums = new double[names.Length + 1];
+        var sums = new double[2 * names.Length + 1];
         sums[0] = lossSum;
-        for (int i = 0; i < names.Length; i++) sums[i + 1] = metricSums[names[i]];
+        for (int i = 0; i < names.Length; i++) (sums[2 * i + 1], sums[2 * i + 2]) = metricSums[names[i]];
         _comm.AllReduceSum(sums);
         var metrics = new Dictionary<string, double>(StringComparer.Ordinal);
-        for (int i = 0; i < names.Length; i++) metrics[names[i]] = targets > 0 ? sums[i + 1] / targets : 0;
+        for (int i = 0; i < names.Length; i++)
+            if (sums[2 * i + 2] > 0) metrics[names[i]] = sums[2 * i + 1] / sums[2 * i + 2];
+        _objective.CompleteStepMetrics(metrics);
         return (targets > 0 ? sums[0] / targets : 0, tokens, metrics);
     }
 

@@ -42,6 +42,8 @@ public sealed class TrainerState
     public int GlobalBatchMicroBatches { get; set; } = 1;
     /// <summary>Sums of the objective's step metrics since the last training log (rewards/margins, ...).</summary>
     public SortedDictionary<string, double> MetricsSinceLog { get; } = new(StringComparer.Ordinal);
+    /// <summary>Steps that reported each metric since the last training log (a metric may be absent from a step, e.g. KTO's rewards/chosen without desirable examples).</summary>
+    public SortedDictionary<string, double> MetricStepsSinceLog { get; } = new(StringComparer.Ordinal);
 
     public JsonObject ToJson() => new()
     {
@@ -82,6 +84,7 @@ public sealed class TrainerState
             ["total_loss"] = TotalLoss,
             ["global_batch_micro_batches"] = GlobalBatchMicroBatches,
             ["metrics_since_log"] = new JsonObject(MetricsSinceLog.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
+            ["metric_steps_since_log"] = new JsonObject(MetricStepsSinceLog.Select(kv => KeyValuePair.Create(kv.Key, (JsonNode?)kv.Value))),
         },
     };
 
@@ -145,6 +148,8 @@ public sealed class TrainerState
         if (s.GlobalBatchMicroBatches == 0) s.GlobalBatchMicroBatches = -1; // written before it was recorded: checked by batch size alone
         if (p["metrics_since_log"] is JsonObject m)
             foreach (var (k, _) in m) s.MetricsSinceLog[k] = Finite(m, k, "peftsharp.metrics_since_log.");
+        if (p["metric_steps_since_log"] is JsonObject ms)
+            foreach (var (k, _) in ms) s.MetricStepsSinceLog[k] = Finite(ms, k, "peftsharp.metric_steps_since_log.");
         if (o["log_history"] is JsonArray history)
             foreach (var e in history) if (e is JsonObject entry) s.LogHistory.Add((JsonObject)entry.DeepClone());
         return s;

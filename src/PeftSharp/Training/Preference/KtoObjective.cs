@@ -99,16 +99,35 @@ public sealed class KtoObjective : ITrainingObjective<UnpairedBatch>
             var policyMismatched = batch.Mismatched.LogProbSumsNoGrad(_model, ops);
             tape.Training = training && !_options.DisableDropout;
             var sums = batch.Completions.LogProbSums(_model, ops);
-            var (loss, gradient, metrics) = Loss(_options, OrpoObjective.Values(sums), batch.Examples.Select(e => e.Desirable).ToArray(),
-                refCompletion, policyMismatched, refMismatched);
+            var desirable = batch.Examples.Select(e => e.Desirable).ToArray();
+            var (loss, gradient, metrics) = Loss(_options, OrpoObjective.Values(sums), desirable, refCompletion, policyMismatched, refMismatched);
             tape.Backward(ops.Scale(ops.ScalarFunction(sums, loss, gradient), (float)scale));
-            return new MicroBatchResult(loss, metrics);
+            return new MicroBatchResult(loss, metrics, MetricWeights(desirable));
         }
         finally
         {
             tape.Training = training;
             tape.Reset();
         }
+    }
+
+    /// <summary>
+    /// As TRL pools them (sums and counts over the batch): rewards/chosen and logps/chosen are means over the desirable
+    /// examples, the rejected ones over the undesirable; rewards/margins is chosen − rejected of the pooled means.
+    /// </summary>
+    private static Dictionary<string, double> MetricWeights(bool[] desirable)
+    {
+        int chosen = desirable.Count(d => d), rejected = desirable.Length - chosen;
+        return new Dictionary<string, double>
+        {
+            ["rewards/chosen"] = chosen, ["logps/chosen"] = chosen, ["rewards/rejected"] = rejected, ["logps/rejected"] = rejected,
+            ["rewards/margins"] = 0,
+        };
+    }
+
+    public void CompleteStepMetrics(IDictionary<string, double> metrics)
+    {
+        if (metrics.TryGetValue("rewards/chosen", out var c) && metrics.TryGetValue("rewards/rejected", out var r)) metrics["rewards/margins"] = c - r;
     }
 
     public bool CanEvaluate => _eval != null;
@@ -127,7 +146,7 @@ public sealed class KtoObjective : ITrainingObjective<UnpairedBatch>
             var (loss, _, metrics) = Loss(_options, sums, batch.Examples.Select(e => e.Desirable).ToArray(), rc, pm, rm);
             metrics["loss"] = loss;
             return metrics;
-        });
+        }, batch => MetricWeights(batch.Examples.Select(e => e.Desirable).ToArray()), CompleteStepMetrics);
     }
 
     private (double[] Completion, double[] Mismatched) Reference(Ops ops, UnpairedBatch batch, IReadOnlyList<TokenizedUnpaired> set)

@@ -4,13 +4,33 @@ namespace PeftSharp.Training.Preference;
 
 /// <summary>
 /// The preference objectives' evaluation: every batch without gradients and without dropout, each batch's metrics
-/// weighted by its examples, the means over the whole set.
+/// weighted by its examples (or by the weights <c>weights</c> gives, as in training), the means over the whole set.
 /// </summary>
 internal static class PreferenceEvaluation
 {
     public static Dictionary<string, double> Run<TBatch>(Tape tape, IEnumerable<TBatch> batches, int examples, Func<TBatch, int> count,
-        Func<Ops, TBatch, Dictionary<string, double>> score)
+        Func<Ops, TBatch, Dictionary<string, double>> score, Func<TBatch, IReadOnlyDictionary<string, double>>? weights = null,
+        Action<Dictionary<string, double>>? complete = null)
     {
+        if (weights != null)
+        {
+            var pooled = new Dictionary<string, (double Sum, double Weight)>();
+            Run(tape, batches, examples, count, (ops, batch) =>
+            {
+                var metrics = score(ops, batch);
+                var w = weights(batch);
+                foreach (var (k, v) in metrics)
+                {
+                    double weight = w.TryGetValue(k, out var x) ? x : count(batch);
+                    var (sum, total) = pooled.GetValueOrDefault(k);
+                    pooled[k] = (sum + (weight > 0 ? v * weight : 0), total + weight);
+                }
+                return [];
+            });
+            var means = pooled.Where(kv => kv.Value.Weight > 0).ToDictionary(kv => kv.Key, kv => kv.Value.Sum / kv.Value.Weight);
+            complete?.Invoke(means);
+            return means;
+        }
         var totals = new Dictionary<string, double>();
         bool grad = tape.GradEnabled, training = tape.Training;
         tape.GradEnabled = false;

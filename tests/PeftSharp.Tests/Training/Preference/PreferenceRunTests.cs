@@ -187,6 +187,50 @@ public sealed class PreferenceRunTests : IDisposable
         Assert.Contains(Log(result), e => e.ContainsKey("eval_rewards/accuracies"));
     }
 
+    /// <summary>
+    /// KTO's rewards/logps of chosen and rejected are means over the desirable (undesirable) examples of the whole step, as TRL
+    /// pools sums and counts: one example per micro-batch (half of them without a desirable example) logs what one micro-batch
+    /// of the same four examples logs, not a mean of per-micro-batch means with zeros.
+    /// </summary>
+    [Fact]
+    public void KtoStepMetricsArePooledOverTheStepsExamplesNotAveragedOverMicroBatches()
+    {
+        JsonObject FirstLog(string name, int perDevice, int accumulation)
+        {
+            var yaml = $"""
+                model:
+                  name_or_path: "{Model()}"
+                lora:
+                  r: 4
+                  lora_alpha: 8
+                  target_modules: [c_attn]
+                data:
+                  train_file: "{UnpairedData()}"
+                  shuffle: false
+                training:
+                  trainer: kto
+                  output_dir: "{Path.Combine(_root, name)}"
+                  max_steps: 1
+                  per_device_train_batch_size: {perDevice}
+                  gradient_accumulation_steps: {accumulation}
+                  logging_steps: 1
+                  save_strategy: "no"
+                kto:
+                  beta: 0.5
+                """;
+            return Log(FineTuning.Run(RunConfig.FromTree(ConfigTree.ParseYaml(yaml))))[0];
+        }
+        var whole = FirstLog("kto-whole", 4, 1);
+        var split = FirstLog("kto-split", 1, 4);
+        foreach (var name in new[] { "logps/chosen", "logps/rejected" })
+        {
+            double a = (double)whole[name]!, b = (double)split[name]!;
+            Assert.True(a < -1, $"{name} {a}: a sum of completion log-probs");
+            Assert.Equal(a, b, 3);
+        }
+        Assert.Equal((double)split["rewards/chosen"]! - (double)split["rewards/rejected"]!, (double)split["rewards/margins"]!, 6);
+    }
+
     [Fact]
     public void KtoAndOrpoTrainFromTheirData()
     {
