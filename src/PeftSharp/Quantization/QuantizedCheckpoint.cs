@@ -39,7 +39,6 @@ public static unsafe class QuantizedCheckpoint
         if (modelConfig.Raw.ContainsKey("quantization_config"))
             throw new PeftSharpException($"{modelConfig.SourcePath}: the model is already quantized (config.json has a quantization_config).");
         var skeleton = ModelSkeleton.FromConfig(modelConfig);
-        var storage = config.QuantStorageDType;
         string fullOut = Path.GetFullPath(outDir), fullIn = Path.GetFullPath(modelDir);
         if (string.Equals(fullOut.TrimEnd(Path.DirectorySeparatorChar), fullIn.TrimEnd(Path.DirectorySeparatorChar), StringComparison.Ordinal))
             throw new PeftSharpException($"--out {outDir}: must differ from the model folder.");
@@ -56,20 +55,9 @@ public static unsafe class QuantizedCheckpoint
                     entries.Add(SafetensorsEntry.FromTensor(tensor));
                     continue;
                 }
-                // The quantization state (absmax, quant_map, the JSON blob whose length depends on the values) is
-                // kept; the packed weight is quantized again when the writer reaches it, so one weight's packed
-                // bytes are held at a time (at the cost of quantizing twice; the result is deterministic).
-                var parts = QuantizedParts(tensor, info, config, storage);
-                var packed = parts[0];
                 var source = tensor;
                 var module = info;
-                entries.Add(SafetensorsEntry.FromWriter(packed.Name, packed.DType, packed.Shape, stream =>
-                {
-                    using var q = QuantizeWeight(source, module, config);
-                    stream.Write(q.Packed.Span);
-                }));
-                foreach (var t in parts.Skip(1))
-                    entries.Add(SafetensorsEntry.FromBytes(t.Name, t.DType, t.Shape, t.Data));
+                entries.AddRange(QuantizedEntries(tensor.Name, config, () => QuantizeWeight(source, module, config)));
                 quantized.Add(tensor.Name);
             }
             Directory.CreateDirectory(outDir);
@@ -90,15 +78,22 @@ public static unsafe class QuantizedCheckpoint
     }
 
     /// <summary>
-    /// The bitsandbytes tensors of one quantized weight, the packed weight (first) without its bytes: its name, storage
-    /// dtype and shape only.
+    /// The safetensors entries of one weight in bitsandbytes' serialization (the packed weight first), from a quantizer that
+    /// gives the same result every call. The quantization state (absmax, quant_map, the JSON blob whose length depends on
+    /// the values) is kept; the packed weight is quantized again when the writer reaches it, so one weight's packed bytes
+    /// are held at a time (at the cost of quantizing twice).
     /// </summary>
-    private static List<NamedTensorBytes> QuantizedParts(SafetensorsTensor tensor, LinearModuleInfo info, BitsAndBytesConfig config, DType storage)
+    public static IEnumerable<SafetensorsEntry> QuantizedEntries(string weightName, BitsAndBytesConfig config, Func<Quantized4BitTensor> quantize)
     {
-        using var q = QuantizeWeight(tensor, info, config);
-        var parts = BnbSerialization.ToNamedTensors(q, tensor.Name, storage).ToList();
-        parts[0] = parts[0] with { Data = [] };
-        return parts;
+        List<NamedTensorBytes> parts;
+        using (var q = quantize()) parts = BnbSerialization.ToNamedTensors(q, weightName, config.QuantStorageDType).ToList();
+        var packed = parts[0];
+        yield return SafetensorsEntry.FromWriter(packed.Name, packed.DType, packed.Shape, stream =>
+        {
+            using var q = quantize();
+            stream.Write(q.Packed.Span);
+        });
+        foreach (var t in parts.Skip(1)) yield return SafetensorsEntry.FromBytes(t.Name, t.DType, t.Shape, t.Data);
     }
 
     /// <summary>Quantizes one checkpoint weight of <paramref name="info"/>, a Conv1D's [in, out] transposed to [out, in] first.</summary>
@@ -109,15 +104,20 @@ public static unsafe class QuantizedCheckpoint
             throw new PeftSharpException($"{tensor.Name}: shape [{string.Join(", ", tensor.Shape)}], expected [{string.Join(", ", expected)}] for {info.Name}.");
         if (tensor.DType is not (DType.F32 or DType.BF16 or DType.F16))
             throw new PeftSharpException($"{tensor.Name}: {tensor.DType.SafetensorsName()} weights cannot be quantized; expected F32, BF16 or F16.");
+        return QuantizeStored(tensor.Pointer, tensor.DType, info, config);
+    }
+
+    /// <summary>Quantizes a weight of <paramref name="info"/> as the checkpoint stores it (a Conv1D's [in, out] is transposed to [out, in] first).</summary>
+    public static Quantized4BitTensor QuantizeStored(byte* values, DType dtype, LinearModuleInfo info, BitsAndBytesConfig config)
+    {
+        long count = (long)info.OutFeatures * info.InFeatures;
         long[] shape = [info.OutFeatures, info.InFeatures];
         if (!info.IsConv1D)
-            return Quantized4BitTensor.Quantize(tensor.Pointer, tensor.DType, tensor.ElementCount, shape, config.QuantType,
-                config.Bnb4bitBlockSize, config.Bnb4bitUseDoubleQuant);
-        int size = tensor.DType.Size();
-        using var transposed = new NativeBuffer<byte>(tensor.ByteLength, clear: false);
-        Transpose(tensor.Pointer, transposed.Pointer, info.InFeatures, info.OutFeatures, size);
-        return Quantized4BitTensor.Quantize(transposed.Pointer, tensor.DType, tensor.ElementCount, shape, config.QuantType,
-            config.Bnb4bitBlockSize, config.Bnb4bitUseDoubleQuant);
+            return Quantized4BitTensor.Quantize(values, dtype, count, shape, config.QuantType, config.Bnb4bitBlockSize, config.Bnb4bitUseDoubleQuant);
+        int size = dtype.Size();
+        using var transposed = new NativeBuffer<byte>(count * size, clear: false);
+        Transpose(values, transposed.Pointer, info.InFeatures, info.OutFeatures, size);
+        return Quantized4BitTensor.Quantize(transposed.Pointer, dtype, count, shape, config.QuantType, config.Bnb4bitBlockSize, config.Bnb4bitUseDoubleQuant);
     }
 
     /// <summary>The <c>quantization_config</c> of the model in <paramref name="modelDir"/>, or null when it is not quantized.</summary>

@@ -1,4 +1,5 @@
 using System.Runtime.InteropServices;
+using PeftSharp.Formats;
 using PeftSharp.Formats.HfConfig;
 using PeftSharp.Formats.Tokenizers;
 using PeftSharp.Formats.Safetensors;
@@ -24,11 +25,39 @@ public sealed class InitModelOptions
     /// <summary>Everything but model.safetensors (for real-size shapes that only plan/inspect read).</summary>
     public bool ConfigOnly { get; set; }
 
+    /// <summary>
+    /// A config.json (or its folder) to take the shape from instead of <see cref="Preset"/>: any supported model type and size.
+    /// Its special token ids are replaced by the small tokenizer's; its vocab_size must hold that tokenizer's ids.
+    /// </summary>
+    public string? ConfigPath { get; set; }
+
+    /// <summary>
+    /// Stores the linear weights it encodes in its own format, straight from the random weights one linear at a time: a
+    /// pre-quantized 4-bit checkpoint (Quantization's <c>FourBitWeightEncoder</c>) without a 16-bit one on disk first.
+    /// </summary>
+    public ILinearWeightEncoder? LinearEncoder { get; set; }
+
     /// <summary>Texts to learn the tokenizer's merges from (default: a small built-in English corpus).</summary>
     public IReadOnlyList<string>? TokenizerCorpus { get; set; }
 
     /// <summary>How many BPE merges to learn from <see cref="TokenizerCorpus"/>.</summary>
     public int TokenizerMerges { get; set; } = TinyTokenizer.MergeCount;
+}
+
+/// <summary>Stores some linear weights of a random-weight checkpoint in a format of its own (init-model --quantize).</summary>
+public interface ILinearWeightEncoder
+{
+    /// <summary>Whether this linear's weight is stored by the encoder.</summary>
+    bool Encodes(LinearModuleInfo linear);
+
+    /// <summary>Adds what the format needs to config.json (quantization_config).</summary>
+    void DescribeIn(System.Text.Json.Nodes.JsonObject config);
+
+    /// <summary>
+    /// The checkpoint entries of one weight whose <paramref name="count"/> values, as the checkpoint would store them
+    /// (<paramref name="dtype"/>; a Conv1D's [in, out]), <paramref name="writeValues"/> writes; it gives the same bytes every call.
+    /// </summary>
+    IEnumerable<SafetensorsEntry> Entries(string weightName, LinearModuleInfo linear, DType dtype, long count, Action<Stream> writeValues);
 }
 
 /// <summary>The folder written: its config, skeleton and files.</summary>
@@ -47,13 +76,21 @@ public static class ModelInitializer
     public static InitModelResult Write(string folder, InitModelOptions options)
     {
         ArgumentNullException.ThrowIfNull(options);
-        string arch = options.Architecture?.ToLowerInvariant() ?? ModelPresets.ArchitectureOf(options.Preset)
+        var given = options.ConfigPath == null ? null : ModelConfig.Load(options.ConfigPath);
+        if (given != null && given.Raw.ContainsKey("quantization_config"))
+            throw new PeftSharpException($"{given.SourcePath}: the config has a quantization_config; give the unquantized model's config (and --quantize to write a 4-bit checkpoint).");
+        string arch = given?.ModelType ?? options.Architecture?.ToLowerInvariant() ?? ModelPresets.ArchitectureOf(options.Preset)
             ?? throw new PeftSharpException($"preset '{options.Preset}' needs an architecture: --arch {string.Join("|", ModelPresets.Architectures)}.");
         if (!ModelPresets.Architectures.Contains(arch))
-            throw new PeftSharpException($"unknown architecture '{options.Architecture}'; expected one of {string.Join(", ", ModelPresets.Architectures)}.");
+            throw new PeftSharpException(given != null
+                ? $"{given.SourcePath}: model_type '{arch}' has no random-weight initializer; expected one of {string.Join(", ", ModelPresets.Architectures)}."
+                : $"unknown architecture '{options.Architecture}'; expected one of {string.Join(", ", ModelPresets.Architectures)}.");
         var (torchDtype, dtype) = ParseDtype(options.Dtype);
         var tokenizer = TinyTokenizer.For(arch, options.TokenizerCorpus == null ? null : BpeTrainer.TrainByteLevel(options.TokenizerCorpus, options.TokenizerMerges));
-        var config = ModelPresets.CreateConfig(options.Preset, arch, tokenizer.VocabSize);
+        if (given != null && given.VocabSize < tokenizer.VocabSize)
+            throw new PeftSharpException($"{given.SourcePath}: vocab_size {given.VocabSize} is smaller than the built-in tokenizer's {tokenizer.VocabSize} tokens.");
+        var config = given ?? ModelPresets.CreateConfig(options.Preset, arch, tokenizer.VocabSize);
+        var encoder = options.LinearEncoder;
         config.BosTokenId = tokenizer.BosTokenId;
         config.EosTokenIds = [tokenizer.EosTokenId];
         config.PadTokenId = tokenizer.PadTokenId;
@@ -63,7 +100,9 @@ public static class ModelInitializer
         Directory.CreateDirectory(folder);
         var files = new List<string>();
         string configPath = Path.Combine(folder, ModelConfig.FileName);
-        config.Write(configPath);
+        var configJson = config.ToJson();
+        encoder?.DescribeIn(configJson);
+        PythonJson.WriteFile(configPath, configJson);
         files.Add(configPath);
         var generation = new GenerationConfig
         {
@@ -79,9 +118,8 @@ public static class ModelInitializer
         files.Add(Path.Combine(folder, "tokenizer_config.json"));
         if (!options.ConfigOnly)
         {
-            string weights = Path.Combine(folder, SafetensorsCheckpoint.SingleFileName);
-            SafetensorsWriter.Write(weights, RandomWeights(skeleton, options.Seed, dtype));
-            files.Add(weights);
+            // Sharded past 5 GB as transformers shards (one model.safetensors below that).
+            files.AddRange(SafetensorsShardWriter.Write(folder, RandomWeights(skeleton, options.Seed, dtype, encoder)));
         }
         return new InitModelResult(Path.GetFullPath(folder), config, skeleton, files);
     }
@@ -108,8 +146,10 @@ public static class ModelInitializer
     /// written, from the generator state its parameter starts at, so no tensor is held in memory and the
     /// entries can be written in any order (the writer's is by dtype and name), any number of times.
     /// </summary>
-    public static IReadOnlyList<SafetensorsEntry> RandomWeights(ModelSkeleton skeleton, ulong seed, DType dtype = DType.F32)
+    public static IReadOnlyList<SafetensorsEntry> RandomWeights(ModelSkeleton skeleton, ulong seed, DType dtype = DType.F32, ILinearWeightEncoder? encoder = null)
     {
+        var encoded = encoder == null ? new Dictionary<string, LinearModuleInfo>()
+            : skeleton.Linears.Where(encoder.Encodes).ToDictionary(l => l.Name + ".weight", StringComparer.Ordinal);
         if (dtype is not (DType.F32 or DType.BF16 or DType.F16))
             throw new ArgumentOutOfRangeException(nameof(dtype), dtype, "expected F32, BF16 or F16.");
         var rng = new Rng(seed);
@@ -125,7 +165,8 @@ public static class ModelInitializer
             var start = rng.State;
             if (init == Init.Normal) Skip(rng, NormalDraws(count));
             var tensor = new RandomTensor(init, std, count, start, padStart, config.HiddenSize, dtype);
-            entries.Add(SafetensorsEntry.FromWriter(p.Name, dtype, p.Shape, tensor.Write));
+            if (encoded.TryGetValue(p.Name, out var info)) entries.AddRange(encoder!.Entries(p.Name, info, dtype, count, tensor.Write));
+            else entries.Add(SafetensorsEntry.FromWriter(p.Name, dtype, p.Shape, tensor.Write));
         }
         return entries;
     }
