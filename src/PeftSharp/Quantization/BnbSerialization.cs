@@ -73,7 +73,8 @@ public static class BnbSerialization
     }
 
     /// <summary>Restores the 4-bit weight <paramref name="weightName"/> from the tensors bitsandbytes saved beside it.</summary>
-    public static Quantized4BitTensor FromNamedTensors(string weightName, IReadOnlyDictionary<string, NamedTensorBytes> tensors)
+    public static Quantized4BitTensor FromNamedTensors(string weightName, IReadOnlyDictionary<string, NamedTensorBytes> tensors,
+        Func<long, NativeBuffer<byte>>? packedView = null)
     {
         NamedTensorBytes Get(string name) => tensors.TryGetValue(name, out var t)
             ? t : throw new PeftSharpException($"{name}: missing; a bitsandbytes 4-bit weight {weightName} needs it.");
@@ -124,6 +125,8 @@ public static class BnbSerialization
 
         var weight = Get(weightName);
         long expected = (state.ElementCount + 1) / 2;
+        // The packed codes are copied out of the entry, or (packedView) left where they are, e.g. in a memory-mapped file.
+        if (packedView != null) return new Quantized4BitTensor(packedView(expected), state);
         if (weight.Data.LongLength < expected)
             throw new PeftSharpException($"{weightName}: expected {expected} packed bytes for shape [{string.Join(", ", shape)}], got {weight.Data.LongLength}.");
         var packed = new NativeBuffer<byte>(expected, clear: false);

@@ -138,7 +138,9 @@ public static unsafe class QuantizedCheckpoint
     /// Reads the 4-bit linear <paramref name="info"/> (weight in bitsandbytes' serialization, bias widened to f32)
     /// from a quantized checkpoint, multiplying in <paramref name="computeType"/>.
     /// </summary>
-    public static Linear4Bit ReadLinear(SafetensorsCheckpoint checkpoint, LinearModuleInfo info, DType computeType)
+    /// <param name="lease">When given, the packed codes stay in the memory-mapped file (a view holding a lease on the checkpoint,
+    /// paged in as the kernels read them and evictable under memory pressure) instead of being copied.</param>
+    public static Linear4Bit ReadLinear(SafetensorsCheckpoint checkpoint, LinearModuleInfo info, DType computeType, CheckpointLease? lease = null)
     {
         string weightName = info.Name + ".weight";
         if (!IsQuantized(checkpoint, weightName))
@@ -146,8 +148,12 @@ public static unsafe class QuantizedCheckpoint
         var tensors = new Dictionary<string, NamedTensorBytes>(StringComparer.Ordinal);
         foreach (string suffix in new[] { "", ".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", QuantStateMarker + "nf4", QuantStateMarker + "fp4" })
             if (checkpoint.TryGetTensor(weightName + suffix, out var t))
-                tensors[t.Name] = new NamedTensorBytes(t.Name, t.DType, t.Shape, t.Bytes.ToArray());
-        var weight = BnbSerialization.FromNamedTensors(weightName, tensors);
+                tensors[t.Name] = new NamedTensorBytes(t.Name, t.DType, t.Shape, suffix == "" && lease != null ? [] : t.Bytes.ToArray());
+        var stored = checkpoint[weightName];
+        Func<long, NativeBuffer<byte>>? view = lease == null ? null : expected => stored.ByteLength >= expected
+            ? NativeBuffer<byte>.View(stored.Pointer, expected, lease.Acquire())
+            : throw new PeftSharpException($"{weightName}: expected {expected} packed bytes, got {stored.ByteLength}.");
+        var weight = BnbSerialization.FromNamedTensors(weightName, tensors, view);
         Parameter? bias = null;
         try
         {
@@ -178,12 +184,13 @@ public static unsafe class QuantizedCheckpoint
         var config = ReadConfig(modelDir) ?? throw new PeftSharpException($"{modelDir}: config.json has no quantization_config; not a quantized model.");
         var skeleton = ModelSkeleton.FromConfig(ModelConfig.Load(modelDir));
         var result = new Dictionary<string, Linear4Bit>(StringComparer.Ordinal);
-        using var checkpoint = SafetensorsCheckpoint.Open(modelDir);
+        // The packed codes stay in the mapped file: the checkpoint closes when the last layer reading it is disposed.
+        using var lease = new CheckpointLease(SafetensorsCheckpoint.Open(modelDir));
         try
         {
             foreach (var info in skeleton.Linears)
-                if (IsQuantized(checkpoint, info.Name + ".weight"))
-                    result[info.Name] = ReadLinear(checkpoint, info, config.ComputeDType);
+                if (IsQuantized(lease.Checkpoint, info.Name + ".weight"))
+                    result[info.Name] = ReadLinear(lease.Checkpoint, info, config.ComputeDType, lease);
         }
         catch
         {
@@ -198,5 +205,55 @@ public static unsafe class QuantizedCheckpoint
         for (long i = 0; i < rows; i++)
             for (long j = 0; j < columns; j++)
                 Buffer.MemoryCopy(source + (i * columns + j) * elementSize, destination + (j * rows + i) * elementSize, elementSize, elementSize);
+    }
+}
+
+/// <summary>
+/// Keeps a checkpoint open while views of its memory-mapped bytes are in use: the creator holds one reference, each
+/// <see cref="Acquire"/> another; the checkpoint is disposed when the last is released.
+/// </summary>
+public sealed class CheckpointLease : IDisposable
+{
+    private int _references = 1;
+    private bool _released;
+
+    public CheckpointLease(SafetensorsCheckpoint checkpoint) => Checkpoint = checkpoint;
+
+    public SafetensorsCheckpoint Checkpoint { get; }
+
+    /// <summary>Whether the checkpoint is still open (some reference is held).</summary>
+    public bool IsOpen => Volatile.Read(ref _references) > 0;
+
+    /// <summary>One more reference, released by disposing the returned object (once).</summary>
+    public IDisposable Acquire()
+    {
+        if (Interlocked.Increment(ref _references) <= 1)
+        {
+            Interlocked.Decrement(ref _references);
+            throw new ObjectDisposedException(nameof(CheckpointLease), "the checkpoint was closed when its last view was released.");
+        }
+        return new Reference(this);
+    }
+
+    /// <summary>Releases the creator's reference.</summary>
+    public void Dispose()
+    {
+        if (_released) return;
+        _released = true;
+        Release();
+    }
+
+    private void Release()
+    {
+        if (Interlocked.Decrement(ref _references) == 0) Checkpoint.Dispose();
+    }
+
+    private sealed class Reference(CheckpointLease lease) : IDisposable
+    {
+        private int _done;
+        public void Dispose()
+        {
+            if (Interlocked.Exchange(ref _done, 1) == 0) lease.Release();
+        }
     }
 }

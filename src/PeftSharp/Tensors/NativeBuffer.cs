@@ -38,6 +38,27 @@ public sealed unsafe class NativeBuffer<T> : IDisposable where T : unmanaged
         Length = length;
     }
 
+    private NativeBuffer(T* pointer, long length, IDisposable owner)
+    {
+        _pointer = pointer;
+        _reserved = true;
+        _viewOwner = owner;
+        Length = length;
+    }
+
+    /// <summary>The memory of another object (a memory-mapped file's bytes); this buffer never frees it.</summary>
+    private readonly IDisposable? _viewOwner;
+
+    /// <summary>
+    /// A buffer over <paramref name="length"/> elements at <paramref name="pointer"/> that <paramref name="owner"/> keeps valid
+    /// (a lease on a memory-mapped checkpoint): disposing the buffer disposes the owner, never the memory itself.
+    /// </summary>
+    public static NativeBuffer<T> View(T* pointer, long length, IDisposable owner)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(length);
+        return new NativeBuffer<T>(pointer, length, owner);
+    }
+
     /// <summary>
     /// <paramref name="length"/> elements of reserved address space (<see cref="PageMemory.TryReserve"/>): zero-filled,
     /// resident only where written, never moved. Null where the system does not allow it; callers fall back to a
@@ -52,6 +73,9 @@ public sealed unsafe class NativeBuffer<T> : IDisposable where T : unmanaged
 
     public long Length { get; }
     public long ByteLength => Length * sizeof(T);
+
+    /// <summary>Whether the memory belongs to another object (<see cref="View"/>).</summary>
+    public bool IsView => _viewOwner != null;
 
     public T* Pointer
     {
@@ -79,6 +103,13 @@ public sealed unsafe class NativeBuffer<T> : IDisposable where T : unmanaged
     public void Dispose()
     {
         if (_pointer == null) return;
+        if (_viewOwner != null)
+        {
+            _pointer = null;
+            _viewOwner.Dispose();
+            GC.SuppressFinalize(this);
+            return;
+        }
         Free();
         if (!_reserved) GC.RemoveMemoryPressure((long)Math.Max(1, Length) * sizeof(T));
         _pointer = null;
@@ -93,6 +124,6 @@ public sealed unsafe class NativeBuffer<T> : IDisposable where T : unmanaged
 
     ~NativeBuffer()
     {
-        if (_pointer != null) Free();
+        if (_pointer != null && _viewOwner == null) Free();
     }
 }

@@ -103,6 +103,7 @@ public sealed unsafe class QuantizedCheckpointTests : IDisposable
                 var layer = layers[info.Name];
                 using var direct = QuantizedCheckpoint.QuantizeWeight(source[info.Name + ".weight"], info, config);
                 AssertSameTensor(direct, layer.Weight, info.Name);
+                Assert.True(layer.Weight.Packed.IsView, $"{info.Name}: the packed codes stay in the mapped file");
                 Assert.Equal(weightType, layer.Weight.State.DType);
                 Assert.Equal(DType.BF16, layer.ComputeType);
                 if (info.HasBias) Assert.Equal(source[info.Name + ".bias"].ToFloat32(), layer.Bias!.AsSpan().ToArray());
@@ -113,6 +114,25 @@ public sealed unsafe class QuantizedCheckpointTests : IDisposable
         {
             foreach (var l in layers.Values) l.Dispose();
         }
+    }
+
+    [Fact]
+    public void ACheckpointLeaseClosesTheCheckpointWhenItsLastViewIsReleased()
+    {
+        string model = MakeModel("lease", TinyGpt2, DType.F32);
+        var lease = new CheckpointLease(SafetensorsCheckpoint.Open(model));
+        var first = lease.Acquire();
+        var second = lease.Acquire();
+        lease.Dispose();
+        lease.Dispose();
+        Assert.True(lease.IsOpen);
+        first.Dispose();
+        first.Dispose();   // a reference is released once
+        Assert.True(lease.IsOpen);
+        second.Dispose();
+        Assert.False(lease.IsOpen);
+        Assert.Throws<ObjectDisposedException>(() => lease.Acquire());
+        Assert.False(lease.IsOpen);
     }
 
     [Fact]
