@@ -232,6 +232,13 @@ public sealed class ChatJudge
             {
                 error = e;
             }
+            catch (Exception e) when (!cancellation.IsCancellationRequested && IsQuestionError(e))
+            {
+                // This question is refused (too long for the judge's context, say); the others may pass.
+                Counts.Fail();
+                LastError = Describe(e);
+                return null;
+            }
             catch (Exception e) when (!cancellation.IsCancellationRequested && e is not PeftSharpException)
             {
                 throw new PeftSharpException($"judge {Options.Name}: the call failed and is not worth retrying ({Describe(e)}).", e);
@@ -270,6 +277,17 @@ public sealed class ChatJudge
     };
 
     private static bool IsTransientStatus(int status) => status is 408 or 409 or 429 or >= 500;
+
+    /// <summary>
+    /// The endpoint refused this question (HTTP 400, 413, 422: too long for its context, say): it is counted as failed and skipped,
+    /// not retried; other 4xx (a bad key, an unknown model) fail every question, so they stop the run.
+    /// </summary>
+    public static bool IsQuestionError(Exception e) => e switch
+    {
+        ClientResultException { Status: 400 or 413 or 422 } => true,
+        HttpRequestException { StatusCode: HttpStatusCode.BadRequest or HttpStatusCode.RequestEntityTooLarge or HttpStatusCode.UnprocessableEntity } => true,
+        _ => false,
+    };
 
     private static string Describe(Exception? e) => e switch
     {
