@@ -125,7 +125,7 @@ public sealed class ChatJudge
             }
             return new PairVerdict(first, JudgeOutcome.Judged, raw);
         }
-        bool flip = Options.ShuffleOrder && Flip(index, prompt);
+        bool flip = Options.ShuffleOrder && Flip(index);
         var (choice, text) = flip
             ? await AskPairAsync(prompt, answer1, answer0, cancellation).ConfigureAwait(false)
             : await AskPairAsync(prompt, answer0, answer1, cancellation).ConfigureAwait(false);
@@ -314,7 +314,6 @@ public sealed class ChatJudge
         return (choice, text);
     }
 
-    /// <summary>Whether question <paramref name="index"/> is shown swapped: a seeded coin keyed by the index and the prompt.</summary>
-    private bool Flip(long index, string prompt) =>
-        (Tensors.Rng.FoldIn(Options.Seed, unchecked((ulong)index * 0x9E3779B97F4A7C15UL ^ (ulong)prompt.Length)) & 1) == 1;
+    /// <summary>Whether question <paramref name="index"/> is shown swapped: a coin keyed by (seed, index), the same on a rerun.</summary>
+    private bool Flip(long index) => (Tensors.Rng.FoldIn(Options.Seed, unchecked((ulong)index)) & 1) == 1;
 }

@@ -1,6 +1,5 @@
 using System.Text.Json.Nodes;
 using Microsoft.Extensions.AI;
-using PeftSharp.AI;
 using PeftSharp.AI.Judging;
 using PeftSharp.Cli;
 using PeftSharp.Cli.Commands;
@@ -65,10 +64,20 @@ public sealed class JudgeEndToEndTests(ServingFixture fixture) : IClassFixture<S
             overHttp = await Task.WhenAll(questions.Select((q, i) => judge.JudgePairAsync(q.Item1, q.Item2, q.Item3, i)));
             Assert.Equal(3, judge.Counts.Calls);
         }
-        // The same questions to the same engine in process (PeftSharpChatClient) get the same raw answers: greedy, 5 tokens.
-        var local = new ChatJudge(new PeftSharpChatClient(engine), options);
-        var inProcess = await Task.WhenAll(questions.Select((q, i) => local.JudgePairAsync(q.Item1, q.Item2, q.Item3, i)));
-        Assert.Equal(inProcess.Select(v => v.Raw), overHttp.Select(v => v.Raw));
+        // The same questions to the same model and adapter in process (judge type local: PeftSharpChatClient) get the same raw answers: greedy, 5 tokens.
+        var settings = JudgeSettings.Read(new JsonObject
+        {
+            ["type"] = "local", ["model"] = fixture.Model, ["adapter"] = fixture.AdapterA, ["shuffle_order"] = false, ["max_tokens"] = 5, ["system_prompt"] = ShortPrompt,
+        });
+        Assert.StartsWith("local:llama+adapter-a", settings.Options.Name);
+        var (localClient, local, localCache) = settings.Build();
+        using (localClient)
+        using (localCache)
+        {
+            Assert.Equal("judge", local.Options.ModelId);
+            var inProcess = await Task.WhenAll(questions.Select((q, i) => local.JudgePairAsync(q.Item1, q.Item2, q.Item3, i)));
+            Assert.Equal(inProcess.Select(v => v.Raw), overHttp.Select(v => v.Raw));
+        }
         Assert.All(overHttp, v => Assert.False(string.IsNullOrEmpty(v.Raw)));
         // A tiny random model does not answer "0" or "1": every verdict is unparseable, none guessed.
         Assert.All(overHttp, v => Assert.Equal(v.Choice >= 0 ? JudgeOutcome.Judged : JudgeOutcome.Unparseable, v.Outcome));
