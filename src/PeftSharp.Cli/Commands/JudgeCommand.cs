@@ -20,6 +20,10 @@ public static class JudgeCommand
             ConsoleCancelEventHandler onCancel = (_, e) => { e.Cancel = true; cts.Cancel(); };
             Console.CancelKeyPress += onCancel;
             try { Run(r.GetValue(configFile)!, Console.Out, cts.Token); }
+            catch (OperationCanceledException) when (cts.IsCancellationRequested)
+            {
+                throw new PeftSharpException("interrupted: no pairs were written; the judge's answers so far are in its cache, so a rerun pays only for the rest.");
+            }
             finally { Console.CancelKeyPress -= onCancel; }
         });
         return command;
