@@ -23,5 +23,6 @@ public static class CommandCatalog
         yield return QuantizeCommand.Create();
         yield return EvalCommand.Create();
         yield return ScoreCommand.Create();
+        yield return JudgeCommand.Create();
     }
 }

@@ -14,7 +14,8 @@ public static class TrainCommand
         var command = new Command("train", "Fine-tune a model (LoRA, QLoRA or full) from a config file.") { configFile, set };
         command.SetAction(r =>
         {
-            var config = RunConfig.Load(r.GetValue(configFile)!, r.GetValue(set) ?? []);
+            string path = r.GetValue(configFile)!;
+            var config = RunConfig.Load(path, r.GetValue(set) ?? []);
             using var cts = new CancellationTokenSource();
             ConsoleCancelEventHandler onCancel = (_, e) =>
             {
@@ -25,20 +26,41 @@ public static class TrainCommand
             Console.CancelKeyPress += onCancel;
             // Under mpirun every rank runs this command; rank 0 alone prints (errors still reach stderr on every rank).
             var output = PeftSharp.Training.Distributed.MpiLauncher.Rank() > 0 ? TextWriter.Null : Console.Out;
-            try { Run(config, output, cts.Token); }
+            try { Run(config, output, cts.Token, Path.GetDirectoryName(Path.GetFullPath(path))); }
             finally { Console.CancelKeyPress -= onCancel; }
         });
         return command;
     }
 
-    public static FineTuningResult Run(RunConfig config, TextWriter output, CancellationToken cancellation = default)
+    /// <param name="configFolder">Where a grpo reward's judge:FILE is read from when relative (default: the working directory).</param>
+    public static FineTuningResult Run(RunConfig config, TextWriter output, CancellationToken cancellation = default, string? configFolder = null)
     {
         foreach (var notice in config.Notices) output.WriteLine($"notice: {notice}");
         output.WriteLine($"{config.Method} fine-tuning of {config.ModelNameOrPath} → {config.Training.OutputDir}");
         var view = new TrainingProgressView(output);
-        var result = view.Run($"{config.Method}", () => FineTuning.Run(config, [view], cancellation));
-        PrintSummary(result, output, skipNotices: config.Notices.Count);
-        return result;
+        var judges = new List<IDisposable>();
+        var judgeRewards = new List<AI.Judging.JudgeReward>();
+        try
+        {
+            // grpo.reward_funcs' judge:FILE entries: an LLM judge's score (PeftSharp.AI), which the library cannot build itself.
+            Training.Rl.IRewardFunction Host(Training.Rl.RewardSpec spec)
+            {
+                var reward = AI.Judging.JudgeReward.FromFile(Path.GetFullPath(spec.Argument, configFolder ?? Environment.CurrentDirectory), spec.Name, judges, output);
+                judgeRewards.Add(reward);
+                return reward;
+            }
+            var result = view.Run($"{config.Method}", () => config.Trainer == "grpo"
+                ? GrpoTuning.Run(config, [view], cancellation, hostRewards: Host)
+                : FineTuning.Run(config, [view], cancellation));
+            PrintSummary(result, output, skipNotices: config.Notices.Count);
+            foreach (var j in judgeRewards)
+                output.WriteLine($"{j.Name}: {j.Scored} completions scored, {j.Unparseable} unparseable or failed (NaN); {j.Judge.Counts}");
+            return result;
+        }
+        finally
+        {
+            foreach (var d in judges) d.Dispose();
+        }
     }
 
     public static void PrintSummary(FineTuningResult r, TextWriter output, int skipNotices = 0)

@@ -22,7 +22,7 @@ internal static class GrpoSection
         new("num_iterations", ValueKind.Int, "optimisation steps per rollout; only 1 is supported", Min: 1),
         new("steps_per_generation", ValueKind.Int, "steps per generation; only 1 is supported", Min: 1),
         new("mask_truncated_completions", ValueKind.Bool, "completions that hit max_completion_length add nothing to the loss"),
-        new("reward_funcs", ValueKind.StringList, "built-in rewards: exact_match:COLUMN, numeric:COLUMN, regex:PATTERN, json, length:N"),
+        new("reward_funcs", ValueKind.StringList, "built-in rewards: exact_match:COLUMN, numeric:COLUMN, regex:PATTERN, json, length:N; judge:FILE (an LLM judge's score, built by peftsharp train)"),
         new("reward_weights", ValueKind.NumberList, "one weight per reward function (default all 1)"),
         new("log_completions", ValueKind.Bool, "append the sampled prompts, completions and rewards to completions.jsonl in output_dir (default true)"),
     ]);
@@ -66,7 +66,7 @@ internal static class GrpoSection
         options.Validate();
         if (options.RewardFuncs.Count == 0)
             throw new PeftSharpException("grpo.reward_funcs: GRPO needs at least one reward function, e.g. [\"numeric:answer\"].");
-        Rewards.Parse(options.RewardFuncs);
+        Rewards.Parse(options.RewardFuncs, host: spec => Rewards.FromFunc(spec.Name, _ => double.NaN)); // host kinds are built at run time
         return options;
     }
 }

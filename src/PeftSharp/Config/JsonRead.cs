@@ -4,7 +4,7 @@ using System.Text.Json.Nodes;
 namespace PeftSharp.Config;
 
 /// <summary>Typed reads from a validated config section, falling back to a default when absent or null.</summary>
-internal static class JsonRead
+public static class JsonRead
 {
     public static string? Str(this JsonObject o, string key, string? fallback = null) =>
         o[key] is JsonValue v && v.GetValueKind() == JsonValueKind.String ? v.GetValue<string>() : fallback;

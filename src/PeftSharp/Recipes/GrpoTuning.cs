@@ -20,7 +20,8 @@ namespace PeftSharp.Recipes;
 /// <summary>
 /// A GRPO run (training.trainer: grpo) from a <see cref="RunConfig"/>: prompts from any file DataFiles reads (a "prompt" string,
 /// or a message list rendered with the generation prompt), the model loaded as for SFT, <see cref="GrpoObjective"/> on the shared
-/// <see cref="Trainer{TBatch}"/> loop with the config's built-in rewards (and any <paramref name="rewards"/> a program adds), the
+/// <see cref="Trainer{TBatch}"/> loop with the config's built-in rewards (<paramref name="hostRewards"/> builds the host kinds such as
+/// judge:FILE; a program may add <paramref name="rewards"/>), the
 /// adapter or model saved, and report.html. Sampled completions go to completions.jsonl in output_dir.
 /// </summary>
 public static class GrpoTuning
@@ -28,7 +29,7 @@ public static class GrpoTuning
     public const string CompletionsFileName = "completions.jsonl";
 
     public static FineTuningResult Run(RunConfig config, IEnumerable<ITrainerCallback>? callbacks = null, CancellationToken cancellation = default,
-        IEnumerable<IRewardFunction>? rewards = null)
+        IEnumerable<IRewardFunction>? rewards = null, Func<RewardSpec, IRewardFunction>? hostRewards = null)
     {
         var args = config.Training;
         var options = config.Grpo ?? throw new PeftSharpException("training.trainer: grpo needs a grpo section with reward_funcs.");
@@ -44,7 +45,7 @@ public static class GrpoTuning
             config.Data.SkipMalformed, skipped);
         if (skipped.Count > 0) notices.Add($"skipped {skipped.Count} malformed line(s); first: {skipped[0]}");
         if (args.PrecisionNotice(config.Dtype) is { } precision) notices.Add(precision);
-        var rewardFunctions = Rewards.Parse(options.RewardFuncs).Concat(rewards ?? []).ToList();
+        var rewardFunctions = Rewards.Parse(options.RewardFuncs, hostRewards).Concat(rewards ?? []).ToList();
 
         var loadOptions = FineTuning.LoadOptionsFor(config, folder);
         using ICausalLM model = QuantizedModel.Load(folder, loadOptions);

@@ -5,6 +5,9 @@ using System.Text.RegularExpressions;
 
 namespace PeftSharp.Training.Rl;
 
+/// <summary>A host-built reward named in grpo.reward_funcs as KIND:ARGUMENT, and the unique name it logs under.</summary>
+public sealed record RewardSpec(string Kind, string Argument, string Name);
+
 /// <summary>One sampled completion as a reward function sees it: the prompt text, the completion text, its token count, and the dataset row's fields.</summary>
 public sealed record RewardInput(string Prompt, string Completion, int CompletionTokens, JsonObject Row);
 
@@ -35,10 +38,16 @@ public static class Rewards
 {
     public static readonly string[] Kinds = ["exact_match", "numeric", "regex", "json", "length"];
 
+    /// <summary>
+    /// Kinds a host builds (the library cannot): <c>judge:FILE</c>, an LLM judge's score (PeftSharp.AI's JudgeReward, which `peftsharp
+    /// train` supplies). A config may name them; <see cref="Parse"/> hands them to its <c>host</c> resolver and refuses them without one.
+    /// </summary>
+    public static readonly string[] HostKinds = ["judge"];
+
     public static IRewardFunction FromFunc(string name, Func<RewardInput, double> score) => new Delegate(name, score);
 
-    /// <summary>The built-in reward a config names; unique names (a repeated kind gets _2, _3).</summary>
-    public static List<IRewardFunction> Parse(IReadOnlyList<string> specs)
+    /// <summary>The built-in reward a config names; unique names (a repeated kind gets _2, _3). <paramref name="host"/> builds the <see cref="HostKinds"/>.</summary>
+    public static List<IRewardFunction> Parse(IReadOnlyList<string> specs, Func<RewardSpec, IRewardFunction>? host = null)
     {
         var list = new List<IRewardFunction>();
         var seen = new Dictionary<string, int>();
@@ -57,6 +66,8 @@ public static class Rewards
                 "json" => new Delegate(name, r => IsJson(r.Completion) ? 1 : 0),
                 "length" => new Delegate(name, LengthScorer(int.TryParse(Need("tokens"), CultureInfo.InvariantCulture, out int n) && n > 0 ? n
                     : throw new PeftSharpException($"grpo.reward_funcs: '{spec}': the length must be a whole number of tokens above 0."))),
+                _ when HostKinds.Contains(kind) => host?.Invoke(new RewardSpec(kind, Need("file"), name))
+                    ?? throw new PeftSharpException($"grpo.reward_funcs: '{spec}' is built by the host: `peftsharp train` builds it; a program passes GrpoTuning.Run a resolver."),
                 _ => throw new PeftSharpException($"grpo.reward_funcs: unknown reward '{kind}'.{Suggestions.DidYouMean(kind, Kinds)} Built in: {string.Join(", ", Kinds)}."),
             });
         }
