@@ -14,8 +14,9 @@ namespace PeftSharp.Bench;
 /// `data [--rows N] [--tokenizer DIR] [--dir DIR]`: writes a smoltalk-shaped Parquet dataset (N conversations of about
 /// 1 KB of text, shards of 100,000 rows, a `messages` list of {content, role} structs and a `source` column), then reads,
 /// converts and tokenizes it as `train` does (Qwen's tokenizer and chat template, assistant_only_loss off) with the
-/// tokenization cache, and prints one JSON line: rows/s, MB/s of message text, peak RSS, and the time a second run
-/// takes to be ready from the cache.
+/// tokenization cache (streamed a chunk at a time into the cache's files, then memory-mapped), and prints one JSON line:
+/// rows/s, MB/s of message text, peak RSS, the time a second run takes to be ready from the cache, and the load average
+/// before and after (the machine may be shared).
 /// </summary>
 public static class DataBench
 {
@@ -57,6 +58,7 @@ public static class DataBench
         var tokenizer = Tokenizer.FromFolder(tokenizerDir);
         var template = ChatTemplate.FromTokenizerConfig(tokenizerDir);
         var args1 = new DataArguments { DatasetName = dir, DatasetConfig = "all", MaxLength = 2048 };
+        string loadBefore = LoadAverage();
         var cpu = Process.GetCurrentProcess().TotalProcessorTime;
         var watch = Stopwatch.StartNew();
         var first = SftData.Load(args1, tokenizer, template, seed: 0, cacheDirectory: cache);
@@ -75,9 +77,13 @@ public static class DataBench
         Console.WriteLine(string.Create(CultureInfo.InvariantCulture,
             $"{{\"bench\":\"data\",\"rows\":{rows},\"text_mb\":{textBytes / 1e6:F1},\"tokens\":{tokens},\"cores\":{Environment.ProcessorCount}," +
             $"\"first_run_s\":{firstSeconds:F2},\"first_run_cpu_s\":{cpuSeconds:F2},\"rows_per_s\":{rows / firstSeconds:F0},\"text_mb_per_s\":{textBytes / 1e6 / firstSeconds:F2}," +
-            $"\"peak_rss_mb\":{peak / 1048576.0:F0},\"second_run_from_cache_s\":{secondSeconds:F2}}}"));
+            $"\"peak_rss_mb\":{peak / 1048576.0:F0},\"second_run_from_cache_s\":{secondSeconds:F2},\"load_before\":\"{loadBefore}\",\"load_after\":\"{LoadAverage()}\"}}"));
         return 0;
     }
+
+    /// <summary>The 1, 5 and 15-minute load averages (Linux), or "".</summary>
+    private static string LoadAverage() =>
+        File.Exists("/proc/loadavg") ? string.Join(' ', File.ReadAllText("/proc/loadavg").Split(' ').Take(3)) : "";
 
     /// <summary>Writes the shards once (kept for later runs); returns the bytes of message text.</summary>
     private static long Generate(string folder, int rows)
