@@ -252,6 +252,23 @@ public sealed class TokenizationCacheTests : IDisposable
         Assert.Empty(Directory.GetFileSystemEntries(_root));
     }
 
+    [AssetFact]
+    public void LoadReportsProgressAgainstTheParquetRowCount()
+    {
+        string parquet = DatasetSourcesTests.Golden("formats", "sharegpt.parquet");
+        long rows = ColumnarFiles.ReadParquet(parquet).Count();
+        Assert.Equal(rows, ColumnarFiles.CountRows([parquet, parquet]) / 2);
+        Assert.Null(ColumnarFiles.CountRows([parquet, WriteData(3)]));
+        var tokenizer = Tokenizer.FromFolder(TestAssets.Path("tokenizers", "qwen"));
+        var reports = new List<TokenizationProgress>();
+        var bundle = SftData.Load(new DataArguments { TrainFile = parquet }, tokenizer, SftData.ResolveChatTemplate("chatml", null), 1, Path.Combine(_root, "cache"),
+            new SyncProgress(reports.Add));
+        Assert.Equal(rows, bundle.TrainStats!.Examples);
+        Assert.All(reports, r => Assert.Equal(rows, r.TotalRows));
+        Assert.Equal((0L, rows), (reports[0].Rows, reports[^1].Rows));
+        Assert.True(reports[^1].TextBytes > 0);
+    }
+
     /// <summary>IProgress that reports on the caller's thread (Progress&lt;T&gt; posts to the thread pool).</summary>
     private sealed class SyncProgress(Action<TokenizationProgress> report) : IProgress<TokenizationProgress>
     {
