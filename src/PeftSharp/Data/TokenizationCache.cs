@@ -117,9 +117,11 @@ public static class TokenizationCache
             _path = Path.GetFullPath(path);
             string directory = Path.GetDirectoryName(_path)!;
             Directory.CreateDirectory(directory);
-            // Folders of other keys and temp folders of runs that died are stale (one run folder caches one training split).
+            // Folders of other keys and temp folders of runs that died are stale (one run folder caches one training split);
+            // a temp folder of a process still running is left to it.
             foreach (var old in Directory.EnumerateFileSystemEntries(directory, "tokenized-*"))
             {
+                if (WriterAlive(old)) continue;
                 if (File.Exists(old)) File.Delete(old);
                 else DeleteQuietly(old);
             }
@@ -129,6 +131,20 @@ public static class TokenizationCache
             _mask = Create("mask.bin");
             _offsets = Create("offsets.bin");
             _offsets.Write(BitConverter.GetBytes(0L));
+        }
+
+        /// <summary>Whether <paramref name="path"/> is the temp folder (<c>.tmp-PID-GUID</c>) of another process that is running.</summary>
+        private static bool WriterAlive(string path)
+        {
+            var m = System.Text.RegularExpressions.Regex.Match(Path.GetFileName(path), @"\.tmp-(\d+)-[0-9a-f]+$");
+            if (!m.Success || !int.TryParse(m.Groups[1].Value, out int pid) || pid == Environment.ProcessId) return false;
+            try
+            {
+                using var process = System.Diagnostics.Process.GetProcessById(pid);
+                return !process.HasExited;
+            }
+            catch (ArgumentException) { return false; }
+            catch (InvalidOperationException) { return false; }
         }
 
         private FileStream Create(string name) => new(Path.Combine(_temp, name), FileMode.CreateNew, FileAccess.Write, FileShare.None, 1 << 20);

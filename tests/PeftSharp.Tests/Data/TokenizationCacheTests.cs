@@ -133,13 +133,16 @@ public sealed class TokenizationCacheTests : IDisposable
             // Rebuilt byte for byte.
             foreach (var (name, bytes) in original) Assert.Equal(bytes, File.ReadAllBytes(Path.Combine(key, name)));
         }
-        // A temp folder left by a killed run is removed by the next write.
+        // A temp folder left by a killed run is removed by the next write; one of a process still running (pid 1) is left to it.
         Directory.Delete(key, true);
-        string temp = key + ".tmp-1-dead";
-        Directory.CreateDirectory(temp);
-        File.WriteAllText(Path.Combine(temp, "ids.bin"), "torn");
+        string dead = key + ".tmp-2147483646-0dead", running = key + ".tmp-1-0abc";
+        foreach (var temp in new[] { dead, running })
+        {
+            Directory.CreateDirectory(temp);
+            File.WriteAllText(Path.Combine(temp, "ids.bin"), "torn");
+        }
         SftData.Load(args, tokenizer, template, 1, cache);
-        Assert.Equal([key], Directory.GetFileSystemEntries(cache));
+        Assert.Equal([key, running], Directory.GetFileSystemEntries(cache).Order().ToArray());
     }
 
     private static void Truncate(string path, int bytes)
