@@ -73,6 +73,7 @@ public abstract class TokenStoreWriter : IDisposable
     public void Append(TokenizedExample e)
     {
         var ids = e.InputIds;
+        if (e.InLoss.Length != ids.Length) throw new ArgumentException($"An example of {ids.Length} ids has a loss mask of {e.InLoss.Length}.", nameof(e));
         var mask = MemoryMarshal.Cast<bool, byte>(e.InLoss.AsSpan());
         foreach (int id in ids) if (id > _maxTokenId) _maxTokenId = id;
         for (int t = 1; t < mask.Length; t++) _lossTokens += mask[t];
