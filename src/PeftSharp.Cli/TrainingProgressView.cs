@@ -5,9 +5,10 @@ namespace PeftSharp.Cli;
 
 /// <summary>
 /// Renders training progress: a live Spectre.Console bar (step/total, epoch, loss, learning rate,
-/// tokens/s, ETA) on a terminal, one plain line per logged step when output is redirected.
+/// tokens/s, ETA) on a terminal, one plain line per logged step when output is redirected. Before training, the same bar
+/// shows the training data being tokenized (<see cref="TokenizationProgress"/>; nothing when output is redirected).
 /// </summary>
-public sealed class TrainingProgressView : ITrainerCallback
+public sealed class TrainingProgressView : ITrainerCallback, IProgress<Data.TokenizationProgress>
 {
     private readonly TextWriter _plain;
     private ProgressTask? _task;
@@ -36,6 +37,11 @@ public sealed class TrainingProgressView : ITrainerCallback
 
     private static readonly (string Key, string Label)[] ProgressMetrics =
         [("rewards/margins", "margin"), ("rewards/accuracies", "acc"), ("accuracy", "acc"), ("margin", "margin"), ("reward", "reward")];
+
+    public void Report(Data.TokenizationProgress value)
+    {
+        if (_task != null) TokenizationProgressView.Show(_task, value);
+    }
 
     public void OnStep(TrainingProgress p, TrainerControl control)
     {

@@ -42,7 +42,8 @@ public static class DataCommand
         string folder = ModelFolder.Resolve(config.ModelNameOrPath);
         var tokenizer = Tokenizer.FromFolder(config.Tokenizer ?? folder);
         var template = SftData.ChatTemplateFor(config.Data, folder);
-        var bundle = SftData.Load(config.Data, tokenizer, template, config.Training.DataSeed ?? config.Training.Seed);
+        var bundle = TokenizationProgressView.Run(progress =>
+            SftData.Load(config.Data, tokenizer, template, config.Training.DataSeed ?? config.Training.Seed, progress: progress));
         var rows = bundle.Train.Rows.Take(show).ToList();
         if (json)
         {

@@ -19,6 +19,28 @@ public static class ColumnarFiles
 {
     private static readonly ParquetOptions Options = new() { TreatByteArrayAsString = false };
 
+    /// <summary>
+    /// The rows of the files when every one of them is Parquet (the count is in its footer, read without any data); null
+    /// otherwise, or when a footer does not read (the error comes when the rows are read).
+    /// </summary>
+    public static long? CountRows(IEnumerable<string> files)
+    {
+        long total = 0;
+        foreach (var file in files)
+        {
+            if (!string.Equals(Path.GetExtension(file), ".parquet", StringComparison.OrdinalIgnoreCase)) return null;
+            try
+            {
+                using var stream = File.OpenRead(file);
+                var reader = ParquetReader.CreateAsync(stream, Options).GetAwaiter().GetResult();
+                for (int g = 0; g < reader.RowGroupCount; g++) total += reader.RowGroups[g].RowCount;
+                reader.DisposeAsync().AsTask().GetAwaiter().GetResult();
+            }
+            catch (Exception e) when (e is not PeftSharpException) { return null; }
+        }
+        return total;
+    }
+
     /// <summary>Every row of a Parquet file, read a row group at a time.</summary>
     public static IEnumerable<DataRecord> ReadParquet(string path)
     {

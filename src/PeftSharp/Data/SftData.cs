@@ -21,6 +21,19 @@ public sealed record SftDataBundle(SftDataset Train, SftDataset? Eval, DatasetFo
     public SplitStats? EvalStats { get; init; }
 }
 
+/// <summary>
+/// How far tokenizing a training split has got: rows (examples) done, the total when the files give it up front (Parquet
+/// metadata), the text tokenized so far (UTF-16 characters of the examples' strings, which equal bytes for ASCII text) and the time taken.
+/// </summary>
+public sealed record TokenizationProgress(long Rows, long? TotalRows, long TextBytes, TimeSpan Elapsed)
+{
+    public double MegabytesPerSecond => Elapsed.TotalSeconds > 0 ? TextBytes / 1e6 / Elapsed.TotalSeconds : 0;
+
+    /// <summary>"tokenizing 120,000/1,000,000 rows, 21.4 MB/s".</summary>
+    public string Describe() => string.Create(System.Globalization.CultureInfo.InvariantCulture,
+        $"tokenizing {Rows:N0}{(TotalRows is long t ? $"/{t:N0}" : "")} rows, {MegabytesPerSecond:F1} MB/s");
+}
+
 /// <summary>The files of the train and eval splits a `data` section names, found before anything is read.</summary>
 public sealed record DataSources(IReadOnlyList<string> TrainFiles, string TrainSplit, IReadOnlyList<string>? EvalFiles, string EvalSplit,
     string Description)
@@ -96,7 +109,15 @@ public static class SftData
 
     /// <param name="seed">The split seed (training's data_seed, else seed).</param>
     /// <param name="cacheDirectory">Where tokenized training examples are cached (see <see cref="TokenizationCache"/>); null: no cache.</param>
-    public static SftDataBundle Load(DataArguments args, Tokenizer tokenizer, ChatTemplate? chatTemplate, int seed, string? cacheDirectory = null)
+    /// <param name="progress">Told how far tokenizing the training split has got (a chunk at a time).</param>
+    /// <remarks>
+    /// The training split is streamed: records are read and converted a chunk at a time on one thread while the previous
+    /// chunk is tokenized on all cores, and each chunk's ids and masks go straight to the cache files (or a store in memory
+    /// without a cache), so the text of at most a few chunks is in memory at once. A test_size split needs every example
+    /// first, so it is read whole and not cached.
+    /// </remarks>
+    public static SftDataBundle Load(DataArguments args, Tokenizer tokenizer, ChatTemplate? chatTemplate, int seed, string? cacheDirectory = null,
+        IProgress<TokenizationProgress>? progress = null)
     {
         var sources = Resolve(args);
         var skipped = new List<MalformedRecord>();
@@ -112,69 +133,62 @@ public static class SftData
             EosTokenId = args.EosToken == null ? null : tokenizer.TokenToId(args.EosToken)
                 ?? throw new PeftSharpException($"data.eos_token: \"{args.EosToken}\" is not a token of the tokenizer (its eos_token is \"{tokenizer.EosToken}\")."),
         };
+        bool splitFromTrain = args.TestSize != null && sources.EvalFiles == null;
         // The cache holds the training split's tokenized examples; a test_size split draws evaluation from them, so it is not cached.
         string? cachePath = cacheDirectory != null && tokenizer.Fingerprint != null && args.TestSize == null
             ? TokenizationCache.PathFor(cacheDirectory, CacheKey(sources, args, tokenizer, chatTemplate, options))
             : null;
-        var cached = cachePath != null ? TokenizationCache.TryLoad(cachePath) : null;
+        var cached = cachePath != null ? TokenizationCache.TryOpen(cachePath) : null;
 
-        DatasetFormat format;
-        List<SftExample>? train = null;
-        int trainCount;
+        var trainTokenization = new SftTokenization(tokenizer, chatTemplate, options);
+        TokenizationCache.Info info;
+        TokenStore trainStore;
+        List<SftExample>? eval = null;
         if (cached != null)
         {
-            format = cached.Format;
-            notices.AddRange(cached.Notices);
-            skipped.AddRange(cached.Skipped);
-            trainCount = cached.TrainExamples;
+            (info, trainStore) = (cached.Info, cached.Train);
+            skipped.AddRange(info.Skipped);
         }
         else
         {
-            DataRecord? firstRecord = null;
-            var trainRecords = ReadRecords(sources.TrainFiles, sources.TrainSplit, args, skipped).Select(r => { firstRecord ??= r; return r; });
-            (format, train) = Convert(trainRecords, args, skipped);
-            if (train.Count == 0) throw new PeftSharpException($"{sources.TrainName}: no training examples.");
-            var unused = UnusedColumns(firstRecord, format, args.DatasetTextField);
-            if (unused.Count > 0) notices.Add($"columns not used by {SftExamples.Describe(format)}: {string.Join(", ", unused)}.");
-            trainCount = train.Count;
+            var state = new ConvertState();
+            var records = ReadRecords(sources.TrainFiles, sources.TrainSplit, args, skipped);
+            using var writer = cachePath != null ? new TokenizationCache.Writer(cachePath) : TokenStoreWriter.InMemory();
+            if (splitFromTrain)
+            {
+                var all = ConvertStream(records, args, skipped, state).ToList();
+                if (all.Count > 0)
+                {
+                    var (trainPart, testPart) = TrainTestSplit(all, args.TestSize!.Value, seed);
+                    eval = testPart;
+                    foreach (var e in TokenizeAll(trainPart, trainTokenization)) writer.Append(e);
+                }
+            }
+            else
+                TokenizeStreaming(ConvertStream(records, args, skipped, state), trainTokenization, writer, progress, ColumnarFiles.CountRows(sources.TrainFiles),
+                    DefaultChunkSize);
+            if (state.Examples == 0) throw new PeftSharpException($"{sources.TrainName}: no training examples.");
+            var format = state.Format ?? DatasetFormat.Text;
+            var unused = UnusedColumns(state.First, format, args.DatasetTextField);
+            var trainNotices = unused.Count > 0 ? [$"columns not used by {SftExamples.Describe(format)}: {string.Join(", ", unused)}."] : new List<string>();
+            info = new TokenizationCache.Info(format, trainNotices, [.. skipped], splitFromTrain ? state.Examples - eval!.Count : state.Examples,
+                trainTokenization.Truncated);
+            trainStore = writer is TokenizationCache.Writer w ? w.Commit(info).Train : writer.Complete();
         }
-        List<SftExample>? eval = null;
+        notices.AddRange(info.Notices);
         if (sources.EvalFiles != null)
         {
             var evalRecords = ReadRecords(sources.EvalFiles, sources.EvalSplit, args, skipped);
-            eval = Convert(evalRecords, args, skipped, format).Examples;
-        }
-        else if (args.TestSize is double testSize)
-        {
-            var (trainPart, testPart) = TrainTestSplit(train!, testSize, seed);
-            train = trainPart;
-            eval = testPart;
-            trainCount = train.Count;
+            eval = Convert(evalRecords, args, skipped, info.Format).Examples;
         }
         if (!string.IsNullOrEmpty(args.DatasetName))
-            notices.Insert(0, $"dataset {sources.Description}: {trainCount} training examples (split \"{sources.TrainSplit}\", {sources.TrainFiles.Count} file(s))" +
+            notices.Insert(0, $"dataset {sources.Description}: {info.TrainExamples} training examples (split \"{sources.TrainSplit}\", {sources.TrainFiles.Count} file(s))" +
                 (sources.EvalFiles != null && string.IsNullOrEmpty(args.EvalFile) ? $", {eval?.Count ?? 0} evaluation examples (split \"{sources.EvalSplit}\")" : "") + ".");
         if (skipped.Count > 0)
             notices.Add($"skipped {skipped.Count} malformed line(s); first: {skipped[0]}");
 
-        var trainTokenization = new SftTokenization(tokenizer, chatTemplate, options);
-        IReadOnlyList<TokenizedExample> tokenizedTrain;
-        int truncated;
-        if (cached != null)
-        {
-            tokenizedTrain = cached.Train;
-            truncated = cached.Truncated;
-        }
-        else
-        {
-            tokenizedTrain = TokenizeAll(train!, trainTokenization);
-            truncated = trainTokenization.Truncated;
-            if (cachePath != null)
-                TokenizationCache.Save(cachePath, new TokenizationCache.Entry(format, notices.Where(n => !n.StartsWith("dataset ", StringComparison.Ordinal)).ToList(),
-                    skipped, trainCount, truncated, tokenizedTrain));
-        }
-        var (trainSet, trainStats) = Build(tokenizedTrain, trainTokenization.PadId, args.Packing, args.MaxLength, sources.TrainSplit, trainCount, truncated,
-            args.PackingStrategy);
+        var (trainSet, trainStats) = Build(trainStore, trainTokenization.PadId, args.Packing, args.MaxLength, sources.TrainSplit, info.TrainExamples,
+            info.Truncated, args.PackingStrategy);
         trainSet.PaddingFree = args.PaddingFree;
         if (cached != null) notices.Add($"tokenized training data read from the cache {cachePath} (delete it to tokenize again).");
         SftDataset? evalSet = null;
@@ -185,7 +199,92 @@ public static class SftData
             var tokenizedEval = TokenizeAll(eval, evalTokenization);
             (evalSet, evalStats) = Build(tokenizedEval, evalTokenization.PadId, packing: false, args.MaxLength, sources.EvalSplit, eval.Count, evalTokenization.Truncated);
         }
-        return new SftDataBundle(trainSet, evalSet, format, notices, skipped) { EvalExamples = eval ?? [], TrainStats = trainStats, EvalStats = evalStats };
+        return new SftDataBundle(trainSet, evalSet, info.Format, notices, skipped) { EvalExamples = eval ?? [], TrainStats = trainStats, EvalStats = evalStats };
+    }
+
+    /// <summary>Examples per chunk of the streamed training split.</summary>
+    internal const int DefaultChunkSize = 4096;
+
+    /// <summary>How many examples the streaming path holds at once (converted, not yet written to the store): the test of its bound.</summary>
+    internal sealed class StreamCounters
+    {
+        private int _held;
+        public int PeakHeld { get; private set; }
+        public int Chunks { get; private set; }
+
+        public void Add(int n)
+        {
+            lock (this)
+            {
+                _held += n;
+                PeakHeld = Math.Max(PeakHeld, _held);
+                if (n < 0) Chunks++;
+            }
+        }
+    }
+
+    /// <summary>
+    /// Tokenizes a stream of examples into <paramref name="writer"/> in order, <paramref name="chunkSize"/> examples at a time: one
+    /// thread reads and converts the next chunk (at most one waits) while the current one is tokenized on all cores
+    /// (<see cref="TokenizeAll"/>) and appended, so at most three chunks of examples are held at once. Errors surface in order
+    /// of the stream as far as a sequential pass would meet them chunk by chunk.
+    /// </summary>
+    internal static void TokenizeStreaming(IEnumerable<SftExample> examples, SftTokenization tokenization, TokenStoreWriter writer,
+        IProgress<TokenizationProgress>? progress, long? totalRows, int chunkSize, StreamCounters? counters = null)
+    {
+        using var queue = new System.Collections.Concurrent.BlockingCollection<(List<SftExample> Chunk, long Bytes)>(boundedCapacity: 1);
+        using var stop = new CancellationTokenSource();
+        var producer = Task.Run(() =>
+        {
+            try
+            {
+                var chunk = new List<SftExample>(chunkSize);
+                long bytes = 0;
+                foreach (var e in examples)
+                {
+                    chunk.Add(e);
+                    counters?.Add(1);
+                    bytes += TextBytes(e);
+                    if (chunk.Count < chunkSize) continue;
+                    queue.Add((chunk, bytes), stop.Token);
+                    (chunk, bytes) = (new List<SftExample>(chunkSize), 0);
+                }
+                if (chunk.Count > 0) queue.Add((chunk, bytes), stop.Token);
+            }
+            finally { queue.CompleteAdding(); }
+        });
+        var watch = System.Diagnostics.Stopwatch.StartNew();
+        long rows = 0, textBytes = 0;
+        try
+        {
+            progress?.Report(new TokenizationProgress(0, totalRows, 0, TimeSpan.Zero));
+            foreach (var (chunk, bytes) in queue.GetConsumingEnumerable())
+            {
+                foreach (var e in TokenizeAll(chunk, tokenization)) writer.Append(e);
+                counters?.Add(-chunk.Count);
+                rows += chunk.Count;
+                textBytes += bytes;
+                progress?.Report(new TokenizationProgress(rows, totalRows, textBytes, watch.Elapsed));
+            }
+        }
+        catch
+        {
+            stop.Cancel();
+            try { producer.Wait(); } catch (AggregateException) { }
+            throw;
+        }
+        try { producer.GetAwaiter().GetResult(); }
+        catch (OperationCanceledException) { }
+    }
+
+    /// <summary>The UTF-16 length of an example's text (its strings and message contents), for the MB/s of progress.</summary>
+    private static long TextBytes(SftExample e)
+    {
+        long n = (e.Text?.Length ?? 0) + (e.Prompt?.Length ?? 0) + (e.Completion?.Length ?? 0);
+        foreach (var list in new[] { e.Messages, e.PromptMessages, e.CompletionMessages })
+            if (list != null)
+                foreach (var m in list) n += m.Content?.Length ?? 0;
+        return n;
     }
 
     /// <summary>Everything that changes the tokenized training examples.</summary>
@@ -241,12 +340,7 @@ public static class SftData
         var set = !packing ? SftDataset.FromExamples(tokenized, padId)
             : packingStrategy == "wrapped" ? SftDataset.PackWrapped(tokenized, padId, maxLength)
             : SftDataset.Pack(tokenized, padId, maxLength);
-        long tokens = 0, loss = 0;
-        foreach (var row in set.Rows)
-        {
-            tokens += row.Length;
-            loss += row.TargetCount;
-        }
+        var (tokens, loss) = set.Totals();
         return (set, new SplitStats(split, examples, tokens, truncated, set.Count, loss));
     }
 
@@ -282,28 +376,46 @@ public static class SftData
     public static (DatasetFormat Format, List<SftExample> Examples) Convert(IEnumerable<DataRecord> records, DataArguments args,
         List<MalformedRecord> skipped, DatasetFormat? known = null)
     {
-        DatasetFormat? format = known ?? (args.Format == "auto" ? null : SftExamples.ParseFormat(args.Format));
-        var examples = new List<SftExample>();
+        var state = new ConvertState { Format = known };
+        var examples = ConvertStream(records, args, skipped, state).ToList();
+        return (state.Format ?? DatasetFormat.Text, examples);
+    }
+
+    /// <summary>The format found so far, the examples converted and the first record read, of a <see cref="ConvertStream"/>.</summary>
+    internal sealed class ConvertState
+    {
+        public DatasetFormat? Format;
+        public int Examples;
+        public DataRecord? First;
+    }
+
+    /// <summary><see cref="Convert"/> one record at a time: the examples as the records are read.</summary>
+    internal static IEnumerable<SftExample> ConvertStream(IEnumerable<DataRecord> records, DataArguments args, List<MalformedRecord> skipped, ConvertState state)
+    {
+        state.Format ??= args.Format == "auto" ? null : SftExamples.ParseFormat(args.Format);
         foreach (var r in records)
         {
+            state.First ??= r;
+            SftExample e;
             try
             {
-                format ??= SftExamples.Detect(r.Fields, args.DatasetTextField, r.Where);
+                var format = state.Format ??= SftExamples.Detect(r.Fields, args.DatasetTextField, r.Where);
                 if (format is DatasetFormat.Preference or DatasetFormat.UnpairedPreference)
-                    throw new PreferenceDataException($"{r.File}: {SftExamples.Describe(format.Value)} trains a preference model (DPO, ORPO, KTO, a reward model), " +
+                    throw new PreferenceDataException($"{r.File}: {SftExamples.Describe(format)} trains a preference model (DPO, ORPO, KTO, a reward model), " +
                         $"not SFT; SFT needs text, prompt/completion or messages. Columns: {string.Join(", ", r.Fields.Select(p => p.Key))}.");
-                var e = SftExamples.Convert(r, format.Value, args.DatasetTextField);
+                e = SftExamples.Convert(r, format, args.DatasetTextField);
                 if (format == DatasetFormat.PromptCompletion && e.Format == DatasetFormat.ConversationalPromptCompletion)
-                    format = DatasetFormat.ConversationalPromptCompletion;
-                examples.Add(e);
+                    state.Format = DatasetFormat.ConversationalPromptCompletion;
             }
-            catch (PeftSharpException e) when (args.SkipMalformed && e is not PreferenceDataException)
+            catch (PeftSharpException ex) when (args.SkipMalformed && ex is not PreferenceDataException)
             {
                 string prefix = r.Where + ": ";
-                skipped.Add(new MalformedRecord(r.File, r.Line, e.Message.StartsWith(prefix, StringComparison.Ordinal) ? e.Message[prefix.Length..] : e.Message));
+                skipped.Add(new MalformedRecord(r.File, r.Line, ex.Message.StartsWith(prefix, StringComparison.Ordinal) ? ex.Message[prefix.Length..] : ex.Message));
+                continue;
             }
+            state.Examples++;
+            yield return e;
         }
-        return (format ?? DatasetFormat.Text, examples);
     }
 
     /// <summary>

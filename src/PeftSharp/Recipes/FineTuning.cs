@@ -98,7 +98,9 @@ public static class FineTuning
         var modelConfig = ModelConfig.Load(folder);
         var tokenizer = Tokenizer.FromFolder(config.Tokenizer ?? folder);
         var template = SftData.ChatTemplateFor(config.Data, folder);
-        var data = SftData.Load(config.Data, tokenizer, template, args.DataSeed ?? seed, cacheDirectory: Path.Combine(args.OutputDir, "tokenized"));
+        // A callback that takes tokenizing progress (the CLI's progress view) is told how far tokenizing the training data has got.
+        var data = SftData.Load(config.Data, tokenizer, template, args.DataSeed ?? seed, cacheDirectory: Path.Combine(args.OutputDir, "tokenized"),
+            progress: callbacks?.OfType<IProgress<TokenizationProgress>>().FirstOrDefault());
         notices.AddRange(data.Notices);
         CheckVocabulary(data, modelConfig, config.Tokenizer ?? folder, folder);
         if (args.PrecisionNotice(config.Dtype) is { } precision) notices.Add(precision);
@@ -215,9 +217,7 @@ public static class FineTuning
     {
         int max = -1;
         foreach (var set in new[] { data.Train, data.Eval })
-            if (set != null)
-                foreach (var row in set.Rows)
-                    foreach (int id in row.InputIds) max = Math.Max(max, id);
+            if (set != null) max = Math.Max(max, set.MaxTokenId());
         if (max >= modelConfig.VocabSize)
             throw new PeftSharpException($"the tokenizer in {tokenizerFolder} produces token id {max}, but the model in {modelFolder} has vocab_size " +
                 $"{modelConfig.VocabSize} (config.json): the tokenizer does not belong to this model. Use the model's own tokenizer (model.tokenizer), " +

@@ -10,7 +10,7 @@ namespace PeftSharp.Tests.Training;
 /// Exact resume and determinism in the configurations people run, through `peftsharp train`'s path
 /// (RunConfig → FineTuning.Run): lora_dropout 0.1, gradient accumulation 2, chat data, packing, a cosine
 /// schedule, LoRA / DoRA / QLoRA with gradient checkpointing, on GPT-2 and Llama tiny models; a run stopped
-/// by Ctrl+C mid-epoch and resumed gives the uninterrupted run's adapter bytes.
+/// by Ctrl+C mid-epoch and resumed (its rows read from the memory-mapped tokenization cache) gives the uninterrupted run's adapter bytes.
 /// </summary>
 public sealed class ExactResumeTests : IDisposable
 {
@@ -102,6 +102,9 @@ public sealed class ExactResumeTests : IDisposable
         Assert.True(Directory.Exists(Path.Combine(stopped.OutputDir, "checkpoint-13")));
         var rest = TrainCommand.Run(C("ctrlc", "resume_from_checkpoint: true"), TextWriter.Null);
         Assert.EndsWith("checkpoint-13", rest.Train.ResumedFrom);
+        // The resumed run trains from the memory-mapped tokenization cache the stopped run wrote in its output folder.
+        Assert.DoesNotContain(stopped.Notices, n => n.StartsWith("tokenized training data read from the cache", StringComparison.Ordinal));
+        Assert.Contains(rest.Notices, n => n.StartsWith("tokenized training data read from the cache", StringComparison.Ordinal));
         Assert.Equal(full.Train.StepLosses.Skip(13), rest.Train.StepLosses);
         Assert.Equal(Adapter(full), Adapter(rest));
     }
