@@ -165,23 +165,42 @@ public static class ModelBench
 
     private static (double Prefill, double Decode) DecodeOnce(CausalLM lm, int prompt, int generate)
     {
+        var run = Greedy(lm, PromptIds(lm.VocabSize, prompt), generate);
+        return (run.Prefill, run.Decode);
+    }
+
+    /// <summary>The benchmark prompt: <paramref name="prompt"/> token ids drawn from a fixed seed.</summary>
+    internal static int[] PromptIds(int vocab, int prompt)
+    {
         var rng = new Rng(3);
-        var ids = Enumerable.Range(0, prompt).Select(_ => rng.NextInt(lm.VocabSize)).ToArray();
+        return Enumerable.Range(0, prompt).Select(_ => rng.NextInt(vocab)).ToArray();
+    }
+
+    /// <summary>Prefill of <paramref name="ids"/>, then <paramref name="generate"/> greedy steps (each one Append): seconds of each phase and the tokens chosen.</summary>
+    internal static (double Prefill, double Decode, int[] Tokens) Greedy(CausalLM lm, int[] ids, int generate)
+    {
         var logits = new float[lm.VocabSize];
-        using var session = lm.StartDecoding(1, prompt + generate);
+        var tokens = new int[generate];
+        using var session = lm.StartDecoding(1, ids.Length + generate);
         var watch = Stopwatch.StartNew();
-        session.Append(ids, [], prompt, logits);
+        session.Append(ids, [], ids.Length, logits);
         double prefill = watch.Elapsed.TotalSeconds;
         for (int i = 0; i < generate; i++)
         {
-            int next = 0;
-            for (int v = 1; v < logits.Length; v++) if (logits[v] > logits[next]) next = v;
+            int next = tokens[i] = ArgMax(logits);
             session.Append([next], [], 1, logits);
         }
-        return (prefill, watch.Elapsed.TotalSeconds - prefill);
+        return (prefill, watch.Elapsed.TotalSeconds - prefill, tokens);
     }
 
-    private static double Median(IEnumerable<double> values)
+    internal static int ArgMax(ReadOnlySpan<float> values)
+    {
+        int best = 0;
+        for (int v = 1; v < values.Length; v++) if (values[v] > values[best]) best = v;
+        return best;
+    }
+
+    internal static double Median(IEnumerable<double> values)
     {
         var sorted = values.Order().ToArray();
         return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
@@ -204,7 +223,7 @@ public static class ModelBench
         return null;
     }
 
-    private static string Option(string[] args, string name, string fallback)
+    internal static string Option(string[] args, string name, string fallback)
     {
         int i = Array.IndexOf(args, name);
         return i >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;
