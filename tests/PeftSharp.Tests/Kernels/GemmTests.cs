@@ -197,6 +197,41 @@ public unsafe class GemmTests
 
     private static void Increment(int i, void* state) => Interlocked.Increment(ref ((int*)state)[i]);
 
+    /// <summary>
+    /// Many short calls (a decoding step's GEMVs), most over before the worker wakes: a worker called off must not run
+    /// a later call's items twice or miss any, and one that does join must be waited for. Some items yield, so both
+    /// orders happen.
+    /// </summary>
+    [Fact]
+    public void ShortParallelCallsRunEveryItemOnceWhetherOrNotTheWorkerJoins()
+    {
+        int saved = Parallelism.MaxThreads;
+        Parallelism.MaxThreads = 2;
+        try
+        {
+            const int rounds = 20000, items = 3;
+            var counts = new int[rounds * items + 1];
+            fixed (int* p = counts)
+                for (int round = 0; round < rounds; round++)
+                {
+                    p[0] = round;   // the slot this round's items count into, read by every item
+                    Parallelism.For(items, &CountInRound, p);
+                }
+            Assert.All(counts.AsSpan(1).ToArray(), c => Assert.Equal(1, c));
+        }
+        finally
+        {
+            Parallelism.MaxThreads = saved;
+        }
+    }
+
+    private static void CountInRound(int i, void* state)
+    {
+        int* counts = (int*)state;
+        if ((counts[0] + i) % 97 == 0) Thread.Yield();
+        Interlocked.Increment(ref counts[1 + counts[0] * 3 + i]);
+    }
+
     private static void AssertClose(float[] expected, float[] actual, int k)
     {
         double tolerance = 1e-5 * Math.Sqrt(k) + 1e-6;
