@@ -114,11 +114,7 @@ public static class LlamaPeerBench
             _ => throw new ArgumentException($"--pairs: PeftSharp weights '{variant}': expected f32, bf16, f16 or nf4."),
         };
         var model = CausalLM.Load(folder, new LoadOptions { Weights16 = weights16 });
-        if (variant == "nf4")
-            QuantizedModel.QuantizeLinears(model, new BitsAndBytesConfig
-            {
-                LoadIn4bit = true, Bnb4bitQuantType = "nf4", Bnb4bitUseDoubleQuant = true, Bnb4bitComputeDtype = "float32",
-            });
+        if (variant == "nf4") ModelBench.QuantizeNf4(model);
         return model;
     }
 

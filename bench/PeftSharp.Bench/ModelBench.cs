@@ -3,6 +3,7 @@ using System.Text.Json;
 using PeftSharp.Autograd;
 using PeftSharp.Formats.HfConfig;
 using PeftSharp.Models;
+using PeftSharp.Quantization;
 using PeftSharp.Tensors;
 
 namespace PeftSharp.Bench;
@@ -13,9 +14,10 @@ namespace PeftSharp.Bench;
 /// scored a vocabulary block at a time), training-step tokens/s (batch 4×256 and 1×512; a frozen
 /// base whose loss backpropagates to the inputs only, and full fine-tuning, with and without gradient
 /// checkpointing, with the arena peak), greedy decode tokens/s (32-token prompt, 128 new) and peak RSS; medians over the iterations after one warm-up.
-/// `--model-dir DIR [--dtype auto|bfloat16|float16]` loads a Hugging Face folder instead (16-bit weights stay views of the
+/// `--model-dir DIR [--dtype auto|bfloat16|float16] [--nf4]` loads a Hugging Face folder instead (16-bit weights stay views of the
 /// file; --dtype rounds other frozen matrices to 16 bits on load, as model.dtype does) and first prints a `load` line: the
-/// safetensors size, the load time and the resident memory right after loading.
+/// safetensors size, the load time and the resident memory right after loading; --nf4 then quantizes every linear but
+/// the tied output layer to NF4 (double quantization, f32 compute).
 /// </summary>
 public static class ModelBench
 {
@@ -45,6 +47,7 @@ public static class ModelBench
                 var d => throw new ArgumentException($"--dtype {d}: expected auto, bfloat16 or float16."),
             } }))
         {
+            if (args.Contains("--nf4")) QuantizeNf4(frozen);
             foreach (var (b, t) in shapes)
             {
                 if (Wanted("forward")) Report(name, "forward", b, t, iterations, frozen, train: false);
@@ -84,6 +87,13 @@ public static class ModelBench
         }));
         return model;
     }
+
+    /// <summary>Every linear but a tied output layer quantized to NF4 with double quantization (QLoRA's storage), f32 compute.</summary>
+    internal static void QuantizeNf4(CausalLM model) =>
+        QuantizedModel.QuantizeLinears(model, new BitsAndBytesConfig
+        {
+            LoadIn4bit = true, Bnb4bitQuantType = "nf4", Bnb4bitUseDoubleQuant = true, Bnb4bitComputeDtype = "float32",
+        });
 
     /// <summary>Resident memory now (VmRSS), MiB.</summary>
     internal static double CurrentRssMib() => StatusMib("VmRSS:") ?? Math.Round(Process.GetCurrentProcess().WorkingSet64 / (1024.0 * 1024), 1);
