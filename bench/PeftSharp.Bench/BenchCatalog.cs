@@ -19,6 +19,8 @@ public static class BenchCatalog
         ["serve"] = ServeBench.Run,
         ["fuzz"] = FuzzBench.Run,
         ["allreduce"] = AllReduceBench.Run,
+        ["stream"] = StreamBench.Run,
+        ["llama"] = LlamaPeerBench.Run,
     };
 
     public static int Run(string[] args)

@@ -3,6 +3,7 @@ using System.Text.Json;
 using PeftSharp.Autograd;
 using PeftSharp.Formats.HfConfig;
 using PeftSharp.Models;
+using PeftSharp.Quantization;
 using PeftSharp.Tensors;
 
 namespace PeftSharp.Bench;
@@ -13,9 +14,10 @@ namespace PeftSharp.Bench;
 /// scored a vocabulary block at a time), training-step tokens/s (batch 4×256 and 1×512; a frozen
 /// base whose loss backpropagates to the inputs only, and full fine-tuning, with and without gradient
 /// checkpointing, with the arena peak), greedy decode tokens/s (32-token prompt, 128 new) and peak RSS; medians over the iterations after one warm-up.
-/// `--model-dir DIR [--dtype auto|bfloat16|float16]` loads a Hugging Face folder instead (16-bit weights stay views of the
+/// `--model-dir DIR [--dtype auto|bfloat16|float16] [--nf4]` loads a Hugging Face folder instead (16-bit weights stay views of the
 /// file; --dtype rounds other frozen matrices to 16 bits on load, as model.dtype does) and first prints a `load` line: the
-/// safetensors size, the load time and the resident memory right after loading.
+/// safetensors size, the load time and the resident memory right after loading; --nf4 then quantizes every linear but
+/// the tied output layer to NF4 (double quantization, f32 compute).
 /// </summary>
 public static class ModelBench
 {
@@ -45,6 +47,7 @@ public static class ModelBench
                 var d => throw new ArgumentException($"--dtype {d}: expected auto, bfloat16 or float16."),
             } }))
         {
+            if (args.Contains("--nf4")) QuantizeNf4(frozen);
             foreach (var (b, t) in shapes)
             {
                 if (Wanted("forward")) Report(name, "forward", b, t, iterations, frozen, train: false);
@@ -84,6 +87,13 @@ public static class ModelBench
         }));
         return model;
     }
+
+    /// <summary>Every linear but a tied output layer quantized to NF4 with double quantization (QLoRA's storage), f32 compute.</summary>
+    internal static void QuantizeNf4(CausalLM model) =>
+        QuantizedModel.QuantizeLinears(model, new BitsAndBytesConfig
+        {
+            LoadIn4bit = true, Bnb4bitQuantType = "nf4", Bnb4bitUseDoubleQuant = true, Bnb4bitComputeDtype = "float32",
+        });
 
     /// <summary>Resident memory now (VmRSS), MiB.</summary>
     internal static double CurrentRssMib() => StatusMib("VmRSS:") ?? Math.Round(Process.GetCurrentProcess().WorkingSet64 / (1024.0 * 1024), 1);
@@ -165,23 +175,42 @@ public static class ModelBench
 
     private static (double Prefill, double Decode) DecodeOnce(CausalLM lm, int prompt, int generate)
     {
+        var run = Greedy(lm, PromptIds(lm.VocabSize, prompt), generate);
+        return (run.Prefill, run.Decode);
+    }
+
+    /// <summary>The benchmark prompt: <paramref name="prompt"/> token ids drawn from a fixed seed.</summary>
+    internal static int[] PromptIds(int vocab, int prompt)
+    {
         var rng = new Rng(3);
-        var ids = Enumerable.Range(0, prompt).Select(_ => rng.NextInt(lm.VocabSize)).ToArray();
+        return Enumerable.Range(0, prompt).Select(_ => rng.NextInt(vocab)).ToArray();
+    }
+
+    /// <summary>Prefill of <paramref name="ids"/>, then <paramref name="generate"/> greedy steps (each one Append): seconds of each phase and the tokens chosen.</summary>
+    internal static (double Prefill, double Decode, int[] Tokens) Greedy(CausalLM lm, int[] ids, int generate)
+    {
         var logits = new float[lm.VocabSize];
-        using var session = lm.StartDecoding(1, prompt + generate);
+        var tokens = new int[generate];
+        using var session = lm.StartDecoding(1, ids.Length + generate);
         var watch = Stopwatch.StartNew();
-        session.Append(ids, [], prompt, logits);
+        session.Append(ids, [], ids.Length, logits);
         double prefill = watch.Elapsed.TotalSeconds;
         for (int i = 0; i < generate; i++)
         {
-            int next = 0;
-            for (int v = 1; v < logits.Length; v++) if (logits[v] > logits[next]) next = v;
+            int next = tokens[i] = ArgMax(logits);
             session.Append([next], [], 1, logits);
         }
-        return (prefill, watch.Elapsed.TotalSeconds - prefill);
+        return (prefill, watch.Elapsed.TotalSeconds - prefill, tokens);
     }
 
-    private static double Median(IEnumerable<double> values)
+    internal static int ArgMax(ReadOnlySpan<float> values)
+    {
+        int best = 0;
+        for (int v = 1; v < values.Length; v++) if (values[v] > values[best]) best = v;
+        return best;
+    }
+
+    internal static double Median(IEnumerable<double> values)
     {
         var sorted = values.Order().ToArray();
         return sorted.Length % 2 == 1 ? sorted[sorted.Length / 2] : (sorted[sorted.Length / 2 - 1] + sorted[sorted.Length / 2]) / 2;
@@ -204,7 +233,7 @@ public static class ModelBench
         return null;
     }
 
-    private static string Option(string[] args, string name, string fallback)
+    internal static string Option(string[] args, string name, string fallback)
     {
         int i = Array.IndexOf(args, name);
         return i >= 0 && i + 1 < args.Length ? args[i + 1] : fallback;

@@ -118,7 +118,7 @@ internal static unsafe class GemmPacking
 
     /// <summary>Rounds n packed values in place to bfloat16 or float16 (round to nearest even), kept as f32.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Round(float* values, long n, DType type)
+    internal static void Round(float* values, long n, DType type)
     {
         if (type == DType.BF16)
         {

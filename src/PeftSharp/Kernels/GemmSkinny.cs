@@ -1,15 +1,19 @@
 using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
+using System.Runtime.Intrinsics.X86;
 using PeftSharp.Tensors;
 
 namespace PeftSharp.Kernels;
 
 /// <summary>
 /// Products with very few rows (m ≤ 4: a decoding step) of the form X·Wᵀ, with W stored row by row (n×k, F32,
-/// BF16 or F16): each W row is a dot product with every X row, so W, the large operand, streams through exactly
-/// once and is never packed. Four W rows × four X rows at a time in 16 zmm accumulators (X rows past m repeat
-/// the last one; their results are dropped). A 16-bit W is widened four rows at a time into a per-thread buffer
-/// that stays in L1. The n rows are split over the threads.
+/// BF16, F16, or 4-bit codes): each W row is a dot product with every X row, so W, the large operand, streams through
+/// exactly once and is never packed. Four W rows at a time, against four X rows in 16 zmm accumulators (X rows past m
+/// repeat the last one; their results are dropped) or, for a single row, one X row in 4. F32 and BF16 rows are read in
+/// place (bf16 widened in registers); F16 rows are widened, and 4-bit rows dequantized (then rounded to a bf16/f16
+/// compute dtype, with X rounded likewise once up front), four rows at a time into a per-thread buffer that stays in
+/// L1/L2. Every path sums each output in the same order (one accumulator per output, 16 lanes at a time, then the
+/// tail), so a widened or dequantized W gives exactly the f32 product with the widened W. The n rows are split over the threads.
 /// </summary>
 internal static unsafe class GemmSkinny
 {
@@ -20,16 +24,28 @@ internal static unsafe class GemmSkinny
 
     public static bool Applies(in GemmProblem pb, SimdPath path)
         => path == SimdPath.Vector512 && pb.M <= MaxRows && pb.K >= 16
-           && !pb.A.Trans && pb.A.Type == DType.F32 && pb.A.RoundTo == DType.F32
-           && pb.B.Trans && pb.B.Type is DType.F32 or DType.BF16 or DType.F16 && pb.B.RoundTo == DType.F32;
+           && !pb.A.Trans && pb.A.Type == DType.F32 && pb.B.Trans
+           && (pb.B.FourBit != null
+               ? pb.A.RoundTo == pb.B.RoundTo
+               : pb.B.Type is DType.F32 or DType.BF16 or DType.F16 && pb.B.RoundTo == DType.F32 && pb.A.RoundTo == DType.F32);
 
     public static void Run(in GemmProblem pb)
     {
         var job = new Job
         {
-            A = (float*)pb.A.Data, Lda = pb.A.Ld, B = pb.B.Data, Ldb = pb.B.Ld, BType = pb.B.Type,
-            C = pb.C, Ldc = pb.Ldc, M = pb.M, N = pb.N, K = pb.K, Accumulate = pb.Accumulate,
+            A = (float*)pb.A.Data, Lda = pb.A.Ld, B = pb.B.Data, Ldb = pb.B.Ld, BType = pb.B.Type, FourBit = pb.B.FourBit,
+            RoundTo = pb.B.RoundTo, C = pb.C, Ldc = pb.Ldc, M = pb.M, N = pb.N, K = pb.K, Accumulate = pb.Accumulate,
         };
+        if (pb.A.RoundTo != DType.F32)
+        {
+            // X rounded to the compute dtype once, on the calling thread, for every part to read.
+            float* rounded = GemmScratch.Current.A((long)pb.M * pb.K);
+            for (int r = 0; r < pb.M; r++)
+                Buffer.MemoryCopy(job.A + r * job.Lda, rounded + (long)r * pb.K, pb.K * sizeof(float), pb.K * sizeof(float));
+            GemmPacking.Round(rounded, (long)pb.M * pb.K, pb.A.RoundTo);
+            job.A = rounded;
+            job.Lda = pb.K;
+        }
         long macs = (long)pb.M * pb.N * pb.K;
         int groups = (pb.N + Cols - 1) / Cols;
         int threads = macs < ParallelMinMacs ? 1 : Parallelism.MaxThreads;
@@ -42,8 +58,9 @@ internal static unsafe class GemmSkinny
     {
         public float* A, C;
         public void* B;
+        public FourBitView* FourBit;
         public long Lda, Ldb, Ldc;
-        public DType BType;
+        public DType BType, RoundTo;
         public int M, N, K, Parts;
         public bool Accumulate;
     }
@@ -56,37 +73,52 @@ internal static unsafe class GemmSkinny
         RunColumns(job, g0 * Cols, Math.Min(job.N, g1 * Cols));
     }
 
-    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void RunColumns(in Job job, int j0, int j1)
+    {
+        if (job.FourBit != null && job.M == 1 && job.RoundTo == DType.F32 && job.FourBit->BlockSize % 32 == 0 && job.K % job.FourBit->BlockSize == 0)
+            RunFourBitRow(job, j0, j1);
+        else if (job.FourBit == null && job.BType == DType.F32) RunColumns<F32Rows>(job, j0, j1);
+        else if (job.FourBit == null && job.BType == DType.BF16) RunColumns<Bf16Rows>(job, j0, j1);
+        else RunColumns<F32Rows>(job, j0, j1);
+    }
+
+    /// <summary>Rows of W read as <typeparamref name="TRows"/>: in place, or (F16, 4-bit) first made f32 rows in a per-thread buffer.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void RunColumns<TRows>(in Job job, int j0, int j1) where TRows : struct, IRowLoad
     {
         int k = job.K, m = job.M;
         float* result = stackalloc float[MaxRows * Cols];
         float* a0 = job.A, a1 = job.A + Math.Min(1, m - 1) * job.Lda, a2 = job.A + Math.Min(2, m - 1) * job.Lda, a3 = job.A + Math.Min(3, m - 1) * job.Lda;
-        bool f32 = job.BType == DType.F32;
-        int elementSize = f32 ? 4 : 2;
-        float* widened = f32 ? null : GemmScratch.Current.Row((long)Cols * k);
+        bool inPlace = job.FourBit == null && job.BType is DType.F32 or DType.BF16;
+        int elementSize = job.BType == DType.F32 ? 4 : 2;
+        float* widened = inPlace ? null : GemmScratch.Current.Row((long)Cols * k);
         for (int j = j0; j < j1; j += Cols)
         {
             int cols = Math.Min(Cols, j1 - j);
-            float* w0, w1, w2, w3;
-            if (f32)
+            byte* w0, w1, w2, w3;
+            if (inPlace)
             {
-                float* w = (float*)job.B + j * job.Ldb;
+                byte* w = (byte*)job.B + j * job.Ldb * elementSize;
                 w0 = w;
-                w1 = w + Math.Min(1, cols - 1) * job.Ldb;
-                w2 = w + Math.Min(2, cols - 1) * job.Ldb;
-                w3 = w + Math.Min(3, cols - 1) * job.Ldb;
+                w1 = w + Math.Min(1, cols - 1) * job.Ldb * elementSize;
+                w2 = w + Math.Min(2, cols - 1) * job.Ldb * elementSize;
+                w3 = w + Math.Min(3, cols - 1) * job.Ldb * elementSize;
             }
             else
             {
                 for (int c = 0; c < cols; c++)
-                    GemmPacking.Widen((byte*)job.B + (j + c) * job.Ldb * elementSize, job.BType, widened + (long)c * k, k);
-                w0 = widened;
-                w1 = widened + (long)Math.Min(1, cols - 1) * k;
-                w2 = widened + (long)Math.Min(2, cols - 1) * k;
-                w3 = widened + (long)Math.Min(3, cols - 1) * k;
+                {
+                    if (job.FourBit != null) job.FourBit->Dequantize((long)(j + c) * k, k, widened + (long)c * k);
+                    else GemmPacking.Widen((byte*)job.B + (j + c) * job.Ldb * elementSize, job.BType, widened + (long)c * k, k);
+                }
+                if (job.RoundTo != DType.F32) GemmPacking.Round(widened, (long)cols * k, job.RoundTo);
+                w0 = (byte*)widened;
+                w1 = (byte*)(widened + (long)Math.Min(1, cols - 1) * k);
+                w2 = (byte*)(widened + (long)Math.Min(2, cols - 1) * k);
+                w3 = (byte*)(widened + (long)Math.Min(3, cols - 1) * k);
             }
-            DotTile(a0, a1, a2, a3, w0, w1, w2, w3, k, result);
+            if (m == 1) DotRow<TRows>(a0, w0, w1, w2, w3, k, result);
+            else DotTile<TRows>(a0, a1, a2, a3, w0, w1, w2, w3, k, result);
             for (int r = 0; r < m; r++)
             {
                 float* c = job.C + r * job.Ldc + j;
@@ -97,8 +129,114 @@ internal static unsafe class GemmSkinny
         }
     }
 
+    /// <summary>
+    /// One X row against 4-bit W rows whose blocks tile each row (k a multiple of the block size, the block size of 32
+    /// or more): codes are looked up and scaled in registers, 32 at a time, and never written out. Four W rows at a time;
+    /// each value is table[code] · absmax as <see cref="FourBitView.Dequantize"/> computes it, and the sums run in
+    /// <see cref="DotRow{TRows}"/>'s order, so the result is exactly the f32 product with the dequantized rows.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void DotTile(float* a0, float* a1, float* a2, float* a3, float* b0, float* b1, float* b2, float* b3, int k, float* result)
+    private static void RunFourBitRow(in Job job, int j0, int j1)
+    {
+        var view = job.FourBit;
+        int k = job.K, blockSize = view->BlockSize, blocksPerRow = k / blockSize;
+        var lut = Vector512.Load(view->Table);
+        var nibble = Vector128.Create((byte)0x0F);
+        float* x = job.A;
+        float* result = stackalloc float[Cols];
+        for (int j = j0; j < j1; j += Cols)
+        {
+            int cols = Math.Min(Cols, j1 - j);
+            long r0 = j, r1 = j + Math.Min(1, cols - 1), r2 = j + Math.Min(2, cols - 1), r3 = j + Math.Min(3, cols - 1);
+            byte* q0 = view->Packed + r0 * k / 2, q1 = view->Packed + r1 * k / 2, q2 = view->Packed + r2 * k / 2, q3 = view->Packed + r3 * k / 2;
+            var c0 = Vector512<float>.Zero; var c1 = Vector512<float>.Zero; var c2 = Vector512<float>.Zero; var c3 = Vector512<float>.Zero;
+            for (int b = 0; b < blocksPerRow; b++)
+            {
+                var s0 = Vector512.Create(view->BlockScale(r0 * blocksPerRow + b));
+                var s1 = Vector512.Create(view->BlockScale(r1 * blocksPerRow + b));
+                var s2 = Vector512.Create(view->BlockScale(r2 * blocksPerRow + b));
+                var s3 = Vector512.Create(view->BlockScale(r3 * blocksPerRow + b));
+                for (int p = b * blockSize, end = p + blockSize; p < end; p += 32)
+                {
+                    var xLow = Vector512.Load(x + p);
+                    var xHigh = Vector512.Load(x + p + 16);
+                    Accumulate(q0 + p / 2, lut, nibble, s0, xLow, xHigh, ref c0);
+                    Accumulate(q1 + p / 2, lut, nibble, s1, xLow, xHigh, ref c1);
+                    Accumulate(q2 + p / 2, lut, nibble, s2, xLow, xHigh, ref c2);
+                    Accumulate(q3 + p / 2, lut, nibble, s3, xLow, xHigh, ref c3);
+                }
+            }
+            result[0] = Vector512.Sum(c0); result[1] = Vector512.Sum(c1); result[2] = Vector512.Sum(c2); result[3] = Vector512.Sum(c3);
+            float* c = job.C + j;
+            if (job.Accumulate) for (int t = 0; t < cols; t++) c[t] += result[t];
+            else for (int t = 0; t < cols; t++) c[t] = result[t];
+        }
+    }
+
+    /// <summary>32 codes (16 bytes, the first element in the high nibble) looked up, scaled and multiplied into <paramref name="acc"/>, 16 at a time in order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Accumulate(byte* codes, Vector512<float> lut, Vector128<byte> nibble, Vector512<float> scale, Vector512<float> xLow, Vector512<float> xHigh, ref Vector512<float> acc)
+    {
+        var raw = Vector128.Load(codes);
+        var high = (raw.AsUInt16() >> 4).AsByte() & nibble;
+        var low = raw & nibble;
+        var w0 = Avx512F.PermuteVar16x32(lut, Avx512F.ConvertToVector512Int32(Sse2.UnpackLow(high, low))) * scale;
+        acc = Vector512.FusedMultiplyAdd(xLow, w0, acc);
+        var w1 = Avx512F.PermuteVar16x32(lut, Avx512F.ConvertToVector512Int32(Sse2.UnpackHigh(high, low))) * scale;
+        acc = Vector512.FusedMultiplyAdd(xHigh, w1, acc);
+    }
+
+    /// <summary>How a tile reads 16 (or one) f32 values at element p of a W row.</summary>
+    private interface IRowLoad
+    {
+        static abstract Vector512<float> Load(byte* row, int p);
+        static abstract float Load1(byte* row, int p);
+    }
+
+    private struct F32Rows : IRowLoad
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Load(byte* row, int p) => Vector512.Load((float*)row + p);
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float Load1(byte* row, int p) => ((float*)row)[p];
+    }
+
+    /// <summary>bf16 bits widened in registers: zero-extend to 32 bits, shift into the high half.</summary>
+    private struct Bf16Rows : IRowLoad
+    {
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static Vector512<float> Load(byte* row, int p) =>
+            Vector512.ShiftLeft(Avx512F.ConvertToVector512UInt32(Vector256.Load((ushort*)row + p)), 16).AsSingle();
+
+        [MethodImpl(MethodImplOptions.AggressiveInlining)]
+        public static float Load1(byte* row, int p) => Precision.Bf16ToF32(((ushort*)row)[p]);
+    }
+
+    /// <summary>One X row against four W rows: the 4×4 tile's first row, summed in the same order.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void DotRow<TRows>(float* a0, byte* b0, byte* b1, byte* b2, byte* b3, int k, float* result) where TRows : struct, IRowLoad
+    {
+        var c00 = Vector512<float>.Zero; var c01 = Vector512<float>.Zero; var c02 = Vector512<float>.Zero; var c03 = Vector512<float>.Zero;
+        int p = 0;
+        for (; p + 16 <= k; p += 16)
+        {
+            var x0 = Vector512.Load(a0 + p);
+            c00 = Vector512.FusedMultiplyAdd(x0, TRows.Load(b0, p), c00);
+            c01 = Vector512.FusedMultiplyAdd(x0, TRows.Load(b1, p), c01);
+            c02 = Vector512.FusedMultiplyAdd(x0, TRows.Load(b2, p), c02);
+            c03 = Vector512.FusedMultiplyAdd(x0, TRows.Load(b3, p), c03);
+        }
+        result[0] = Vector512.Sum(c00); result[1] = Vector512.Sum(c01); result[2] = Vector512.Sum(c02); result[3] = Vector512.Sum(c03);
+        for (; p < k; p++)
+        {
+            float x0 = a0[p];
+            result[0] += x0 * TRows.Load1(b0, p); result[1] += x0 * TRows.Load1(b1, p); result[2] += x0 * TRows.Load1(b2, p); result[3] += x0 * TRows.Load1(b3, p);
+        }
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void DotTile<TRows>(float* a0, float* a1, float* a2, float* a3, byte* b0, byte* b1, byte* b2, byte* b3, int k, float* result) where TRows : struct, IRowLoad
     {
         var c00 = Vector512<float>.Zero; var c01 = Vector512<float>.Zero; var c02 = Vector512<float>.Zero; var c03 = Vector512<float>.Zero;
         var c10 = Vector512<float>.Zero; var c11 = Vector512<float>.Zero; var c12 = Vector512<float>.Zero; var c13 = Vector512<float>.Zero;
@@ -108,13 +246,13 @@ internal static unsafe class GemmSkinny
         for (; p + 16 <= k; p += 16)
         {
             var x0 = Vector512.Load(a0 + p); var x1 = Vector512.Load(a1 + p); var x2 = Vector512.Load(a2 + p); var x3 = Vector512.Load(a3 + p);
-            var w0 = Vector512.Load(b0 + p);
+            var w0 = TRows.Load(b0, p);
             c00 = Vector512.FusedMultiplyAdd(x0, w0, c00); c10 = Vector512.FusedMultiplyAdd(x1, w0, c10); c20 = Vector512.FusedMultiplyAdd(x2, w0, c20); c30 = Vector512.FusedMultiplyAdd(x3, w0, c30);
-            var w1 = Vector512.Load(b1 + p);
+            var w1 = TRows.Load(b1, p);
             c01 = Vector512.FusedMultiplyAdd(x0, w1, c01); c11 = Vector512.FusedMultiplyAdd(x1, w1, c11); c21 = Vector512.FusedMultiplyAdd(x2, w1, c21); c31 = Vector512.FusedMultiplyAdd(x3, w1, c31);
-            var w2 = Vector512.Load(b2 + p);
+            var w2 = TRows.Load(b2, p);
             c02 = Vector512.FusedMultiplyAdd(x0, w2, c02); c12 = Vector512.FusedMultiplyAdd(x1, w2, c12); c22 = Vector512.FusedMultiplyAdd(x2, w2, c22); c32 = Vector512.FusedMultiplyAdd(x3, w2, c32);
-            var w3 = Vector512.Load(b3 + p);
+            var w3 = TRows.Load(b3, p);
             c03 = Vector512.FusedMultiplyAdd(x0, w3, c03); c13 = Vector512.FusedMultiplyAdd(x1, w3, c13); c23 = Vector512.FusedMultiplyAdd(x2, w3, c23); c33 = Vector512.FusedMultiplyAdd(x3, w3, c33);
         }
         result[0] = Vector512.Sum(c00); result[1] = Vector512.Sum(c01); result[2] = Vector512.Sum(c02); result[3] = Vector512.Sum(c03);
@@ -124,7 +262,7 @@ internal static unsafe class GemmSkinny
         for (; p < k; p++)
         {
             float x0 = a0[p], x1 = a1[p], x2 = a2[p], x3 = a3[p];
-            float w0 = b0[p], w1 = b1[p], w2 = b2[p], w3 = b3[p];
+            float w0 = TRows.Load1(b0, p), w1 = TRows.Load1(b1, p), w2 = TRows.Load1(b2, p), w3 = TRows.Load1(b3, p);
             result[0] += x0 * w0; result[1] += x0 * w1; result[2] += x0 * w2; result[3] += x0 * w3;
             result[4] += x1 * w0; result[5] += x1 * w1; result[6] += x1 * w2; result[7] += x1 * w3;
             result[8] += x2 * w0; result[9] += x2 * w1; result[10] += x2 * w2; result[11] += x2 * w3;

@@ -7,6 +7,9 @@ namespace PeftSharp.Kernels;
 /// thread plus up to <see cref="MaxThreads"/> − 1 workers. Workers spin briefly after a job (so the next one,
 /// typically microseconds later in a training step, starts without a kernel wake-up) and then block.
 /// A call made while another is running (a nested call from a work item, or a second thread) runs inline.
+/// Items are claimed one at a time, so the caller does them all when a worker is slow to start; a worker that has
+/// not started by the time the items run out is called off instead of waited for, so a decoding step (dozens of
+/// short calls) never waits for a core that another process holds.
 /// </summary>
 public static unsafe class Parallelism
 {
@@ -59,7 +62,7 @@ public static unsafe class Parallelism
             }
             for (int w = 0; w < threads - 1; w++)
             {
-                var workerError = workers[w].WaitDone();
+                var workerError = workers[w].CallOffOrWait();
                 error ??= workerError;
             }
             if (error != null) throw new AggregateException("A kernel work item failed.", error);
@@ -100,9 +103,12 @@ public static unsafe class Parallelism
 
     private sealed class Worker
     {
+        // The job's state for this worker: Idle, then Signalled by the caller; the worker takes it to Running and back
+        // to Idle when its items are done, or the caller takes it from Signalled to CalledOff when it finished them first.
+        private const int Idle = 0, Signalled = 1, Running = 2, CalledOff = 3;
         private readonly object _gate = new();
         private int _generation;   // bumped by the caller for each job
-        private int _completed;    // set by the worker to the generation it finished
+        private int _state;
         private Exception? _error;
 
         public Worker(int index)
@@ -113,6 +119,7 @@ public static unsafe class Parallelism
 
         public void Signal()
         {
+            Volatile.Write(ref _state, Signalled);
             lock (_gate)
             {
                 _generation++;
@@ -120,12 +127,15 @@ public static unsafe class Parallelism
             }
         }
 
-        /// <summary>Waits for the current job; returns the exception a work item threw on this worker, if any.</summary>
-        public Exception? WaitDone()
+        /// <summary>
+        /// After the caller ran out of items: calls the worker off if it has not started, else waits for it; returns the
+        /// exception a work item threw on this worker, if any.
+        /// </summary>
+        public Exception? CallOffOrWait()
         {
-            int target = Volatile.Read(ref _generation);
+            if (Interlocked.CompareExchange(ref _state, CalledOff, Signalled) == Signalled) return null;
             var spin = new SpinWait();
-            while (Volatile.Read(ref _completed) != target) spin.SpinOnce(sleep1Threshold: -1);
+            while (Volatile.Read(ref _state) != Idle) spin.SpinOnce(sleep1Threshold: -1);
             var error = _error;
             _error = null;
             return error;
@@ -146,6 +156,8 @@ public static unsafe class Parallelism
                         while (_generation == seen) Monitor.Wait(_gate);
                 }
                 seen = Volatile.Read(ref _generation);
+                // A job called off before this worker got to it is skipped; the caller has moved on.
+                if (Interlocked.CompareExchange(ref _state, Running, Signalled) != Signalled) continue;
                 try
                 {
                     RunItems();
@@ -154,7 +166,7 @@ public static unsafe class Parallelism
                 {
                     _error = e;
                 }
-                Volatile.Write(ref _completed, seen);
+                Volatile.Write(ref _state, Idle);
             }
         }
     }

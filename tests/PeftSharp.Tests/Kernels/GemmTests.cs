@@ -129,7 +129,7 @@ public unsafe class GemmTests
     {
         using var forced = Simd.Force(path);
         var rng = new Random(7);
-        foreach (var (m, n, k) in new[] { (1, 1, 1), (33, 7, 65), (70, 130, 300), (7, 1023, 33), (129, 16, 96), (40, 8, 768), (1, 130, 300), (3, 1023, 33), (2, 2001, 100) })
+        foreach (var (m, n, k) in new[] { (1, 1, 1), (33, 7, 65), (70, 130, 300), (7, 1023, 33), (129, 16, 96), (40, 8, 768), (1, 130, 300), (3, 1023, 33), (2, 2001, 100), (4, 130, 300), (1, 50, 3072) })
         {
             float[] x = Matrix(rng, m, k, k), bias = Matrix(rng, 1, n, n), dy = Matrix(rng, m, n, n);
             var bits = new ushort[n * k];
@@ -196,6 +196,41 @@ public unsafe class GemmTests
     }
 
     private static void Increment(int i, void* state) => Interlocked.Increment(ref ((int*)state)[i]);
+
+    /// <summary>
+    /// Many short calls (a decoding step's GEMVs), most over before the worker wakes: a worker called off must not run
+    /// a later call's items twice or miss any, and one that does join must be waited for. Some items yield, so both
+    /// orders happen.
+    /// </summary>
+    [Fact]
+    public void ShortParallelCallsRunEveryItemOnceWhetherOrNotTheWorkerJoins()
+    {
+        int saved = Parallelism.MaxThreads;
+        Parallelism.MaxThreads = 2;
+        try
+        {
+            const int rounds = 20000, items = 3;
+            var counts = new int[rounds * items + 1];
+            fixed (int* p = counts)
+                for (int round = 0; round < rounds; round++)
+                {
+                    p[0] = round;   // the slot this round's items count into, read by every item
+                    Parallelism.For(items, &CountInRound, p);
+                }
+            Assert.All(counts.AsSpan(1).ToArray(), c => Assert.Equal(1, c));
+        }
+        finally
+        {
+            Parallelism.MaxThreads = saved;
+        }
+    }
+
+    private static void CountInRound(int i, void* state)
+    {
+        int* counts = (int*)state;
+        if ((counts[0] + i) % 97 == 0) Thread.Yield();
+        Interlocked.Increment(ref counts[1 + counts[0] * 3 + i]);
+    }
 
     private static void AssertClose(float[] expected, float[] actual, int k)
     {

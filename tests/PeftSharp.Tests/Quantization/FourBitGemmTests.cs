@@ -116,6 +116,47 @@ public unsafe class FourBitGemmTests
         Assert.Equal(1f, y16);
     }
 
+    /// <summary>
+    /// A decoding step (m ≤ 4 rows, the skinny GEMV path: 4-bit rows dequantized a few at a time, never packed) gives
+    /// exactly the f32 skinny product with the dequantized, compute-dtype-rounded weight and rounded X: the same sums
+    /// in the same order. Depths with a tail past the last 16 lanes, blocks that straddle rows (k = 33, 100 with
+    /// 64-element blocks), one thread and two.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void DecodeRowsEqualTheF32ProductWithTheDequantizedWeight(int threads)
+    {
+        using var forced = Simd.Force(SimdPath.Vector512);
+        int saved = Parallelism.MaxThreads;
+        Parallelism.MaxThreads = threads;
+        try
+        {
+            int seed = 0;
+            foreach (var (n, k) in new[] { (7, 33), (130, 100), (1023, 64), (300, 768) })
+                foreach (int m in new[] { 1, 2, 3, 4 })
+                    foreach (var dtype in new[] { DType.F32, DType.BF16, DType.F16 })
+                    {
+                        seed++;
+                        using var w = Quantized4BitTensor.Quantize(Gaussian.Sample(n * k, seed), [n, k], seed % 2 == 0 ? QuantType.Nf4 : QuantType.Fp4, 64, doubleQuant: seed % 3 != 0);
+                        float[] x = Uniform(m * k, seed + 1), bias = Uniform(n, seed + 2), dense = new float[n * k];
+                        w.Dequantize(dense);
+                        float[] xRounded = Rounded(x, dtype), wRounded = Rounded(dense, dtype);
+                        float[] y = new float[m * n], expected = new float[m * n];
+                        fixed (float* px = x, pxr = xRounded, pw = wRounded, pb = bias, py = y, pe = expected)
+                        {
+                            FourBitGemm.LinearForward4Bit(px, w, pb, py, m, dtype);
+                            Gemm.LinearForward(pxr, pw, pb, pe, m, n, k);
+                        }
+                        Assert.True(expected.AsSpan().SequenceEqual(y), $"m={m} n={n} k={k} {dtype} threads={threads}: the 4-bit decode product differs from the f32 one");
+                    }
+        }
+        finally
+        {
+            Parallelism.MaxThreads = saved;
+        }
+    }
+
     [Fact]
     public void RejectsAnythingButA2DWeightAndAFloatComputeType()
     {
