@@ -26,7 +26,10 @@ public sealed class PreferencePairsConfig
             new("dtype", ValueKind.Enum, "weights in memory: auto (as stored), float32, bfloat16 or float16", Allowed: RunConfig.Dtypes),
         ]),
         new("data", "the prompts", [
-            new("prompts", ValueKind.String, "a data file (.jsonl, .json, .csv, .parquet, .arrow) whose records hold a \"prompt\" (a string, or messages rendered with the chat template)", Nullable: false),
+            new("prompts", ValueKind.String, "a data file (.jsonl, .json, .csv, .parquet, .arrow) whose records hold a \"prompt\" (a string, or messages rendered with the chat template)"),
+            new("dataset_name", ValueKind.String, "instead of prompts: a dataset folder (Parquet/Arrow/JSONL shards, save_to_disk, a dataset card) or ORG/NAME in the hub cache"),
+            new("dataset_config", ValueKind.String, "the dataset card's config (default: its default one)"),
+            new("split", ValueKind.String, "the split of dataset_name read (default train)"),
             new("max_prompts", ValueKind.Int, "judge only the first N prompts", Min: 1),
             new("skip_malformed", ValueKind.Bool, "skip malformed records (counted) instead of stopping"),
         ]),
@@ -49,7 +52,11 @@ public sealed class PreferencePairsConfig
     public required string PolicyModel { get; init; }
     public string? PolicyAdapter { get; init; }
     public string Dtype { get; init; } = "auto";
+    /// <summary>The prompts' data file; empty when <see cref="DatasetName"/> names a dataset instead.</summary>
     public required string PromptsFile { get; init; }
+    public string? DatasetName { get; init; }
+    public string? DatasetConfig { get; init; }
+    public string Split { get; init; } = "train";
     public int? MaxPrompts { get; init; }
     public bool SkipMalformed { get; init; }
     public int NumAnswers { get; init; } = 4;
@@ -77,7 +84,13 @@ public sealed class PreferencePairsConfig
                 PolicyModel = model,
                 PolicyAdapter = policy.Str("adapter"),
                 Dtype = policy.Str("dtype", "auto")!,
-                PromptsFile = data.Str("prompts") ?? throw new PeftSharpException("data.prompts is required: a file of records with a \"prompt\"."),
+                PromptsFile = data.Str("prompts") is { } file
+                    ? (data.ContainsKey("dataset_name") ? throw new PeftSharpException("data.prompts and data.dataset_name are both set; keep one.") : file)
+                    : data.ContainsKey("dataset_name") ? "" : throw new PeftSharpException("data.prompts (a file of records with a \"prompt\") or data.dataset_name is required."),
+                DatasetName = data.Str("dataset_name") is { } dataset && !Path.IsPathRooted(dataset) && Directory.Exists(Path.Combine(folder, dataset))
+                    ? Path.GetFullPath(Path.Combine(folder, dataset)) : data.Str("dataset_name"),
+                DatasetConfig = data.Str("dataset_config"),
+                Split = data.Str("split", "train")!,
                 MaxPrompts = data.IntOrNull("max_prompts"),
                 SkipMalformed = data.Bool("skip_malformed", false),
                 NumAnswers = gen.Int("num_answers", 4),
@@ -121,7 +134,7 @@ public static class PreferencePairs
             for (int p = start; p < start + count; p++)
             {
                 var encoded = tokenizer.Encode(prompts[p].Text, addSpecialTokens: false);
-                if (encoded.Length == 0) throw new PeftSharpException($"{c.PromptsFile}: prompt {p + 1} encodes to no tokens.");
+                if (encoded.Length == 0) throw new PeftSharpException($"{c.DatasetName ?? c.PromptsFile}: prompt {p + 1} encodes to no tokens.");
                 for (int k = 0; k < c.NumAnswers; k++) ids.Add(encoded);
             }
             var options = new GenerationOptions
@@ -197,7 +210,9 @@ public static class PreferencePairs
     {
         string folder = ModelFolder.Resolve(c.PolicyModel);
         var skipped = new List<MalformedRecord>();
-        var prompts = GrpoTuning.LoadPrompts(c.PromptsFile, SftData.ResolveChatTemplate(null, folder), c.SkipMalformed, skipped);
+        var template = SftData.ResolveChatTemplate(null, folder);
+        var files = c.DatasetName is { } name ? DatasetSources.Resolve(name, c.DatasetConfig).Files(c.Split, "split") : [c.PromptsFile];
+        var prompts = files.SelectMany(f => GrpoTuning.LoadPrompts(f, template, c.SkipMalformed, skipped)).ToList();
         if (c.MaxPrompts is int max && prompts.Count > max) prompts = prompts.Take(max).ToList();
         output.WriteLine(string.Create(CultureInfo.InvariantCulture, $"sampling {c.NumAnswers} answers for each of {prompts.Count} prompts from {c.PolicyModel}{(c.PolicyAdapter != null ? " + " + c.PolicyAdapter : "")}"));
         List<string[]> answers;

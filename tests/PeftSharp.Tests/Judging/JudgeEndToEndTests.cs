@@ -270,4 +270,32 @@ public sealed class JudgeEndToEndTests(ServingFixture fixture) : IClassFixture<S
         var e = Assert.Throws<PeftSharpException>(() => FineTuning.Run(RunConfig.Load(path)));
         Assert.Contains("built by the host", e.Message);
     }
+
+    [Fact]
+    public void PromptsComeFromADatasetSplitAndTheJudgeRunsInProcess()
+    {
+        string dataset = Path.Combine(_root, "prompts-dataset");
+        Directory.CreateDirectory(dataset);
+        File.WriteAllLines(Path.Combine(dataset, "train.jsonl"), Enumerable.Range(0, 5).Select(i => $$"""{"prompt": "train {{i}}"}"""));
+        File.WriteAllLines(Path.Combine(dataset, "test.jsonl"), Enumerable.Range(0, 3).Select(i => $$"""{"prompt": [{"role": "user", "content": "test {{i}}"}]}"""));
+        string config = Path.Combine(_root, "local-judge.json");
+        File.WriteAllText(config, new JsonObject
+        {
+            ["policy"] = new JsonObject { ["model"] = fixture.Model },
+            ["data"] = new JsonObject { ["dataset_name"] = "prompts-dataset", ["split"] = "test" },
+            ["generation"] = new JsonObject { ["num_answers"] = 2, ["max_new_tokens"] = 4 },
+            ["judge"] = new JsonObject { ["type"] = "local", ["model"] = fixture.Model, ["adapter"] = fixture.AdapterB, ["system_prompt"] = ShortPrompt, ["max_tokens"] = 1 },
+            ["output"] = new JsonObject { ["path"] = "local-pairs.jsonl" },
+        }.ToJsonString());
+        var result = JudgeCommand.Run(config, new StringWriter());
+        Assert.Equal(3, result.Prompts);
+        Assert.Equal(3, result.Pairs + result.Ties + result.Unparseable + result.Failed);
+        // Conversational prompts give conversational pairs.
+        foreach (var line in File.ReadAllLines(Path.Combine(_root, "local-pairs.jsonl")))
+            Assert.Equal("assistant", JsonNode.Parse(line)!["chosen"]![0]!["role"]!.GetValue<string>());
+
+        File.WriteAllText(config, File.ReadAllText(config).Replace("\"test\"", "\"tset\""));
+        var e = Assert.Throws<PeftSharpException>(() => JudgeCommand.Run(config, new StringWriter()));
+        Assert.Contains("no split \"tset\"", e.Message);
+    }
 }
