@@ -12,7 +12,8 @@ namespace PeftSharp.Cli.Commands;
 /// `peftsharp data CONFIG [--show N] [--json]`: what the trainer will see, before any model weights load: per split the
 /// examples, tokens, truncated examples, rows (packed or not) and the share of tokens in the loss; then N training rows
 /// token by token, marking the trained ones (as Axolotl's `preprocess --debug`). With --json, one object per row:
-/// input_ids, labels (-100 where masked), attention_mask and position_ids.
+/// input_ids, labels (-100 where masked), attention_mask and position_ids. The training split is tokenized into the run's
+/// cache (output_dir/tokenized, as `train` does), so `train` with the same data settings then starts without tokenizing.
 /// </summary>
 public static class DataCommand
 {
@@ -42,8 +43,9 @@ public static class DataCommand
         string folder = ModelFolder.Resolve(config.ModelNameOrPath);
         var tokenizer = Tokenizer.FromFolder(config.Tokenizer ?? folder);
         var template = SftData.ChatTemplateFor(config.Data, folder);
-        var bundle = TokenizationProgressView.Run(progress =>
-            SftData.Load(config.Data, tokenizer, template, config.Training.DataSeed ?? config.Training.Seed, progress: progress));
+        // Tokenized into the run's cache, as train does: memory holds a few chunks of a large dataset, and the train that follows starts from it.
+        var bundle = TokenizationProgressView.Run(progress => SftData.Load(config.Data, tokenizer, template, config.Training.DataSeed ?? config.Training.Seed,
+            Recipes.FineTuning.TokenizationCacheDirectory(config.Training), progress));
         var rows = bundle.Train.Rows.Take(show).ToList();
         if (json)
         {

@@ -83,6 +83,9 @@ public static class FineTuning
         return name => name.EndsWith(".bias", StringComparison.Ordinal) && !linear.Contains(name);
     }
 
+    /// <summary>Where a run keeps its tokenized training examples (<see cref="TokenizationCache"/>): output_dir/tokenized.</summary>
+    public static string TokenizationCacheDirectory(TrainingArguments args) => Path.Combine(args.OutputDir, "tokenized");
+
     public static FineTuningResult Run(RunConfig config, IEnumerable<ITrainerCallback>? callbacks = null, CancellationToken cancellation = default,
         int generationSamples = 8, int maxNewTokens = 32)
     {
@@ -99,7 +102,7 @@ public static class FineTuning
         var tokenizer = Tokenizer.FromFolder(config.Tokenizer ?? folder);
         var template = SftData.ChatTemplateFor(config.Data, folder);
         // A callback that takes tokenizing progress (the CLI's progress view) is told how far tokenizing the training data has got.
-        var data = SftData.Load(config.Data, tokenizer, template, args.DataSeed ?? seed, cacheDirectory: Path.Combine(args.OutputDir, "tokenized"),
+        var data = SftData.Load(config.Data, tokenizer, template, args.DataSeed ?? seed, cacheDirectory: TokenizationCacheDirectory(args),
             progress: callbacks?.OfType<IProgress<TokenizationProgress>>().FirstOrDefault());
         notices.AddRange(data.Notices);
         CheckVocabulary(data, modelConfig, config.Tokenizer ?? folder, folder);

@@ -65,6 +65,8 @@ public sealed class DataCommandTests : IDisposable
         output = new StringWriter();
         DataCommand.Run(RunConfig.Load(Config("  dataset_name: smoltalk\n  dataset_config: all\n  assistant_only_loss: true")), output, 1, false);
         var lines = output.ToString().Split('\n');
+        // The run before tokenized the same data into the run's cache (as train does): this one maps it.
+        Assert.Contains(lines, l => l.StartsWith("notice: tokenized training data read from the cache " + Path.Combine(_root, "out", "tokenized"), StringComparison.Ordinal));
         Assert.Contains(lines, l => l.TrimEnd().EndsWith($"{tokenizer.TokenToId("<|im_end|>")} + \"<|im_end|>\"", StringComparison.Ordinal));
         Assert.Contains(lines, l => l.Contains("train row 0: ") && l.Contains($"{row.TargetCount} trained"));
     }
