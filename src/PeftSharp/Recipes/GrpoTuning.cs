@@ -63,7 +63,7 @@ public static class GrpoTuning
         Directory.CreateDirectory(args.OutputDir);
         int[] eos = modelConfig.EosTokenIds is { Length: > 0 } e ? e : tokenizer.EosTokenId is int t ? [t] : [];
         string? log = options.LogCompletions ? Path.Combine(args.OutputDir, CompletionsFileName) : null;
-        var objective = new GrpoObjective(model, tokenizer, options, prompts, rewardFunctions, reference, eos, log);
+        var objective = new GrpoObjective(model, tokenizer, options, prompts, rewardFunctions, reference, eos, log, args.GradientAccumulationSteps);
         var trainerOptions = new TrainerOptions
         {
             Trainable = output.State, Callbacks = (callbacks ?? []).Append(new StopOnCancellation(cancellation)), Shuffle = config.Data.Shuffle, SaveFinal = output.SaveFinal,

@@ -4,6 +4,9 @@ using PeftSharp.Formats.Tokenizers;
 using PeftSharp.Models;
 using PeftSharp.Models.Generation;
 using PeftSharp.Models.Init;
+using PeftSharp.Peft;
+using PeftSharp.Tensors;
+using PeftSharp.Training.Preference;
 using PeftSharp.Training.Rl;
 
 namespace PeftSharp.Tests.Training.Rl;
@@ -54,5 +57,60 @@ public sealed class GrpoObjectiveTests : IDisposable
             Assert.Equal(sums[i], perToken[i].Sum(), 4);
             Assert.All(perToken[i], v => Assert.True(v < 0));
         }
+    }
+
+    [Fact]
+    public unsafe void ABufferedRolloutTrainsAfterTheWeightsMovedWithTheRatioToTheSamplingWeights()
+    {
+        string dir = Path.Combine(_root, "model-buffer");
+        ModelInitializer.Write(dir, new InitModelOptions { Architecture = "gpt2", Preset = "tiny", Seed = 5 });
+        using var model = CausalLM.Load(dir);
+        var tokenizer = Tokenizer.FromFolder(dir);
+        using var peft = PeftModel.Wrap(model, new LoraConfig { R = 4, LoraAlpha = 8, TargetModules = TargetModules.FromNames(["c_attn"]) }, rng: new Rng(2));
+        var prompts = new List<GrpoPrompt> { new("Count to", new JsonObject()), new("Say a word", new JsonObject()) };
+        // steps_per_generation 2 with gradient_accumulation_steps 1: the second slice trains one optimizer step after its sampling.
+        var options = new GrpoOptions { NumGenerations = 3, MaxCompletionLength = 5, StepsPerGeneration = 2, Beta = 0.04, EpsilonHigh = 0.28, LossType = "grpo" };
+        var objective = new GrpoObjective(model, tokenizer, options, prompts, [Rewards.FromFunc("len", r => r.Completion.Length)],
+            new DisabledAdapterReference(peft), [], gradientAccumulationSteps: 1);
+        Assert.True(objective.UsesOldLogProbs);
+        objective.BeforeCollate(1, 0, 11, cyclePosition: 0);
+        var first = objective.Collate([0, 1]);
+        Assert.Equal(3, first.Advantages.Length);   // 6 completions shuffled into 2 slices of 3
+        using var tape = new Tape();
+        var ops = new Ops(tape);
+        double[][] NoGrad(GrpoBatch b)
+        {
+            tape.GradEnabled = false;
+            tape.Training = false;
+            try { return GrpoObjective.PerToken(model.TokenLogProbs(ops, b.Sequences.Tokens, b.Sequences.Targets), b); }
+            finally { tape.Reset(); tape.GradEnabled = true; tape.Training = true; }
+        }
+        // π_old is the sampling weights' log-probs, computed at generation time.
+        var now = NoGrad(first);
+        for (int i = 0; i < now.Length; i++) Assert.Equal(now[i], first.OldLogps![i]);
+        // The weights move (an optimizer step); the next micro-batch is the buffer's second slice, not a new generation.
+        foreach (var p in peft.TrainableParameters.Where(p => p.Name.Contains("lora_B")))
+            for (long k = 0; k < p.Length; k++) p.Data[k] = 0.05f * MathF.Sin(k);
+        objective.BeforeCollate(2, 0, 12, cyclePosition: 1);
+        var second = objective.Collate([0, 1]);
+        Assert.Equal(3, second.Advantages.Length);
+        Assert.DoesNotContain(second.Completions, c => first.Completions.Contains(c));
+        var current = NoGrad(second);
+        double[][] reference;
+        using (new DisabledAdapterReference(peft).Enter()) reference = NoGrad(second);
+        Assert.Contains(current.Zip(second.OldLogps!), row => row.First.Zip(row.Second).Any(t => Math.Abs(t.First - t.Second) > 1e-3));
+        var (expected, _, _) = GrpoLoss.Compute(options, current, second.OldLogps, reference, second.Advantages, second.Mask);
+        var (withRatioOne, _, _) = GrpoLoss.Compute(options, current, null, reference, second.Advantages, second.Mask);
+        Assert.NotEqual(withRatioOne, expected, 6);
+        var result = objective.Accumulate(tape, second, 1.0);
+        Assert.Equal(expected, result.Loss, 5);
+        // A third micro-batch starts the next cycle: a new generation.
+        objective.BeforeCollate(3, 0, 13, cyclePosition: 0);
+        Assert.NotSame(second, objective.Collate([0, 1]));
+        Assert.Contains("no rollouts", Assert.Throws<PeftSharpException>(() =>
+        {
+            objective.BeforeCollate(4, 0, 14, cyclePosition: 1);
+            objective.Collate([1, 0]);
+        }).Message);
     }
 }
