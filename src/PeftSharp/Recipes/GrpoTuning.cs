@@ -68,7 +68,9 @@ public static class GrpoTuning
         {
             Trainable = output.State, Callbacks = (callbacks ?? []).Append(new StopOnCancellation(cancellation)), Shuffle = config.Data.Shuffle, SaveFinal = output.SaveFinal,
         };
-        var result = new Trainer<GrpoBatch>(model, args, objective, trainerOptions).Train();
+        TrainResult result;
+        try { result = new Trainer<GrpoBatch>(model, args, objective, trainerOptions).Train(); }
+        finally { foreach (var r in rewardFunctions.OfType<IDisposable>()) r.Dispose(); }
         if (result.ResumedFrom != null) notices.Add($"resumed from {result.ResumedFrom}; trained to step {result.GlobalStep}.");
         if (cancellation.IsCancellationRequested) notices.Add($"interrupted at step {result.GlobalStep}: a checkpoint was saved; resume with resume_from_checkpoint: true.");
         long modelBytes = Directory.EnumerateFiles(folder, "*.safetensors").Sum(f => new FileInfo(f).Length);

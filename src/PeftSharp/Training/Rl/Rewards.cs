@@ -28,12 +28,13 @@ public interface IRewardFunction
 /// number in the row's COLUMN (its last number, or the JSON number), within 1e-6; else 0;</item>
 /// <item><c>regex:PATTERN</c>: 1 when the completion matches PATTERN (.NET syntax, searched anywhere, dot matches new lines; anchor with ^ $), else 0;</item>
 /// <item><c>json</c>: 1 when the trimmed completion parses as JSON, else 0;</item>
-/// <item><c>length:N</c>: −max(0, tokens − N) / N: 0 up to N completion tokens, more negative the longer past it.</item>
+/// <item><c>length:N</c>: −max(0, tokens − N) / N: 0 up to N completion tokens, more negative the longer past it;</item>
+/// <item><c>reward_model:PATH</c>: a trained reward model's score of prompt + completion (<see cref="RewardModelReward"/>).</item>
 /// </list>
 /// </summary>
 public static class Rewards
 {
-    public static readonly string[] Kinds = ["exact_match", "numeric", "regex", "json", "length"];
+    public static readonly string[] Kinds = ["exact_match", "numeric", "regex", "json", "length", "reward_model"];
 
     public static IRewardFunction FromFunc(string name, Func<RewardInput, double> score) => new Delegate(name, score);
 
@@ -57,6 +58,7 @@ public static class Rewards
                 "json" => new Delegate(name, r => IsJson(r.Completion) ? 1 : 0),
                 "length" => new Delegate(name, LengthScorer(int.TryParse(Need("tokens"), CultureInfo.InvariantCulture, out int n) && n > 0 ? n
                     : throw new PeftSharpException($"grpo.reward_funcs: '{spec}': the length must be a whole number of tokens above 0."))),
+                "reward_model" => new RewardModelReward(name, Need("path")),
                 _ => throw new PeftSharpException($"grpo.reward_funcs: unknown reward '{kind}'.{Suggestions.DidYouMean(kind, Kinds)} Built in: {string.Join(", ", Kinds)}."),
             });
         }
