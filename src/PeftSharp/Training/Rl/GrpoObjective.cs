@@ -177,12 +177,22 @@ public sealed class GrpoObjective : ITrainingObjective<GrpoBatch>, IRolloutObjec
 
     private GrpoBatch Generate(ReadOnlySpan<int> rows)
     {
+        var (prompts, rowIndex, generated) = Sample(_prompts, rows, _key);
+        long start = System.Diagnostics.Stopwatch.GetTimestamp();
+        var batch = Score(prompts, rowIndex, generated);
+        Timings.Reward += System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
+        return batch;
+    }
+
+    /// <summary>num_generations sampled completions of each of <paramref name="rows"/> of <paramref name="source"/>, in one batched generation.</summary>
+    private (List<int[]> Prompts, List<int> RowIndex, IReadOnlyList<GeneratedSequence> Generated) Sample(IReadOnlyList<GrpoPrompt> source, ReadOnlySpan<int> rows, ulong key)
+    {
         int g = _options.NumGenerations;
         var prompts = new List<int[]>();
         var rowIndex = new List<int>();
         foreach (int r in rows)
         {
-            var ids = _tokenizer.Encode(_prompts[r].Text, addSpecialTokens: false);
+            var ids = _tokenizer.Encode(source[r].Text, addSpecialTokens: false);
             if (_options.MaxPromptLength is int p && ids.Length > p) ids = ids[^p..];
             if (ids.Length == 0) throw new PeftSharpException($"grpo: prompt {r} encodes to no tokens.");
             for (int k = 0; k < g; k++) { prompts.Add(ids); rowIndex.Add(r); }
@@ -190,7 +200,7 @@ public sealed class GrpoObjective : ITrainingObjective<GrpoBatch>, IRolloutObjec
         var generation = new GenerationOptions
         {
             DoSample = true, Temperature = _options.Temperature, TopP = _options.TopP, TopK = _options.TopK,
-            MaxNewTokens = _options.MaxCompletionLength, Seed = _key, EosTokenIds = _eos, PadTokenId = _pad,
+            MaxNewTokens = _options.MaxCompletionLength, Seed = key, EosTokenIds = _eos, PadTokenId = _pad,
         };
         IReadOnlyList<GeneratedSequence> generated;
         long start = System.Diagnostics.Stopwatch.GetTimestamp();
@@ -198,14 +208,12 @@ public sealed class GrpoObjective : ITrainingObjective<GrpoBatch>, IRolloutObjec
             generated = Generator.Generate(session, prompts, generation);
         Timings.Generation += System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
         Timings.GeneratedTokens += generated.Sum(g => (long)g.Tokens.Length);
-        start = System.Diagnostics.Stopwatch.GetTimestamp();
-        var batch = Score(prompts, rowIndex, generated);
-        Timings.Reward += System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
-        return batch;
+        return (prompts, rowIndex, generated);
     }
 
-    /// <summary>Rewards, advantages, masks and the generation metrics of sampled completions (public for tests).</summary>
-    public GrpoBatch Score(IReadOnlyList<int[]> prompts, IReadOnlyList<int> rowIndex, IReadOnlyList<GeneratedSequence> generated)
+    /// <summary>Each completion's text and each reward function's score of it, with the rewards' mean and std metrics.</summary>
+    private (string[] Texts, double[][] PerFunction, Dictionary<string, double> Metrics) Rewarded(IReadOnlyList<GrpoPrompt> source, IReadOnlyList<int> rowIndex,
+        IReadOnlyList<GeneratedSequence> generated)
     {
         int n = generated.Count;
         var inputs = new RewardInput[n];
@@ -213,7 +221,7 @@ public sealed class GrpoObjective : ITrainingObjective<GrpoBatch>, IRolloutObjec
         for (int i = 0; i < n; i++)
         {
             texts[i] = _tokenizer.Decode(generated[i].Tokens, skipSpecialTokens: true);
-            var row = _prompts[rowIndex[i]];
+            var row = source[rowIndex[i]];
             inputs[i] = new RewardInput(row.Text, texts[i], generated[i].Tokens.Length, row.Row);
         }
         var perFunction = new double[n][];
@@ -228,6 +236,14 @@ public sealed class GrpoObjective : ITrainingObjective<GrpoBatch>, IRolloutObjec
             metrics[$"rewards/{_rewards[f].Name}/mean"] = valid.Length > 0 ? valid.Average() : 0;
             metrics[$"rewards/{_rewards[f].Name}/std"] = valid.Length > 1 ? GrpoLoss.MeanStd(valid).Std : 0;
         }
+        return (texts, perFunction, metrics);
+    }
+
+    /// <summary>Rewards, advantages, masks and the generation metrics of sampled completions (public for tests).</summary>
+    public GrpoBatch Score(IReadOnlyList<int[]> prompts, IReadOnlyList<int> rowIndex, IReadOnlyList<GeneratedSequence> generated)
+    {
+        int n = generated.Count;
+        var (texts, perFunction, metrics) = Rewarded(_prompts, rowIndex, generated);
         var (rewards, advantages, groupStd) = GrpoLoss.Advantages(perFunction, _options.RewardWeights, _options.NumGenerations, _options.ScaleRewards);
         var mask = new bool[n][];
         var sequences = new TokenizedSequence[n];
@@ -415,7 +431,43 @@ public sealed class GrpoObjective : ITrainingObjective<GrpoBatch>, IRolloutObjec
         return result;
     }
 
-    public bool CanEvaluate => false;
-    public IReadOnlyCollection<string> EvalMetricNames => [];
-    public IReadOnlyDictionary<string, double> Evaluate(Tape tape) => throw new PeftSharpException("grpo: evaluation is not supported yet.");
+    /// <summary>Held-out prompts (data.eval_file): evaluation samples num_generations completions of each and reports their mean rewards.</summary>
+    public IReadOnlyList<GrpoPrompt>? EvalPrompts { get; init; }
+    /// <summary>Prompts per evaluation generation (per_device_eval_batch_size).</summary>
+    public int EvalBatchSize { get; init; } = 8;
+    /// <summary>The evaluation's sampling key: the same at every evaluation, so before and after are scored on the same random stream.</summary>
+    public ulong EvalSeed { get; init; }
+
+    public bool CanEvaluate => EvalPrompts is { Count: > 0 };
+    public IReadOnlyCollection<string> EvalMetricNames =>
+        ["reward", "completions/mean_length", .. _rewards.Select(r => $"rewards/{r.Name}/mean")];
+
+    /// <summary>
+    /// TRL's evaluation of GRPO, without the loss: num_generations sampled completions of every held-out prompt with the weights
+    /// as they are, and the means over them of the weighted reward, each reward function's score and the completion length.
+    /// </summary>
+    public IReadOnlyDictionary<string, double> Evaluate(Tape tape)
+    {
+        var prompts = EvalPrompts ?? throw new InvalidOperationException("grpo: no evaluation prompts.");
+        double reward = 0, length = 0;
+        var sums = new double[_rewards.Count];
+        var counts = new long[_rewards.Count];
+        int n = 0, batch = Math.Max(1, EvalBatchSize);
+        for (int c = 0; c * batch < prompts.Count; c++)
+        {
+            var rows = Enumerable.Range(c * batch, Math.Min(batch, prompts.Count - c * batch)).ToArray();
+            var (_, rowIndex, generated) = Sample(prompts, rows, Rng.FoldIn(Rng.FoldIn(0x6576616C, EvalSeed), (ulong)c));
+            var (_, perFunction, _) = Rewarded(prompts, rowIndex, generated);
+            var (rewards, _, _) = GrpoLoss.Advantages(perFunction, _options.RewardWeights, _options.NumGenerations, _options.ScaleRewards);
+            reward += rewards.Sum();
+            length += generated.Sum(s => (double)s.Tokens.Length);
+            n += generated.Count;
+            for (int i = 0; i < perFunction.Length; i++)
+                for (int f = 0; f < sums.Length; f++)
+                    if (!double.IsNaN(perFunction[i][f])) { sums[f] += perFunction[i][f]; counts[f]++; }
+        }
+        var metrics = new Dictionary<string, double> { ["reward"] = reward / n, ["completions/mean_length"] = length / n };
+        for (int f = 0; f < sums.Length; f++) metrics[$"rewards/{_rewards[f].Name}/mean"] = counts[f] > 0 ? sums[f] / counts[f] : 0;
+        return metrics;
+    }
 }

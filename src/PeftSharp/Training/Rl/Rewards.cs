@@ -26,6 +26,8 @@ public interface IRewardFunction
 /// white space made one space, trailing . ! ? removed), else 0;</item>
 /// <item><c>numeric:COLUMN</c>: 1 when the completion's answer (the content of its last \boxed{...}, else its last number) equals the
 /// number in the row's COLUMN (its last number, or the JSON number), within 1e-6; else 0;</item>
+/// <item><c>contains:COLUMN</c>: 1 when the normalised completion contains the row's COLUMN (normalised), or any string of it when
+/// COLUMN is a list (e.g. the acceptable answers), else 0;</item>
 /// <item><c>regex:PATTERN</c>: 1 when the completion matches PATTERN (.NET syntax, searched anywhere, dot matches new lines; anchor with ^ $), else 0;</item>
 /// <item><c>json</c>: 1 when the trimmed completion parses as JSON, else 0;</item>
 /// <item><c>length:N</c>: −max(0, tokens − N) / N: 0 up to N completion tokens, more negative the longer past it;</item>
@@ -34,7 +36,7 @@ public interface IRewardFunction
 /// </summary>
 public static class Rewards
 {
-    public static readonly string[] Kinds = ["exact_match", "numeric", "regex", "json", "length", "reward_model"];
+    public static readonly string[] Kinds = ["exact_match", "contains", "numeric", "regex", "json", "length", "reward_model"];
 
     public static IRewardFunction FromFunc(string name, Func<RewardInput, double> score) => new Delegate(name, score);
 
@@ -53,6 +55,7 @@ public static class Rewards
             list.Add(kind switch
             {
                 "exact_match" => new Delegate(name, ExactMatchScorer(Need("column"))),
+                "contains" => new Delegate(name, ContainsScorer(Need("column"))),
                 "numeric" => new Delegate(name, NumericScorer(Need("column"))),
                 "regex" => new Delegate(name, RegexScorer(Need("pattern"))),
                 "json" => new Delegate(name, r => IsJson(r.Completion) ? 1 : 0),
@@ -106,6 +109,14 @@ public static class Rewards
 
     private static Func<RewardInput, double> ExactMatchScorer(string column) =>
         r => Normalize(r.Completion) == Normalize(Column(r.Row, column)) ? 1 : 0;
+
+    private static Func<RewardInput, double> ContainsScorer(string column) => r =>
+    {
+        string completion = Normalize(r.Completion);
+        var wanted = r.Row[column] is JsonArray list ? list.Select(x => x is JsonValue v && v.GetValueKind() == JsonValueKind.String ? v.GetValue<string>() : x?.ToJsonString() ?? "")
+            : [Column(r.Row, column)];
+        return wanted.Any(w => Normalize(w) is { Length: > 0 } n && completion.Contains(n, StringComparison.Ordinal)) ? 1 : 0;
+    };
 
     private static Func<RewardInput, double> NumericScorer(string column) => r =>
     {

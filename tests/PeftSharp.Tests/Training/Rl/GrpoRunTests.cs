@@ -29,7 +29,10 @@ public sealed class GrpoRunTests : IDisposable
     }
 
     private RunConfig Config(string name, string extraTraining = "", string grpo = "", int maxSteps = 4,
-        string rewards = "  reward_funcs: [\"numeric:answer\", \"length:3\"]\n  reward_weights: [1.0, 2.0]")
+        string rewards = "  reward_funcs: [\"numeric:answer\", \"length:3\"]\n  reward_weights: [1.0, 2.0]") =>
+        RunConfig.FromTree(ConfigTree.ParseYaml(ConfigYaml(name, extraTraining, rewards, grpo, maxSteps)));
+
+    private string ConfigYaml(string name, string extraTraining, string rewards, string grpo = "", int maxSteps = 4)
     {
         var yaml = $"""
             model:
@@ -62,7 +65,7 @@ public sealed class GrpoRunTests : IDisposable
             {rewards}
             {grpo}
             """;
-        return RunConfig.FromTree(ConfigTree.ParseYaml(yaml));
+        return yaml;
     }
 
     /// <summary>A generation per micro-batch (TRL's default is one per step: steps_per_generation = gradient_accumulation_steps).</summary>
@@ -133,6 +136,33 @@ public sealed class GrpoRunTests : IDisposable
         foreach (var d in Directory.GetDirectories(part).Where(d => !d.EndsWith("checkpoint-2"))) Directory.Delete(d, true);
         Assert.Contains(GrpoObjective.RolloutsFileName, Assert.Throws<PeftSharpException>(() =>
             FineTuning.Run(Config("buffer-part", "  resume_from_checkpoint: true", grpo, 6, Vowel))).Message);
+    }
+
+    [Fact]
+    public void HeldOutPromptsAreEvaluatedByTheirMeanRewardOnTheSameSamplingStreamEachTime()
+    {
+        string heldOut = Path.Combine(_root, "heldout.jsonl");
+        File.WriteAllLines(heldOut, Enumerable.Range(0, 3).Select(i => $$"""{"prompt": "Name a vowel {{i}}:"}"""));
+        const string vowel = "  reward_funcs: [\"regex:[aeiou]\"]";
+        string training = $"  eval_strategy: steps\n  eval_steps: 2\n  eval_on_start: true\n  per_device_eval_batch_size: 2\n  metric_for_best_model: reward";
+        var run = FineTuning.Run(RunConfig.FromTree(ConfigTree.ParseYaml(
+            ConfigYaml("eval", training, vowel).Replace("data:\n", $"data:\n  eval_file: \"{heldOut}\"\n"))));
+        var evals = File.ReadLines(Path.Combine(run.OutputDir, "metrics.jsonl")).Select(l => (JsonObject)JsonNode.Parse(l)!)
+            .Where(l => l.ContainsKey("eval_reward")).ToList();
+        Assert.Equal([0, 2, 4], evals.Select(e => (int)e["step"]!));
+        foreach (var e in evals)
+        {
+            // 3 prompts × 3 samples of at most 6 tokens: the mean reward is a multiple of 1/9 and equals the regex reward's mean.
+            double reward = (double)e["eval_reward"]!;
+            Assert.InRange(reward, 0, 1);
+            Assert.Equal(Math.Round(reward * 9), reward * 9, 6);
+            Assert.Equal(reward, (double)e["eval_rewards/regex/mean"]!);
+            Assert.InRange((double)e["eval_completions/mean_length"]!, 1, 6);
+        }
+        // The completions log holds the training rollouts only.
+        Assert.DoesNotContain(File.ReadLines(Path.Combine(run.OutputDir, GrpoTuning.CompletionsFileName)), l => l.Contains("Name a vowel"));
+        Assert.Contains("test_size", Assert.Throws<PeftSharpException>(() => FineTuning.Run(RunConfig.FromTree(ConfigTree.ParseYaml(
+            ConfigYaml("x", "", vowel).Replace("data:\n", "data:\n  test_size: 0.2\n"))))).Message);
     }
 
     [Fact]
