@@ -1,5 +1,6 @@
 using System.Text.Json.Nodes;
 using PeftSharp.Config;
+using PeftSharp.Formats.ChatTemplates;
 using PeftSharp.Models.Init;
 using PeftSharp.Recipes;
 using PeftSharp.Training.Rl;
@@ -74,6 +75,18 @@ public sealed class RewardModelRewardTests : IDisposable
         // The values are the reward model's (the adapter folder's base from its adapter_config.json), and it prefers the videos it was trained to.
         Assert.Equal(CliScores(adapter, completions.Select(c => (prompt, c))), scores);
         Assert.True(scores[0] > scores[1] && scores[2] > scores[3], string.Join(", ", scores));
+
+        // A conversational prompt: its messages and the completion as the assistant's, rendered with the reward model's chat template.
+        var messages = new JsonObject { ["prompt"] = new JsonArray(new JsonObject { ["role"] = "user", ["content"] = prompt }) };
+        using var chat = (RewardModelReward)Rewards.Parse([$"reward_model:{adapter}"])[0];
+        var input = new RewardInput("(rendered with the policy's template)", completions[0], 5, messages);
+        string text = ChatTemplate.Builtin("chatml").Render([new ChatMessage("user", prompt), new ChatMessage("assistant", completions[0])], false);
+        Assert.Equal(text, chat.Text(input));
+        string textFile = Path.Combine(_root, "chat.jsonl");
+        File.WriteAllText(textFile, new JsonObject { ["text"] = text }.ToJsonString() + "\n");
+        var cli = new StringWriter();
+        PeftSharp.Cli.Commands.ScoreCommand.Run(Model(), adapter, textFile, cli);
+        Assert.Equal((double)JsonNode.Parse(cli.ToString())!["reward"]!, chat.Score([input])[0]);
 
         // In a GRPO run every sampled completion's reward is the reward model's score of its prompt + completion.
         string prompts = Path.Combine(_root, "prompts.jsonl");
