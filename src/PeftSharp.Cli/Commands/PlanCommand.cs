@@ -19,9 +19,14 @@ public static class PlanCommand
         var datasetSize = new Option<int?>("--dataset-size") { Description = "Number of training examples (small data gets smaller adapters)" };
         var rank = new Option<int>("-r", "--rank") { Description = "LoRA rank", DefaultValueFactory = _ => 8 };
         var targets = new Option<string?>("--target-modules") { Description = "Comma-separated module names, or all-linear" };
+        var trainer = new Option<string>("--trainer") { Description = "sft (default) or grpo (then --batch is prompts per micro-batch and --seq-len the prompt length)", DefaultValueFactory = _ => "sft" };
+        trainer.AcceptOnlyFromAmong("sft", "grpo");
+        var generations = new Option<int>("--num-generations") { Description = "grpo: completions per prompt", DefaultValueFactory = _ => 8 };
+        var completion = new Option<int>("--max-completion-length") { Description = "grpo: tokens per completion", DefaultValueFactory = _ => 256 };
+        var stepsPerGeneration = new Option<int>("--steps-per-generation") { Description = "grpo: micro-batches one generation fills (its gradient_accumulation_steps by default)", DefaultValueFactory = _ => 1 };
         var command = new Command("plan", "Estimate memory for full fine-tuning, LoRA and QLoRA, and recommend a recipe.")
         {
-            model, memory, seqLen, batch, datasetSize, rank, targets,
+            model, memory, seqLen, batch, datasetSize, rank, targets, trainer, generations, completion, stepsPerGeneration,
         };
         command.SetAction(result =>
         {
@@ -33,6 +38,10 @@ public static class PlanCommand
                 DatasetSize = result.GetValue(datasetSize),
                 LoraRank = Positive(result.GetValue(rank), "-r"),
                 TargetModules = ParseTargets(result.GetValue(targets)),
+                Grpo = result.GetValue(trainer) == "grpo"
+                    ? new GrpoPlanRequest(Positive(result.GetValue(generations), "--num-generations"), Positive(result.GetValue(completion), "--max-completion-length"),
+                        Positive(result.GetValue(stepsPerGeneration), "--steps-per-generation"))
+                    : null,
             };
             Run(result.GetValue(model)!, request, Console.Out);
         });
@@ -46,11 +55,16 @@ public static class PlanCommand
         var stored = config.TorchDtype is "float32" or null ? 4 : 2;
         var plan = MemoryPlanner.Make(config, request with { StoredBytesPerParameter = stored });
         output.WriteLine($"model: {config.ModelType}, {plan.Skeleton.ParameterCount:N0} parameters, weights stored as {config.TorchDtype ?? "float32"}");
-        output.WriteLine($"batch {request.BatchSize} x seq {request.SeqLength}, memory budget {MemoryPlanner.Gib(request.MemoryBudget)}");
+        if (request.Grpo is { } g)
+            output.WriteLine($"grpo: {request.BatchSize} prompt(s) x {g.NumGenerations} generations of {request.SeqLength} + {g.CompletionLength} tokens per micro-batch, " +
+                $"a rollout of {g.StepsPerGeneration * request.BatchSize * g.NumGenerations} sequences per generation, memory budget {MemoryPlanner.Gib(request.MemoryBudget)}");
+        else output.WriteLine($"batch {request.BatchSize} x seq {request.SeqLength}, memory budget {MemoryPlanner.Gib(request.MemoryBudget)}");
         output.WriteLine();
-        output.WriteLine($"{"method",-7} {"trainable",15} {"weights",11} {"grads",11} {"AdamW",11} {"activations",12} {"(ckpt)",11} {"total",11} {"(ckpt)",11}");
+        string rolloutHeader = request.Grpo != null ? $" {"rollout",11}" : "";
+        output.WriteLine($"{"method",-7} {"trainable",15} {"weights",11} {"grads",11} {"AdamW",11} {"activations",12} {"(ckpt)",11}{rolloutHeader} {"total",11} {"(ckpt)",11}");
         foreach (var e in plan.Estimates)
-            output.WriteLine($"{e.Method,-7} {e.TrainableParameters,15:N0} {G(e.Weights),11} {G(e.Gradients),11} {G(e.OptimizerState),11} {G(e.Activations),12} {G(e.ActivationsWithCheckpointing),11} {G(e.Total),11} {G(e.TotalWithCheckpointing),11}");
+            output.WriteLine($"{e.Method,-7} {e.TrainableParameters,15:N0} {G(e.Weights),11} {G(e.Gradients),11} {G(e.OptimizerState),11} {G(e.Activations),12} {G(e.ActivationsWithCheckpointing),11}" +
+                (request.Grpo != null ? $" {G(e.Rollout),11}" : "") + $" {G(e.Total),11} {G(e.TotalWithCheckpointing),11}");
         output.WriteLine();
         output.WriteLine(plan.PeftLine);
         var r = plan.Recipe;

@@ -1,12 +1,8 @@
 using System.CommandLine;
 using System.Globalization;
 using System.Text.Json.Nodes;
-using PeftSharp.Autograd;
 using PeftSharp.Data;
-using PeftSharp.Formats.Safetensors;
-using PeftSharp.Formats.Tokenizers;
-using PeftSharp.Models;
-using PeftSharp.Peft;
+using PeftSharp.Training.Preference;
 
 namespace PeftSharp.Cli.Commands;
 
@@ -29,28 +25,10 @@ public static class ScoreCommand
 
     public static void Run(string modelDir, string? adapterDir, string dataFile, TextWriter output)
     {
-        string folder = Formats.ModelFolder.Resolve(modelDir);
-        var tokenizer = Tokenizer.FromFolder(folder);
-        int? labels = null;
-        if (adapterDir != null)
-            using (var st = SafetensorsFile.Open(Path.Combine(adapterDir, PeftModel.WeightsFileName)))
-                if (st.Tensors.FirstOrDefault(t => t.Name.EndsWith(".score.weight", StringComparison.Ordinal)) is { } w) labels = (int)w.Shape[0];
-        using var classifier = SequenceClassifier.Load(folder, labels);
-        using var peft = adapterDir != null ? PeftModel.FromPretrained(classifier, adapterDir) : null;
+        using var model = RewardModel.Load(modelDir, adapterDir);
         var skipped = new List<MalformedRecord>();
         var records = DataFiles.Read(dataFile, "text", PlainTextMode.Lines, false, skipped);
-        using var tape = new Tape { GradEnabled = false, Training = false };
-        var ops = new Ops(tape);
-        int pad = classifier.Config.PadTokenId ?? tokenizer.PadTokenId ?? tokenizer.EosTokenId ?? 0;
-        float[] Score(string text)
-        {
-            var ids = tokenizer.Encode(text, addSpecialTokens: true);
-            if (ids.Length == 0) ids = [pad];
-            var logits = classifier.Classify(ops, new TokenBatch(1, ids.Length, ids));
-            var values = logits.AsSpan().ToArray();
-            tape.Reset();
-            return values;
-        }
+        float[] Score(string text) => model.Score(text);
         JsonNode Value(float[] v) => v.Length == 1 ? JsonValue.Create((double)v[0])! : new JsonArray(v.Select(x => (JsonNode)JsonValue.Create((double)x)!).ToArray());
         foreach (var r in records)
         {

@@ -19,10 +19,10 @@ internal static class GrpoSection
         new("epsilon_high", ValueKind.Number, "the ratio's upper clip 1 + epsilon_high (DAPO's clip-higher; default epsilon)", Min: 0),
         new("loss_type", ValueKind.Enum, "dapo (default), grpo, dr_grpo or bnpo", Allowed: GrpoOptions.LossTypes),
         new("scale_rewards", ValueKind.BoolOrString, "group/true (default), batch, or none/false: what the advantages are divided by"),
-        new("num_iterations", ValueKind.Int, "optimisation steps per rollout; only 1 is supported", Min: 1),
-        new("steps_per_generation", ValueKind.Int, "steps per generation; only 1 is supported", Min: 1),
+        new("num_iterations", ValueKind.Int, "passes over each generation batch (default 1); with more, later passes clip the ratio π/π_old", Min: 1),
+        new("steps_per_generation", ValueKind.Int, "micro-batches one generation fills (default gradient_accumulation_steps)", Min: 1),
         new("mask_truncated_completions", ValueKind.Bool, "completions that hit max_completion_length add nothing to the loss"),
-        new("reward_funcs", ValueKind.StringList, "built-in rewards: exact_match:COLUMN, numeric:COLUMN, regex:PATTERN, json, length:N; judge:FILE (an LLM judge's score, built by peftsharp train)"),
+        new("reward_funcs", ValueKind.StringList, "built-in rewards: exact_match:COLUMN, contains:COLUMN, numeric:COLUMN, regex:PATTERN, json, length:N, reward_model:PATH (a trained reward model or its adapter); judge:FILE (an LLM judge's score, built by peftsharp train)"),
         new("reward_weights", ValueKind.NumberList, "one weight per reward function (default all 1)"),
         new("log_completions", ValueKind.Bool, "append the sampled prompts, completions and rewards to completions.jsonl in output_dir (default true)"),
     ]);

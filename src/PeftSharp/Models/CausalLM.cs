@@ -463,6 +463,9 @@ internal sealed unsafe class LayerOutputScratch : IDisposable
 {
     private NativeBuffer<float>? _buffer;
 
+    /// <summary>Floats held now.</summary>
+    public long Length => _buffer?.Length ?? 0;
+
     public float* Get(long length)
     {
         if (_buffer == null || _buffer.Length < length)

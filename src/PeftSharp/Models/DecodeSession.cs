@@ -54,6 +54,9 @@ internal sealed unsafe class DecodeSession : IBatchDecodeSession
         _allRows = Enumerable.Range(0, batch).ToArray();
     }
 
+    /// <summary>Bytes the session holds at its peak so far: the KV cache, the attention scores, the kept layer outputs and its arena's high-water mark (the planner's measure).</summary>
+    internal long PeakBytes => 4 * (_keys.Sum(k => k.Length) + _values.Sum(v => v.Length) + _scores.Length + _scratch.Length + _tape.Arena.HighWater);
+
     public int VocabSize => _model.VocabSize;
     public int Rows => _batch;
     public int MaxTokens => _maxTokens;

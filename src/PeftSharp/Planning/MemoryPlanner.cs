@@ -19,14 +19,28 @@ public sealed record PlanRequest
     public TargetModules? TargetModules { get; init; }
     /// <summary>lora_dropout of the run (null: the recipe's choice for the data size). Dropout keeps a masked copy of each adapter's input.</summary>
     public double? LoraDropout { get; init; }
+    /// <summary>
+    /// A GRPO run (training.trainer: grpo): <see cref="BatchSize"/> is prompts per micro-batch and <see cref="SeqLength"/> the
+    /// prompt length; each micro-batch trains on BatchSize × num_generations sequences of prompt + completion tokens.
+    /// </summary>
+    public GrpoPlanRequest? Grpo { get; init; }
 }
+
+/// <summary>What a GRPO plan needs besides the batch: TRL's GRPOConfig sizes.</summary>
+/// <param name="StepsPerGeneration">micro-batches one generation fills (a rollout of StepsPerGeneration × batch × num_generations sequences).</param>
+public sealed record GrpoPlanRequest(int NumGenerations, int CompletionLength, int StepsPerGeneration = 1);
 
 /// <summary>Memory of one method, in bytes, by part.</summary>
 public sealed record MemoryEstimate(string Method, long TrainableParameters, long Weights, long Gradients, long OptimizerState,
     long Activations, long ActivationsWithCheckpointing)
 {
-    public long Total => Weights + Gradients + OptimizerState + Activations;
-    public long TotalWithCheckpointing => Weights + Gradients + OptimizerState + ActivationsWithCheckpointing;
+    /// <summary>
+    /// GRPO's generation: the decoding session's KV cache, attention scores and prefill activations for the rollout's
+    /// sequences. It comes on top of the activations: the training arena's pages stay resident between steps.
+    /// </summary>
+    public long Rollout { get; init; }
+    public long Total => Weights + Gradients + OptimizerState + Activations + Rollout;
+    public long TotalWithCheckpointing => Weights + Gradients + OptimizerState + ActivationsWithCheckpointing + Rollout;
 }
 
 /// <summary>A recommended recipe.</summary>
@@ -58,7 +72,13 @@ public static class MemoryPlanner
         var matched = TargetMatcher.Match(lora, skeleton.Linears, config.ModelType).Modules;
         long loraParams = matched.Sum(m => (long)lora.RankFor(m.Name) * (m.InFeatures + m.OutFeatures));
         long total = skeleton.ParameterCount;
-        long tokens = (long)request.BatchSize * request.SeqLength;
+        var grpo = request.Grpo;
+        // GRPO trains each micro-batch on batch × num_generations sequences of prompt + completion; the reference forward (beta ≠ 0)
+        // runs before the policy's in the same arena, without gradients, and is released: it never raises the peak.
+        long tokens = grpo == null ? (long)request.BatchSize * request.SeqLength
+            : (long)request.BatchSize * grpo.NumGenerations * (request.SeqLength + grpo.CompletionLength);
+        long rollout = grpo == null ? 0 : RolloutBytes(config, (long)grpo.StepsPerGeneration * request.BatchSize * grpo.NumGenerations,
+            request.SeqLength, grpo.CompletionLength);
 
         long linearWeights = skeleton.Linears.Where(l => !l.IsOutputLayer).Sum(l => (long)l.InFeatures * l.OutFeatures);
         long otherParams = total - linearWeights;
@@ -72,11 +92,11 @@ public static class MemoryPlanner
 
         var estimates = new List<MemoryEstimate>
         {
-            new("full", total, total * 4, total * 4, total * 8, actBase, actBaseCkpt),
-            new("lora", loraParams, total * request.StoredBytesPerParameter + loraParams * 4, loraParams * 4, loraParams * 8, actFull, actCkpt),
+            new("full", total, total * 4, total * 4, total * 8, actBase, actBaseCkpt) { Rollout = rollout },
+            new("lora", loraParams, total * request.StoredBytesPerParameter + loraParams * 4, loraParams * 4, loraParams * 8, actFull, actCkpt) { Rollout = rollout },
             // Embeddings and the output layer are not quantized and stay in their stored dtype (views of the file).
             new("qlora", loraParams, (long)Math.Ceiling(linearWeights * Nf4DoubleQuantBits / 8) + otherParams * request.StoredBytesPerParameter + loraParams * 4,
-                loraParams * 4, loraParams * 8, actFull, actCkpt),
+                loraParams * 4, loraParams * 8, actFull, actCkpt) { Rollout = rollout },
         };
 
         var recipe = Recommend(config, request, estimates, targets, smallData);
@@ -148,6 +168,26 @@ public static class MemoryPlanner
                 + outerFloats + logits + lossSaved;
         }
         return 4 * Math.Max(forward, backward);
+    }
+
+    /// <summary>
+    /// Bytes of GRPO's generation for <paramref name="sequences"/> rows of <paramref name="prompt"/> + <paramref name="completion"/>
+    /// tokens, as the decoding session holds them (f32): K and V per layer for every row's whole length, the attention scores of
+    /// one step, and the prefill: one layer's op outputs and a few hidden-size vectors (the embeddings, the kept layer output) for
+    /// every prompt token, and each row's last logits (checked against the session's measured peak within 15%).
+    /// </summary>
+    public static long RolloutBytes(ModelConfig config, long sequences, long prompt, long completion)
+    {
+        long length = prompt + completion;
+        long kvWidth = config switch
+        {
+            LlamaConfig l => (long)l.KeyValueHeadCount * l.HeadDim,
+            _ => config.HiddenSize,
+        };
+        long cache = 2L * config.LayerCount * sequences * length * kvWidth;
+        long scores = sequences * config.HeadCount * length;
+        long prefill = (PerLayerFloatsPerToken(config) + 4 * config.HiddenSize) * sequences * prompt + sequences * config.VocabSize;
+        return 4 * (cache + scores + prefill);
     }
 
     /// <summary>The recipe's lora_dropout: 0.05–0.1 for small data (GPT-2 0.1), none for large data.</summary>

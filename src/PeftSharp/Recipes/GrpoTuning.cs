@@ -38,11 +38,12 @@ public static class GrpoTuning
         var modelConfig = ModelConfig.Load(folder);
         var tokenizer = Tokenizer.FromFolder(config.Tokenizer ?? folder);
         var template = SftData.ResolveChatTemplate(config.Data.ChatTemplate, folder);
-        if (!string.IsNullOrEmpty(config.Data.EvalFile) || config.Data.TestSize != null)
-            throw new PeftSharpException("grpo: evaluation is not supported yet; remove data.eval_file / data.test_size.");
+        if (config.Data.TestSize != null)
+            throw new PeftSharpException("grpo: data.test_size is not supported; give the held-out prompts as data.eval_file.");
         var skipped = new List<MalformedRecord>();
         var prompts = LoadPrompts(config.Data.TrainFile ?? throw new PeftSharpException("grpo: data.train_file is required."), template,
             config.Data.SkipMalformed, skipped);
+        var evalPrompts = string.IsNullOrEmpty(config.Data.EvalFile) ? null : LoadPrompts(config.Data.EvalFile, template, config.Data.SkipMalformed, skipped);
         if (skipped.Count > 0) notices.Add($"skipped {skipped.Count} malformed line(s); first: {skipped[0]}");
         if (args.PrecisionNotice(config.Dtype) is { } precision) notices.Add(precision);
         var rewardFunctions = Rewards.Parse(options.RewardFuncs, hostRewards).Concat(rewards ?? []).ToList();
@@ -64,12 +65,17 @@ public static class GrpoTuning
         Directory.CreateDirectory(args.OutputDir);
         int[] eos = modelConfig.EosTokenIds is { Length: > 0 } e ? e : tokenizer.EosTokenId is int t ? [t] : [];
         string? log = options.LogCompletions ? Path.Combine(args.OutputDir, CompletionsFileName) : null;
-        var objective = new GrpoObjective(model, tokenizer, options, prompts, rewardFunctions, reference, eos, log);
+        var objective = new GrpoObjective(model, tokenizer, options, prompts, rewardFunctions, reference, eos, log, args.GradientAccumulationSteps)
+        {
+            EvalPrompts = evalPrompts, EvalBatchSize = args.PerDeviceEvalBatchSize, EvalSeed = (ulong)(uint)args.Seed,
+        };
         var trainerOptions = new TrainerOptions
         {
             Trainable = output.State, Callbacks = (callbacks ?? []).Append(new StopOnCancellation(cancellation)), Shuffle = config.Data.Shuffle, SaveFinal = output.SaveFinal,
         };
-        var result = new Trainer<GrpoBatch>(model, args, objective, trainerOptions).Train();
+        TrainResult result;
+        try { result = new Trainer<GrpoBatch>(model, args, objective, trainerOptions).Train(); }
+        finally { foreach (var r in rewardFunctions.OfType<IDisposable>()) r.Dispose(); }
         if (result.ResumedFrom != null) notices.Add($"resumed from {result.ResumedFrom}; trained to step {result.GlobalStep}.");
         if (cancellation.IsCancellationRequested) notices.Add($"interrupted at step {result.GlobalStep}: a checkpoint was saved; resume with resume_from_checkpoint: true.");
         long modelBytes = Directory.EnumerateFiles(folder, "*.safetensors").Sum(f => new FileInfo(f).Length);

@@ -69,8 +69,35 @@ public interface IShardedEvaluation
 /// An objective whose <see cref="ITrainingObjective{TBatch}.Collate"/> draws random numbers (GRPO samples its rollouts there):
 /// before each Collate the trainer gives it the step, the global micro-batch index and the key of that micro-batch's random
 /// streams (seed, step, micro-batch), so a run and its resume sample the same completions without saved state.
+/// <para>
+/// TRL's generation buffer: one generation fills <see cref="StepsPerGeneration"/> micro-batches and is trained on for
+/// <see cref="NumIterations"/> passes, a cycle of StepsPerGeneration × NumIterations micro-batches. The trainer then gives
+/// Collate the rows of the whole generation batch (StepsPerGeneration × per_device_train_batch_size prompts of the epoch's
+/// order; micro-batch k of the epoch belongs to generation batch k / cycle) and the micro-batch's position in its cycle:
+/// 0 generates, the others return a slice of what was generated. An epoch is ceil(rows / (StepsPerGeneration × batch))
+/// cycles, so every prompt is trained on NumIterations times.
+/// </para>
 /// </summary>
 public interface IRolloutObjective
 {
-    void BeforeCollate(int step, int microBatch, ulong key);
+    /// <summary>Micro-batches one generation fills (TRL's steps_per_generation; 1: each micro-batch generates its own).</summary>
+    int StepsPerGeneration => 1;
+
+    /// <summary>Passes over a generation's micro-batches before the next generation (TRL's num_iterations).</summary>
+    int NumIterations => 1;
+
+    void BeforeCollate(int step, int microBatch, ulong key, int cyclePosition = 0);
+}
+
+/// <summary>
+/// An objective that holds state across optimizer steps (GRPO's buffered rollouts): a checkpoint saves it beside the trainable
+/// state and a resume restores it, so a run resumed in the middle of a generation cycle trains on the same rollouts.
+/// </summary>
+public interface ICheckpointedObjective
+{
+    /// <summary>Writes the state into the checkpoint folder being written (it exists).</summary>
+    void SaveState(string directory);
+
+    /// <summary>Restores what <see cref="SaveState"/> wrote; a folder without it leaves the objective empty.</summary>
+    void LoadState(string directory);
 }

@@ -45,6 +45,22 @@ public sealed unsafe class ParameterTrainableState(IEnumerable<Parameter> parame
     }
 }
 
+/// <summary>The trainable state and an objective's own state (<see cref="ICheckpointedObjective"/>) in one checkpoint.</summary>
+internal sealed class WithObjectiveState(ITrainableState trainable, ICheckpointedObjective objective) : ITrainableState
+{
+    public void Save(string directory)
+    {
+        trainable.Save(directory);
+        objective.SaveState(directory);
+    }
+
+    public void Load(string directory)
+    {
+        trainable.Load(directory);
+        objective.LoadState(directory);
+    }
+}
+
 /// <summary>
 /// The hook for gradient checkpointing: a model that can recompute activations in backward implements
 /// this, and the trainer switches it on when training.gradient_checkpointing is set.

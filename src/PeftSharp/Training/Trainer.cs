@@ -75,6 +75,7 @@ public sealed class Trainer<TBatch>
     private readonly Action<string>? _saveFinal;
     private readonly List<IRandomStreams> _randomStreams;
     private readonly bool _shardOptimizer;
+    private readonly IRolloutObjective? _rollout;
     private float[]? _gradientBucket;
 
     public Trainer(ICausalLM model, TrainingArguments args, ITrainingObjective<TBatch> objective, TrainerOptions? options = null)
@@ -84,6 +85,8 @@ public sealed class Trainer<TBatch>
         _args = args;
         _objective = objective;
         _trainable = options.Trainable ?? new ParameterTrainableState(model.Parameters);
+        if (objective is ICheckpointedObjective checkpointed) _trainable = new WithObjectiveState(_trainable, checkpointed);
+        _rollout = objective as IRolloutObjective;
         _callbacks = options.Callbacks?.ToList() ?? [];
         _comm = options.Communicator ?? SingleProcess.Instance;
         _shuffle = options.Shuffle;
@@ -105,10 +108,21 @@ public sealed class Trainer<TBatch>
             throw new PeftSharpException($"training.metric_for_best_model: no metric \"{args.MetricForBestModel}\" in this run's evaluation; " +
                 $"available: {string.Join(", ", objective.EvalMetricNames)}.");
         if (!model.Parameters.Any(p => p.RequiresGrad)) throw new PeftSharpException("training: the model has no trainable parameters.");
+        if (_rollout != null && (_rollout.StepsPerGeneration < 1 || _rollout.NumIterations < 1))
+            throw new ArgumentException("a rollout objective needs StepsPerGeneration and NumIterations of at least 1.");
+        if (_rollout != null && _comm.Size > 1 && args.GradientAccumulationSteps % RolloutCycle != 0)
+            throw new PeftSharpException($"grpo: steps_per_generation × num_iterations ({RolloutCycle}) must divide gradient_accumulation_steps " +
+                $"({args.GradientAccumulationSteps}) in a data-parallel run, so each rank's generation cycles stay within its own micro-batches of a step.");
     }
 
+    /// <summary>Micro-batches of one rollout cycle (steps_per_generation × num_iterations; 1 for other objectives).</summary>
+    private int RolloutCycle => _rollout == null ? 1 : _rollout.StepsPerGeneration * _rollout.NumIterations;
+
+    /// <summary>Prompts one generation takes: steps_per_generation × per_device_train_batch_size (the batch size for other objectives).</summary>
+    private int RowsPerCollate => (_rollout?.StepsPerGeneration ?? 1) * _args.PerDeviceTrainBatchSize;
+
     public int WorldSize => _comm.Size;
-    public int MicroBatchesPerEpoch => (_objective.RowCount + _args.PerDeviceTrainBatchSize - 1) / _args.PerDeviceTrainBatchSize;
+    public int MicroBatchesPerEpoch => (_objective.RowCount + RowsPerCollate - 1) / RowsPerCollate * RolloutCycle;
     public int MicroBatchesPerStep => _args.GradientAccumulationSteps * _comm.Size;
     public int StepsPerEpoch => Math.Max(1, (MicroBatchesPerEpoch + MicroBatchesPerStep - 1) / MicroBatchesPerStep);
     public int TotalSteps => _args.MaxSteps > 0 ? _args.MaxSteps : Math.Max(1, (int)Math.Ceiling(_args.NumTrainEpochs * StepsPerEpoch));
@@ -173,8 +187,9 @@ public sealed class Trainer<TBatch>
                 {
                     int global = _comm.Rank * accumulation + j, k = s * MicroBatchesPerStep + global;
                     if (k >= MicroBatchesPerEpoch) break;
-                    int start = k * args.PerDeviceTrainBatchSize, n = Math.Min(args.PerDeviceTrainBatchSize, order.Length - start);
-                    if (_objective is IRolloutObjective rollout) rollout.BeforeCollate(step, global, Rng.FoldIn(stepKey, (ulong)global));
+                    // A rollout objective's micro-batch k belongs to generation batch k / cycle (the rows it generates for).
+                    int start = k / RolloutCycle * RowsPerCollate, n = Math.Min(RowsPerCollate, order.Length - start);
+                    _rollout?.BeforeCollate(step, global, Rng.FoldIn(stepKey, (ulong)global), k % RolloutCycle);
                     batches.Add((_objective.Collate(order.AsSpan(start, n)), global));
                 }
                 var (loss, stepTokens, metrics) = AccumulateGradients(tape, batches, stepKey);

@@ -18,7 +18,9 @@ public sealed class GrpoOptions
     public string LossType { get; init; } = "dapo";
     /// <summary>group (true), batch or none (false).</summary>
     public string ScaleRewards { get; init; } = "group";
+    /// <summary>Passes over each generation batch (TRL's num_iterations, μ in the GRPO paper).</summary>
     public int NumIterations { get; init; } = 1;
+    /// <summary>Micro-batches one generation fills; null: gradient_accumulation_steps (TRL's default).</summary>
     public int? StepsPerGeneration { get; init; }
     public bool MaskTruncatedCompletions { get; init; }
     public IReadOnlyList<string> RewardFuncs { get; init; } = [];
@@ -33,10 +35,8 @@ public sealed class GrpoOptions
         if (NumGenerations < 2) throw new PeftSharpException($"grpo.num_generations must be at least 2 (a group needs a spread of rewards); got {NumGenerations}.");
         if (!LossTypes.Contains(LossType)) throw new PeftSharpException($"grpo.loss_type: '{LossType}' is not one of {string.Join(", ", LossTypes)}.");
         if (!ScaleRewardsModes.Contains(ScaleRewards)) throw new PeftSharpException($"grpo.scale_rewards: '{ScaleRewards}' is not one of true, false, {string.Join(", ", ScaleRewardsModes)}.");
-        if (NumIterations != 1)
-            throw new PeftSharpException($"grpo.num_iterations: {NumIterations} is not supported yet; only 1 (each rollout trains one step, the importance ratio is 1).");
-        if (StepsPerGeneration is int s && s != 1)
-            throw new PeftSharpException($"grpo.steps_per_generation: {s} is not supported yet; only 1 (each step generates its own rollouts).");
+        if (NumIterations < 1) throw new PeftSharpException($"grpo.num_iterations must be at least 1; got {NumIterations}.");
+        if (StepsPerGeneration is int s && s < 1) throw new PeftSharpException($"grpo.steps_per_generation must be at least 1; got {s}.");
         if (MaxCompletionLength < 1) throw new PeftSharpException("grpo.max_completion_length must be at least 1.");
         if (RewardWeights != null && RewardWeights.Count != RewardFuncs.Count)
             throw new PeftSharpException($"grpo.reward_weights has {RewardWeights.Count} weight(s) for {RewardFuncs.Count} reward function(s).");

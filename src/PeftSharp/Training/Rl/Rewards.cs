@@ -29,14 +29,17 @@ public interface IRewardFunction
 /// white space made one space, trailing . ! ? removed), else 0;</item>
 /// <item><c>numeric:COLUMN</c>: 1 when the completion's answer (the content of its last \boxed{...}, else its last number) equals the
 /// number in the row's COLUMN (its last number, or the JSON number), within 1e-6; else 0;</item>
+/// <item><c>contains:COLUMN</c>: 1 when the normalised completion contains the row's COLUMN (normalised), or any string of it when
+/// COLUMN is a list (e.g. the acceptable answers), else 0;</item>
 /// <item><c>regex:PATTERN</c>: 1 when the completion matches PATTERN (.NET syntax, searched anywhere, dot matches new lines; anchor with ^ $), else 0;</item>
 /// <item><c>json</c>: 1 when the trimmed completion parses as JSON, else 0;</item>
-/// <item><c>length:N</c>: −max(0, tokens − N) / N: 0 up to N completion tokens, more negative the longer past it.</item>
+/// <item><c>length:N</c>: −max(0, tokens − N) / N: 0 up to N completion tokens, more negative the longer past it;</item>
+/// <item><c>reward_model:PATH</c>: a trained reward model's score of prompt + completion (<see cref="RewardModelReward"/>).</item>
 /// </list>
 /// </summary>
 public static class Rewards
 {
-    public static readonly string[] Kinds = ["exact_match", "numeric", "regex", "json", "length"];
+    public static readonly string[] Kinds = ["exact_match", "contains", "numeric", "regex", "json", "length", "reward_model"];
 
     /// <summary>
     /// Kinds a host builds (the library cannot): <c>judge:FILE</c>, an LLM judge's score (PeftSharp.AI's JudgeReward, which `peftsharp
@@ -61,11 +64,13 @@ public static class Rewards
             list.Add(kind switch
             {
                 "exact_match" => new Delegate(name, ExactMatchScorer(Need("column"))),
+                "contains" => new Delegate(name, ContainsScorer(Need("column"))),
                 "numeric" => new Delegate(name, NumericScorer(Need("column"))),
                 "regex" => new Delegate(name, RegexScorer(Need("pattern"))),
                 "json" => new Delegate(name, r => IsJson(r.Completion) ? 1 : 0),
                 "length" => new Delegate(name, LengthScorer(int.TryParse(Need("tokens"), CultureInfo.InvariantCulture, out int n) && n > 0 ? n
                     : throw new PeftSharpException($"grpo.reward_funcs: '{spec}': the length must be a whole number of tokens above 0."))),
+                "reward_model" => new RewardModelReward(name, Need("path")),
                 _ when HostKinds.Contains(kind) => host?.Invoke(new RewardSpec(kind, Need("file"), name))
                     ?? throw new PeftSharpException($"grpo.reward_funcs: '{spec}' is built by the host: `peftsharp train` builds it; a program passes GrpoTuning.Run a resolver."),
                 _ => throw new PeftSharpException($"grpo.reward_funcs: unknown reward '{kind}'.{Suggestions.DidYouMean(kind, Kinds)} Built in: {string.Join(", ", Kinds)}."),
@@ -115,6 +120,14 @@ public static class Rewards
 
     private static Func<RewardInput, double> ExactMatchScorer(string column) =>
         r => Normalize(r.Completion) == Normalize(Column(r.Row, column)) ? 1 : 0;
+
+    private static Func<RewardInput, double> ContainsScorer(string column) => r =>
+    {
+        string completion = Normalize(r.Completion);
+        var wanted = r.Row[column] is JsonArray list ? list.Select(x => x is JsonValue v && v.GetValueKind() == JsonValueKind.String ? v.GetValue<string>() : x?.ToJsonString() ?? "")
+            : [Column(r.Row, column)];
+        return wanted.Any(w => Normalize(w) is { Length: > 0 } n && completion.Contains(n, StringComparison.Ordinal)) ? 1 : 0;
+    };
 
     private static Func<RewardInput, double> NumericScorer(string column) => r =>
     {

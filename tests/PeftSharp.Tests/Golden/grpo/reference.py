@@ -1,8 +1,47 @@
 """GRPO loss reference written from TRL's GRPOTrainer (_generate_and_score_completions: advantages; _compute_loss: the
 per-token clipped objective, the k3 KL and the loss_type reductions), in float64 on fixed log-probs, masks and rewards.
-Run with torch 1.13: /usr/bin/python3 reference.py > reference.json (GrpoReferenceTests reads it)."""
+Run with torch 1.13: /usr/bin/python3 reference.py > reference.json (GrpoLossTests reads it).
+
+With --reused: TRL's loss and d loss / d logp for a rollout reused after the weights moved (ratio pi/pi_old != 1), on the
+real per-token log-probs of PeftSharp's tiny GPT-2 in reused_rollout_input.json (GrpoObjectiveTests writes it with
+PEFTSHARP_WRITE_GRPO_FIXTURE=1): /usr/bin/python3 reference.py --reused > reused_rollout.json."""
 import json
+import os
+import sys
 import torch
+
+
+def reused():
+    here = os.path.dirname(os.path.abspath(__file__))
+    with open(os.path.join(here, "reused_rollout_input.json")) as f:
+        x = json.load(f)
+    width = max(len(r) for r in x["logps"])
+
+    def pad(rows):
+        return torch.tensor([r + [0.0] * (width - len(r)) for r in rows], dtype=torch.float64)
+
+    lp = pad(x["logps"]).requires_grad_(True)
+    old, ref, mask = pad(x["old"]), pad(x["ref"]), pad(x["mask"])
+    adv = torch.tensor(x["advantages"], dtype=torch.float64).unsqueeze(1)
+    eps_low, eps_high, beta = x["epsilon"], x["epsilon_high"], x["beta"]
+    coef_1 = torch.exp(lp - old)
+    coef_2 = torch.clamp(coef_1, 1 - eps_low, 1 + eps_high)
+    per_token_loss = -torch.min(coef_1 * adv, coef_2 * adv)
+    if beta != 0.0:
+        per_token_loss = per_token_loss + beta * (torch.exp(ref - lp) - (ref - lp) - 1)
+    assert x["loss_type"] == "grpo"
+    loss = ((per_token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+    loss.backward()
+    region = ((coef_1 < 1 - eps_low) & (adv < 0)) | ((coef_1 > 1 + eps_high) & (adv > 0))
+    grad = [[g for g, _ in zip(row, r)] for row, r in zip((lp.grad * mask).tolist(), x["logps"])]
+    print(json.dumps({"loss": loss.item(), "grad": grad, "clip_region": ((region.double() * mask).sum() / mask.sum()).item(),
+                      "ratio_min": coef_1[mask.bool()].min().item(), "ratio_max": coef_1[mask.bool()].max().item(),
+                      "torch": torch.__version__}))
+
+
+if len(sys.argv) > 1 and sys.argv[1] == "--reused":
+    reused()
+    sys.exit(0)
 
 torch.manual_seed(15)
 G, N, T, MAX_COMPLETION = 3, 6, 5, 6

@@ -28,8 +28,11 @@ public sealed class GrpoRunTests : IDisposable
         return path;
     }
 
-    private RunConfig Config(string name, string extraTraining = "", string grpo = "",
-        string rewards = "  reward_funcs: [\"numeric:answer\", \"length:3\"]\n  reward_weights: [1.0, 2.0]")
+    private RunConfig Config(string name, string extraTraining = "", string grpo = "", int maxSteps = 4,
+        string rewards = "  reward_funcs: [\"numeric:answer\", \"length:3\"]\n  reward_weights: [1.0, 2.0]") =>
+        RunConfig.FromTree(ConfigTree.ParseYaml(ConfigYaml(name, extraTraining, rewards, grpo, maxSteps)));
+
+    private string ConfigYaml(string name, string extraTraining, string rewards, string grpo = "", int maxSteps = 4)
     {
         var yaml = $"""
             model:
@@ -44,7 +47,7 @@ public sealed class GrpoRunTests : IDisposable
             training:
               trainer: grpo
               output_dir: "{Path.Combine(_root, name)}"
-              max_steps: 4
+              max_steps: {maxSteps}
               per_device_train_batch_size: 2
               gradient_accumulation_steps: 2
               learning_rate: 2.0e-2
@@ -62,13 +65,16 @@ public sealed class GrpoRunTests : IDisposable
             {rewards}
             {grpo}
             """;
-        return RunConfig.FromTree(ConfigTree.ParseYaml(yaml));
+        return yaml;
     }
+
+    /// <summary>A generation per micro-batch (TRL's default is one per step: steps_per_generation = gradient_accumulation_steps).</summary>
+    private const string Each = "  steps_per_generation: 1";
 
     [Fact]
     public void TrainsLogsTrlMetricsAndResumesToTheSameAdapterBytes()
     {
-        var full = FineTuning.Run(Config("full"));
+        var full = FineTuning.Run(Config("full", grpo: Each));
         Assert.Equal(4, full.Train.GlobalStep);
         var log = File.ReadLines(Path.Combine(full.OutputDir, "metrics.jsonl")).Select(l => (JsonObject)JsonNode.Parse(l)!).Where(l => l.ContainsKey("loss")).ToList();
         Assert.Equal(4, log.Count);
@@ -77,7 +83,7 @@ public sealed class GrpoRunTests : IDisposable
             Assert.True(log[0].ContainsKey(key), $"metrics.jsonl lacks {key}: {log[0].ToJsonString()}");
         // The ratio is 1 with one iteration: nothing is clipped; the adapter moved, so the KL to the reference is positive later.
         Assert.All(log, l => Assert.Equal(0, (double)l["clip_ratio/region_mean"]!));
-        Assert.True((double)log[^1]["kl"]! > 0);
+        Assert.True((double)log[^1]["kl"]! > 0, string.Join("\n", log.Select(l => l.ToJsonString())));
         var completions = File.ReadLines(Path.Combine(full.OutputDir, GrpoTuning.CompletionsFileName)).Select(l => (JsonObject)JsonNode.Parse(l)!).ToList();
         Assert.Equal(4 * 2 * 2 * 3, completions.Count);   // steps × micro-batches × prompts × generations
         Assert.All(completions, c => Assert.True(c.ContainsKey("prompt") && c.ContainsKey("completion") && c.ContainsKey("reward") && c.ContainsKey("length")));
@@ -86,7 +92,7 @@ public sealed class GrpoRunTests : IDisposable
 
         Assert.Contains("[step 4, reward", File.ReadAllText(full.ReportPath!));
         string adapter = Path.Combine(full.OutputDir, "adapter_model.safetensors");
-        var again = FineTuning.Run(Config("again"));
+        var again = FineTuning.Run(Config("again", grpo: Each));
         Assert.Equal(full.Train.StepLosses, again.Train.StepLosses);
         Assert.Equal(File.ReadAllBytes(adapter), File.ReadAllBytes(Path.Combine(again.OutputDir, "adapter_model.safetensors")));
 
@@ -94,17 +100,76 @@ public sealed class GrpoRunTests : IDisposable
         Directory.CreateDirectory(Path.Combine(part, "checkpoint-2"));
         foreach (var f in Directory.GetFiles(Path.Combine(full.OutputDir, "checkpoint-2")))
             File.Copy(f, Path.Combine(part, "checkpoint-2", Path.GetFileName(f)));
-        var resumed = FineTuning.Run(Config("part", "  resume_from_checkpoint: true"));
+        var resumed = FineTuning.Run(Config("part", "  resume_from_checkpoint: true", Each));
         Assert.EndsWith("checkpoint-2", resumed.Train.ResumedFrom);
         Assert.Equal(full.Train.StepLosses.Skip(2), resumed.Train.StepLosses);
         Assert.Equal(File.ReadAllBytes(adapter), File.ReadAllBytes(Path.Combine(resumed.OutputDir, "adapter_model.safetensors")));
     }
 
     [Fact]
+    public void AResumeInTheMiddleOfAGenerationCycleTrainsOnTheBufferedRolloutsToTheSameAdapterBytes()
+    {
+        // One generation of all 8 prompts fills 4 micro-batches (2 steps) and is trained on twice: a cycle of 4 steps, so
+        // checkpoint-2 is in the middle of it and the later steps train on rollouts of older weights (π_old ≠ π).
+        const string grpo = "  steps_per_generation: 4\n  num_iterations: 2\n  epsilon: 0.02";
+        const string Vowel = "  reward_funcs: [\"regex:[aeiou]\"]";   // about half the tiny model's random completions: the groups' rewards vary
+        var full = FineTuning.Run(Config("buffer-full", "", grpo, 6, Vowel));
+        Assert.Equal(6, full.Train.GlobalStep);
+        var completions = File.ReadLines(Path.Combine(full.OutputDir, GrpoTuning.CompletionsFileName)).Select(l => (JsonObject)JsonNode.Parse(l)!).ToList();
+        Assert.Equal(2 * 8 * 3, completions.Count);   // generations at steps 1 and 5, 8 prompts × 3 completions each
+        Assert.Equal([1, 5], completions.Select(c => (int)c["step"]!).Distinct());
+        Assert.True(File.Exists(Path.Combine(full.OutputDir, "checkpoint-2", GrpoObjective.RolloutsFileName)));
+        var log = File.ReadLines(Path.Combine(full.OutputDir, "metrics.jsonl")).Select(l => (JsonObject)JsonNode.Parse(l)!).Where(l => l.ContainsKey("loss")).ToList();
+        Assert.Contains(log, l => (double)l["clip_ratio/region_mean"]! > 0);   // tight clips: the moved weights' ratios leave [0.98, 1.03]
+
+        string part = Path.Combine(_root, "buffer-part");
+        Directory.CreateDirectory(Path.Combine(part, "checkpoint-2"));
+        foreach (var f in Directory.GetFiles(Path.Combine(full.OutputDir, "checkpoint-2")))
+            File.Copy(f, Path.Combine(part, "checkpoint-2", Path.GetFileName(f)));
+        var resumed = FineTuning.Run(Config("buffer-part", "  resume_from_checkpoint: true", grpo, 6, Vowel));
+        Assert.Equal(full.Train.StepLosses.Skip(2), resumed.Train.StepLosses);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(full.OutputDir, "adapter_model.safetensors")),
+            File.ReadAllBytes(Path.Combine(resumed.OutputDir, "adapter_model.safetensors")));
+
+        // Without the buffer the resume cannot continue the cycle, and says why.
+        File.Delete(Path.Combine(part, "checkpoint-2", GrpoObjective.RolloutsFileName));
+        foreach (var d in Directory.GetDirectories(part).Where(d => !d.EndsWith("checkpoint-2"))) Directory.Delete(d, true);
+        Assert.Contains(GrpoObjective.RolloutsFileName, Assert.Throws<PeftSharpException>(() =>
+            FineTuning.Run(Config("buffer-part", "  resume_from_checkpoint: true", grpo, 6, Vowel))).Message);
+    }
+
+    [Fact]
+    public void HeldOutPromptsAreEvaluatedByTheirMeanRewardOnTheSameSamplingStreamEachTime()
+    {
+        string heldOut = Path.Combine(_root, "heldout.jsonl");
+        File.WriteAllLines(heldOut, Enumerable.Range(0, 3).Select(i => $$"""{"prompt": "Name a vowel {{i}}:"}"""));
+        const string vowel = "  reward_funcs: [\"regex:[aeiou]\"]";
+        string training = $"  eval_strategy: steps\n  eval_steps: 2\n  eval_on_start: true\n  per_device_eval_batch_size: 2\n  metric_for_best_model: reward";
+        var run = FineTuning.Run(RunConfig.FromTree(ConfigTree.ParseYaml(
+            ConfigYaml("eval", training, vowel).Replace("data:\n", $"data:\n  eval_file: \"{heldOut}\"\n"))));
+        var evals = File.ReadLines(Path.Combine(run.OutputDir, "metrics.jsonl")).Select(l => (JsonObject)JsonNode.Parse(l)!)
+            .Where(l => l.ContainsKey("eval_reward")).ToList();
+        Assert.Equal([0, 2, 4], evals.Select(e => (int)e["step"]!));
+        foreach (var e in evals)
+        {
+            // 3 prompts × 3 samples of at most 6 tokens: the mean reward is a multiple of 1/9 and equals the regex reward's mean.
+            double reward = (double)e["eval_reward"]!;
+            Assert.InRange(reward, 0, 1);
+            Assert.Equal(Math.Round(reward * 9), reward * 9, 6);
+            Assert.Equal(reward, (double)e["eval_rewards/regex/mean"]!);
+            Assert.InRange((double)e["eval_completions/mean_length"]!, 1, 6);
+        }
+        // The completions log holds the training rollouts only.
+        Assert.DoesNotContain(File.ReadLines(Path.Combine(run.OutputDir, GrpoTuning.CompletionsFileName)), l => l.Contains("Name a vowel"));
+        Assert.Contains("test_size", Assert.Throws<PeftSharpException>(() => FineTuning.Run(RunConfig.FromTree(ConfigTree.ParseYaml(
+            ConfigYaml("x", "", vowel).Replace("data:\n", "data:\n  test_size: 0.2\n"))))).Message);
+    }
+
+    [Fact]
     public void UnsupportedOrWrongOptionsAreRefusedByName()
     {
-        Assert.Contains("num_iterations", Assert.Throws<PeftSharpException>(() => Config("x", grpo: "  num_iterations: 2")).Message);
-        Assert.Contains("steps_per_generation", Assert.Throws<PeftSharpException>(() => Config("x", grpo: "  steps_per_generation: 4")).Message);
+        Assert.Contains("num_iterations", Assert.Throws<PeftSharpException>(() => Config("x", grpo: "  num_iterations: 0")).Message);
+        Assert.Contains("steps_per_generation", Assert.Throws<PeftSharpException>(() => Config("x", grpo: "  steps_per_generation: 0")).Message);
         Assert.Contains("reward_weights", Assert.Throws<PeftSharpException>(() => Config("x", rewards: "  reward_funcs: [json, \"length:3\"]\n  reward_weights: [1.0]")).Message);
         Assert.Contains("unknown reward", Assert.Throws<PeftSharpException>(() => Config("x", rewards: "  reward_funcs: [\"bleu\"]")).Message);
         var config = Config("x", grpo: "  scale_rewards: false");

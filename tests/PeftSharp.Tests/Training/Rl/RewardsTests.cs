@@ -18,6 +18,18 @@ public sealed class RewardsTests
     }
 
     [Fact]
+    public void ContainsLooksForTheColumnOrAnyOfItsStrings()
+    {
+        const string titles = """{"titles": ["Piano Scales Daily", "Left Hand Patterns"]}""";
+        Assert.Equal(1, Score("contains:titles", " I recommend 'piano scales  daily' today", titles));
+        Assert.Equal(1, Score("contains:titles", "Left Hand Patterns", titles));
+        Assert.Equal(0, Score("contains:titles", " I recommend 'Piano Scales'", titles));
+        Assert.Equal(1, Score("contains:answer", "it is 42 or so"));
+        Assert.Equal(0, Score("contains:answer", "forty-two"));
+        Assert.Equal(0, Score("contains:answer", "anything", """{"answer": ""}"""));
+    }
+
+    [Fact]
     public void NumericTakesTheLastBoxedOrTheLastNumber()
     {
         Assert.Equal(1, Score("numeric:answer", "6 times 7 is 42"));
