@@ -167,7 +167,7 @@ public sealed class GrpoObjective : ITrainingObjective<GrpoBatch>, IRolloutObjec
             tape.Training = false;
             foreach (var slice in slices)
             {
-                slice.OldLogps = PerToken(_model.TokenLogProbs(ops, slice.Sequences.Tokens, slice.Sequences.Targets), slice);
+                slice.OldLogps = PerToken(CompletionLogProbs(ops, slice.Sequences), slice);
                 tape.Reset();
             }
             Timings.Reference += System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
@@ -306,19 +306,19 @@ public sealed class GrpoObjective : ITrainingObjective<GrpoBatch>, IRolloutObjec
                 tape.GradEnabled = false;
                 tape.Training = false;
                 var mark = tape.Arena.Mark();
-                try { reference = PerToken(_model.TokenLogProbs(ops, seq.Tokens, seq.Targets), batch); }
+                try { reference = PerToken(CompletionLogProbs(ops, seq), batch); }
                 finally { tape.Arena.Release(mark); tape.GradEnabled = grad; tape.Training = training; }
                 batch.ReferenceLogps = reference;
                 Timings.Reference += System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
                 start = System.Diagnostics.Stopwatch.GetTimestamp();
             }
-            var logps = _model.TokenLogProbs(ops, seq.Tokens, seq.Targets);
+            var logps = CompletionLogProbs(ops, seq);
             var current = PerToken(logps, batch);
             var (loss, gradient, metrics) = GrpoLoss.Compute(_options, current, batch.OldLogps, reference, batch.Advantages, batch.Mask);
             var flat = new double[logps.Length];
-            int t = seq.Tokens.SeqLen;
-            for (int i = 0; i < gradient.Length; i++)
-                for (int j = 0; j < gradient[i].Length; j++) flat[i * t + batch.PromptLengths[i] - 1 + j] = gradient[i][j];
+            int at = 0;
+            foreach (var row in gradient)
+                foreach (double g in row) flat[at++] = g;
             tape.Backward(ops.Scale(ops.ScalarFunction(logps, loss, flat), (float)scale));
             Timings.Training += System.Diagnostics.Stopwatch.GetElapsedTime(start).TotalSeconds;
             foreach (var (k, v) in batch.Metrics) metrics[k] = v;
@@ -419,14 +419,23 @@ public sealed class GrpoObjective : ITrainingObjective<GrpoBatch>, IRolloutObjec
         return values;
     }
 
+    /// <summary>
+    /// The per-token log-probs of every completion token, completion after completion (the output layer runs on those rows
+    /// only, not on the prompts': <see cref="ICausalLM.TokenLogProbsAt"/>).
+    /// </summary>
+    private Tensor CompletionLogProbs(Ops ops, SequenceBatch seq) => _model.TokenLogProbsAt(ops, seq.Tokens, seq.Positions, seq.PositionTargets);
+
+    /// <summary>Splits <see cref="CompletionLogProbs"/> into each completion's tokens.</summary>
     internal static unsafe double[][] PerToken(Tensor logps, GrpoBatch batch)
     {
-        int t = batch.Sequences.Tokens.SeqLen;
+        if (logps.Length != batch.Mask.Sum(m => (long)m.Length))
+            throw new InvalidOperationException($"GRPO: {logps.Length} completion log-probs for {batch.Mask.Sum(m => m.Length)} completion tokens.");
         var result = new double[batch.Mask.Length][];
+        int k = 0;
         for (int i = 0; i < result.Length; i++)
         {
             result[i] = new double[batch.Mask[i].Length];
-            for (int j = 0; j < result[i].Length; j++) result[i][j] = logps.Data[i * t + batch.PromptLengths[i] - 1 + j];
+            for (int j = 0; j < result[i].Length; j++) result[i][j] = logps.Data[k++];
         }
         return result;
     }

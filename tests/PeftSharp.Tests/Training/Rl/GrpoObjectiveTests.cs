@@ -49,13 +49,18 @@ public sealed class GrpoObjectiveTests : IDisposable
         using var tape = new Tape();
         var ops = new Ops(tape);
         tape.GradEnabled = false;
-        var perToken = GrpoObjective.PerToken(model.TokenLogProbs(ops, batch.Sequences.Tokens, batch.Sequences.Targets), batch);
-        var sums = batch.Sequences.LogProbSumsNoGrad(model, ops);
+        var seq = batch.Sequences;
+        var perToken = GrpoObjective.PerToken(model.TokenLogProbsAt(ops, seq.Tokens, seq.Positions, seq.PositionTargets), batch);
+        var sums = seq.LogProbSumsNoGrad(model, ops);
+        // Against the log-probs of every position of the padded rows: completion i's token j is predicted at prompt length − 1 + j.
+        var whole = model.TokenLogProbs(ops, seq.Tokens, seq.Targets).AsSpan().ToArray();
         for (int i = 0; i < 2; i++)
         {
             Assert.Equal(generated[i].Tokens.Length, perToken[i].Length);
             Assert.Equal(sums[i], perToken[i].Sum(), 4);
             Assert.All(perToken[i], v => Assert.True(v < 0));
+            for (int j = 0; j < perToken[i].Length; j++)
+                Assert.Equal(whole[i * seq.Tokens.SeqLen + batch.PromptLengths[i] - 1 + j], perToken[i][j], 5);
         }
     }
 
@@ -82,7 +87,7 @@ public sealed class GrpoObjectiveTests : IDisposable
         {
             tape.GradEnabled = false;
             tape.Training = false;
-            try { return GrpoObjective.PerToken(model.TokenLogProbs(ops, b.Sequences.Tokens, b.Sequences.Targets), b); }
+            try { return GrpoObjective.PerToken(model.TokenLogProbsAt(ops, b.Sequences.Tokens, b.Sequences.Positions, b.Sequences.PositionTargets), b); }
             finally { tape.Reset(); tape.GradEnabled = true; tape.Training = true; }
         }
         // π_old is the sampling weights' log-probs, computed at generation time.
