@@ -167,11 +167,16 @@ public abstract unsafe class CausalLM : ICausalLM, IRandomStreams
         return NegatedLosses(ops, losses);
     }
 
-    /// <summary>log softmax(head(hidden))[r, targets[r]] per row, differentiable; a frozen head past the budget goes by row chunks.</summary>
+    /// <summary>
+    /// log softmax(head(hidden))[r, targets[r]] per row, differentiable; a frozen head past the budget goes by row chunks, also
+    /// below <see cref="MinLossChunkRows"/> (a preference batch's few hundred completion rows of a 151,936-token vocabulary:
+    /// whole logits would be held through the backward, which the loss's single-number gradient never needs).
+    /// </summary>
     private Tensor HeadLogProbs(Ops ops, Tensor hidden, int[] targets)
     {
         var head = _slots[^1].Layer;
         int chunk = LossChunkRows(hidden.Rows, VocabSize);
+        if ((long)hidden.Rows * VocabSize > LossLogitsBudget) chunk = (int)Math.Min(chunk, Math.Max(1, LossLogitsBudget / VocabSize));
         if (chunk < hidden.Rows && !head.Parameters.Any(p => p.RequiresGrad))
             return ops.TokenLogProbsInRowChunks(hidden, x => head.Forward(ops, x), targets, chunk);
         return ops.TokenLogProbs(head.Forward(ops, hidden), targets, overwriteLogits: true);
