@@ -118,7 +118,7 @@ public static class LlamaPeerBench
         return model;
     }
 
-    private static double StoredBytes(ILinearLayer layer, LinearModuleInfo info) => layer switch
+    internal static double StoredBytes(ILinearLayer layer, LinearModuleInfo info) => layer switch
     {
         HalfLinear => 2.0 * info.OutFeatures * info.InFeatures,
         Linear4Bit q => q.Weight.StorageBytes,

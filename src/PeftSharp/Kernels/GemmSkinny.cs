@@ -117,7 +117,7 @@ internal static unsafe class GemmSkinny
                 w2 = (byte*)(widened + (long)Math.Min(2, cols - 1) * k);
                 w3 = (byte*)(widened + (long)Math.Min(3, cols - 1) * k);
             }
-            if (m == 1) DotRow<TRows>(a0, w0, w1, w2, w3, k, result);
+            if (m == 1) DotRow<TRows>(a0, w0, w1, w2, w3, k, inPlace ? Cols * job.Ldb * elementSize : 0, result);
             else DotTile<TRows>(a0, a1, a2, a3, w0, w1, w2, w3, k, result);
             for (int r = 0; r < m; r++)
             {
@@ -189,12 +189,16 @@ internal static unsafe class GemmSkinny
     /// <summary>How a tile reads 16 (or one) f32 values at element p of a W row.</summary>
     private interface IRowLoad
     {
+        /// <summary>Bytes per stored element.</summary>
+        static abstract int Size { get; }
         static abstract Vector512<float> Load(byte* row, int p);
         static abstract float Load1(byte* row, int p);
     }
 
     private struct F32Rows : IRowLoad
     {
+        public static int Size => 4;
+
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector512<float> Load(byte* row, int p) => Vector512.Load((float*)row + p);
 
@@ -205,6 +209,8 @@ internal static unsafe class GemmSkinny
     /// <summary>bf16 bits widened in registers: zero-extend to 32 bits, shift into the high half.</summary>
     private struct Bf16Rows : IRowLoad
     {
+        public static int Size => 2;
+
         [MethodImpl(MethodImplOptions.AggressiveInlining)]
         public static Vector512<float> Load(byte* row, int p) =>
             Vector512.ShiftLeft(Avx512F.ConvertToVector512UInt32(Vector256.Load((ushort*)row + p)), 16).AsSingle();
@@ -213,14 +219,26 @@ internal static unsafe class GemmSkinny
         public static float Load1(byte* row, int p) => Precision.Bf16ToF32(((ushort*)row)[p]);
     }
 
-    /// <summary>One X row against four W rows: the 4×4 tile's first row, summed in the same order.</summary>
+    /// <summary>
+    /// One X row against four W rows: the 4×4 tile's first row, summed in the same order. Each step also prefetches
+    /// the same place in the next four rows (<paramref name="ahead"/> bytes on; 0 for rows in a scratch buffer): a row
+    /// is only a few KiB, too short a stream for the hardware prefetcher to reach full speed before it ends.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void DotRow<TRows>(float* a0, byte* b0, byte* b1, byte* b2, byte* b3, int k, float* result) where TRows : struct, IRowLoad
+    private static void DotRow<TRows>(float* a0, byte* b0, byte* b1, byte* b2, byte* b3, int k, long ahead, float* result) where TRows : struct, IRowLoad
     {
         var c00 = Vector512<float>.Zero; var c01 = Vector512<float>.Zero; var c02 = Vector512<float>.Zero; var c03 = Vector512<float>.Zero;
         int p = 0;
         for (; p + 16 <= k; p += 16)
         {
+            if (ahead != 0)
+            {
+                long at = ahead + (long)p * TRows.Size;
+                Sse.Prefetch0(b0 + at);
+                Sse.Prefetch0(b1 + at);
+                Sse.Prefetch0(b2 + at);
+                Sse.Prefetch0(b3 + at);
+            }
             var x0 = Vector512.Load(a0 + p);
             c00 = Vector512.FusedMultiplyAdd(x0, TRows.Load(b0, p), c00);
             c01 = Vector512.FusedMultiplyAdd(x0, TRows.Load(b1, p), c01);
