@@ -18,18 +18,36 @@ namespace PeftSharp.Kernels;
 internal static unsafe class GemmSkinny
 {
     public const int MaxRows = 4;
+    /// <summary>
+    /// Up to this many rows (a batched decoding step of several sequences) run as groups of <see cref="MaxRows"/>, W streamed
+    /// once per group: cheaper than packing all of W for the blocked GEMM on every step, and each row's sums are the
+    /// single-row path's whatever the batch.
+    /// </summary>
+    public const int MaxGroupedRows = 8;
     private const int Cols = 4;
     /// <summary>Below this many multiply-adds the product runs on one thread (a GEMV is memory bound, so this is low).</summary>
     private const long ParallelMinMacs = 1L << 17;
 
     public static bool Applies(in GemmProblem pb, SimdPath path)
-        => path == SimdPath.Vector512 && pb.M <= MaxRows && pb.K >= 16
+        => path == SimdPath.Vector512 && pb.M <= MaxGroupedRows && pb.K >= 16
            && !pb.A.Trans && pb.A.Type == DType.F32 && pb.B.Trans
            && (pb.B.FourBit != null
                ? pb.A.RoundTo == pb.B.RoundTo
                : pb.B.Type is DType.F32 or DType.BF16 or DType.F16 && pb.B.RoundTo == DType.F32 && pb.A.RoundTo == DType.F32);
 
     public static void Run(in GemmProblem pb)
+    {
+        for (int r0 = 0; r0 < pb.M; r0 += MaxRows)
+        {
+            var group = pb;
+            group.M = Math.Min(MaxRows, pb.M - r0);
+            group.A = new GemmOperand((float*)pb.A.Data + r0 * pb.A.Ld, pb.A.Ld, pb.A.Trans, pb.A.Type, pb.A.RoundTo, pb.A.FourBit);
+            group.C = pb.C + r0 * pb.Ldc;
+            RunGroup(group);
+        }
+    }
+
+    private static void RunGroup(in GemmProblem pb)
     {
         var job = new Job
         {
