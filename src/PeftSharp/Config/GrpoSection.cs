@@ -22,7 +22,7 @@ internal static class GrpoSection
         new("num_iterations", ValueKind.Int, "passes over each generation batch (default 1); with more, later passes clip the ratio π/π_old", Min: 1),
         new("steps_per_generation", ValueKind.Int, "micro-batches one generation fills (default gradient_accumulation_steps)", Min: 1),
         new("mask_truncated_completions", ValueKind.Bool, "completions that hit max_completion_length add nothing to the loss"),
-        new("reward_funcs", ValueKind.StringList, "built-in rewards: exact_match:COLUMN, contains:COLUMN, numeric:COLUMN, regex:PATTERN, json, length:N, reward_model:PATH (a trained reward model or its adapter); judge:FILE (an LLM judge's score, built by peftsharp train)"),
+        new("reward_funcs", ValueKind.StringList, "built-in rewards: exact_match:COLUMN, contains:COLUMN, numeric:COLUMN, regex:PATTERN, json, json:SCHEMA_FILE, length:N, reward_model:PATH (a trained reward model or its adapter); judge:FILE (an LLM judge's score, built by peftsharp train)"),
         new("reward_weights", ValueKind.NumberList, "one weight per reward function (default all 1)"),
         new("log_completions", ValueKind.Bool, "append the sampled prompts, completions and rewards to completions.jsonl in output_dir (default true)"),
     ]);

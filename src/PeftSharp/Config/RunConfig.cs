@@ -114,13 +114,14 @@ public sealed class RunConfig
         if (tree["data"] is JsonObject d && d["dataset_name"] is JsonValue n && n.GetValueKind() == System.Text.Json.JsonValueKind.String
             && !Path.IsPathRooted(n.GetValue<string>()) && Directory.Exists(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, n.GetValue<string>())))
             d["dataset_name"] = Path.GetFullPath(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, n.GetValue<string>()));
-        // So are reward models named in grpo.reward_funcs (reward_model:PATH) when PATH is a folder beside it.
+        // So are reward models and JSON schemas named in grpo.reward_funcs (reward_model:PATH, json:SCHEMA) when they are beside it.
         if (tree["grpo"] is JsonObject g && g["reward_funcs"] is JsonArray funcs)
             for (int i = 0; i < funcs.Count; i++)
-                if (funcs[i] is JsonValue f && f.TryGetValue<string>(out var spec) && spec.StartsWith("reward_model:", StringComparison.Ordinal)
-                    && spec["reward_model:".Length..] is var rm && !Path.IsPathRooted(rm)
-                    && Directory.Exists(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, rm)))
-                    funcs[i] = "reward_model:" + Path.GetFullPath(Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, rm));
+                foreach (var kind in new[] { "reward_model:", "json:" })
+                    if (funcs[i] is JsonValue f && f.TryGetValue<string>(out var spec) && spec.StartsWith(kind, StringComparison.Ordinal)
+                        && spec[kind.Length..] is var rm && !Path.IsPathRooted(rm)
+                        && Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, rm) is var beside && (Directory.Exists(beside) || File.Exists(beside)))
+                        funcs[i] = kind + Path.GetFullPath(beside);
         try { return FromTree(tree, overrides); }
         catch (PeftSharpException e) { throw new PeftSharpException($"{path}: {e.Message}"); }
     }

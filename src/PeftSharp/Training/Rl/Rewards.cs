@@ -32,7 +32,7 @@ public interface IRewardFunction
 /// <item><c>contains:COLUMN</c>: 1 when the normalised completion contains the row's COLUMN (normalised), or any string of it when
 /// COLUMN is a list (e.g. the acceptable answers), else 0;</item>
 /// <item><c>regex:PATTERN</c>: 1 when the completion matches PATTERN (.NET syntax, searched anywhere, dot matches new lines; anchor with ^ $), else 0;</item>
-/// <item><c>json</c>: 1 when the trimmed completion parses as JSON, else 0;</item>
+/// <item><c>json</c>: 1 when the trimmed completion parses as JSON, else 0; <c>json:SCHEMA_FILE</c>: and is valid against that JSON Schema;</item>
 /// <item><c>length:N</c>: −max(0, tokens − N) / N: 0 up to N completion tokens, more negative the longer past it;</item>
 /// <item><c>reward_model:PATH</c>: a trained reward model's score of prompt + completion (<see cref="RewardModelReward"/>).</item>
 /// </list>
@@ -67,7 +67,7 @@ public static class Rewards
                 "contains" => new Delegate(name, ContainsScorer(Need("column"))),
                 "numeric" => new Delegate(name, NumericScorer(Need("column"))),
                 "regex" => new Delegate(name, RegexScorer(Need("pattern"))),
-                "json" => new Delegate(name, r => IsJson(r.Completion) ? 1 : 0),
+                "json" => new Delegate(name, arg.Length == 0 ? r => IsJson(r.Completion) ? 1 : 0 : SchemaScorer(arg)),
                 "length" => new Delegate(name, LengthScorer(int.TryParse(Need("tokens"), CultureInfo.InvariantCulture, out int n) && n > 0 ? n
                     : throw new PeftSharpException($"grpo.reward_funcs: '{spec}': the length must be a whole number of tokens above 0."))),
                 "reward_model" => new RewardModelReward(name, Need("path")),
@@ -103,6 +103,27 @@ public static class Rewards
         var matches = Regex.Matches(text, @"-?\d[\d,]*(?:\.\d+)?|-?\.\d+");
         if (matches.Count == 0) return null;
         return double.TryParse(matches[^1].Value.Replace(",", ""), NumberStyles.Float, CultureInfo.InvariantCulture, out double v) ? v : null;
+    }
+
+    /// <summary><c>json:SCHEMA_FILE</c>: 1 when the trimmed completion parses as JSON and is valid against the JSON Schema in the file (JsonSchema.Net: drafts 6 to 2020-12), else 0.</summary>
+    private static Func<RewardInput, double> SchemaScorer(string file)
+    {
+        if (!File.Exists(file)) throw new PeftSharpException($"grpo.reward_funcs: json:{file}: no such schema file (a relative path is read beside the config file).");
+        Json.Schema.JsonSchema schema;
+        // Parsed from its text under a base URI of its own: JsonSchema.Net registers a schema by its URI, so the same file
+        // loaded twice (a second run in one process) would be refused as an overwrite.
+        try { schema = Json.Schema.JsonSchema.FromText(File.ReadAllText(file), baseUri: new Uri($"urn:peftsharp:reward-schema:{Guid.NewGuid():N}")); }
+        catch (Exception e) when (e is JsonException or Json.Schema.JsonSchemaException or ArgumentException or InvalidOperationException)
+        {
+            throw new PeftSharpException($"grpo.reward_funcs: json:{file}: not a JSON Schema: {e.Message}", e);
+        }
+        return r =>
+        {
+            JsonDocument document;
+            try { document = JsonDocument.Parse(r.Completion.Trim()); }
+            catch (JsonException) { return 0; }
+            using (document) return schema.Evaluate(document.RootElement).IsValid ? 1 : 0;
+        };
     }
 
     public static bool IsJson(string text)
