@@ -148,17 +148,23 @@ public abstract unsafe class CausalLM : ICausalLM, IRandomStreams
     /// prompt's), by the same rules as <see cref="TokenLogProbs"/> on that many rows, so a reference forward within the budget
     /// still gives the policy's log-probs bit for bit.
     /// </summary>
-    public Tensor TokenLogProbsAt(Ops ops, TokenBatch batch, int[] positions, int[] targets)
+    public Tensor TokenLogProbsAt(Ops ops, TokenBatch batch, int[] positions, int[] targets, float temperature = 1f)
     {
         int rows = positions.Length;
         if (targets.Length != rows) throw new ArgumentException($"TokenLogProbsAt: {targets.Length} targets for {rows} positions.");
-        if (ops.Tape.GradEnabled || LossChunkRows(rows, VocabSize) == rows) return HeadLogProbs(ops, ops.GatherRows(FinalHidden(ops, batch), positions), targets);
+        if (!(temperature > 0)) throw new ArgumentOutOfRangeException(nameof(temperature), temperature, "must be positive.");
+        if (temperature != 1f && _slots[^1].Base.Bias != null)
+            throw new PeftSharpException("log-probs at a temperature other than 1 need an output layer without a bias.");
+        // logits / T = head(hidden / T) for a bias-free head: the gathered rows are scaled before it, on every path.
+        Tensor Rows() => temperature == 1f ? ops.GatherRows(FinalHidden(ops, batch), positions)
+            : ops.Scale(ops.GatherRows(FinalHidden(ops, batch), positions), 1f / temperature);
+        if (ops.Tape.GradEnabled || LossChunkRows(rows, VocabSize) == rows) return HeadLogProbs(ops, Rows(), targets);
         var losses = new float[rows];
         var tape = ops.Tape;
         var mark = tape.Arena.Mark();
         try
         {
-            ScoreHidden(ops, ops.GatherRows(FinalHidden(ops, batch), positions), targets, losses, new int[rows]);
+            ScoreHidden(ops, Rows(), targets, losses, new int[rows]);
         }
         finally
         {

@@ -96,10 +96,12 @@ public interface ICausalLM : IDisposable
     /// <summary>
     /// <see cref="TokenLogProbs"/> at the given positions only (b·seqLen + t) → (positions.Length), differentiable: a model may
     /// run its output layer on those rows alone (a preference objective scores completions, never prompts). This default
-    /// scores every position and gathers.
+    /// scores every position and gathers. With <paramref name="temperature"/> ≠ 1 the logits are divided by it first, as TRL's
+    /// GRPO computes the log-probs of completions sampled at that temperature.
     /// </summary>
-    Tensor TokenLogProbsAt(Ops ops, TokenBatch batch, int[] positions, int[] targets)
+    Tensor TokenLogProbsAt(Ops ops, TokenBatch batch, int[] positions, int[] targets, float temperature = 1f)
     {
+        if (temperature != 1f) throw new PeftSharpException($"{GetType().Name}: log-probs at a temperature other than 1 are not supported by this model.");
         int rows = batch.Batch * batch.SeqLen;
         var all = new int[rows];
         Array.Fill(all, Kernels.CrossEntropy.IgnoreIndex);

@@ -153,6 +153,29 @@ public unsafe class NextTokenScoreTests
         }
     }
 
+    /// <summary>At a temperature T the log-probs are those of logits / T (TRL's GRPO scores completions sampled at T so), from the whole logits in double.</summary>
+    [Theory]
+    [InlineData("tiny-gpt2", 0.7f)]
+    [InlineData("tiny-llama", 1.5f)]
+    public void LogProbsAtATemperatureAreThoseOfTheScaledLogits(string name, float temperature)
+    {
+        using var model = CausalLM.Load(ModelGolden.Folder(name));
+        using var golden = SafetensorsFile.Open(Path.Combine(ModelGolden.Folder(name), "golden.safetensors"));
+        var batch = ModelGolden.Batch(golden);
+        var targets = batch.ShiftedTargets();
+        var positions = Enumerable.Range(0, targets.Length).Where(i => targets[i] != CrossEntropy.IgnoreIndex).ToArray();
+        using var tape = new Tape { GradEnabled = false };
+        var ops = new Ops(tape);
+        var logits = model.Forward(ops, batch);
+        int vocab = logits.Columns;
+        var scaled = logits.AsSpan().ToArray().Select(v => (double)v / temperature).ToArray();
+        var expected = KernelReference.TokenLogProbs(scaled, targets, vocab);
+        var at = model.TokenLogProbsAt(ops, batch, positions, positions.Select(i => targets[i]).ToArray(), temperature).AsSpan().ToArray();
+        for (int k = 0; k < positions.Length; k++) Assert.InRange(at[k] - expected[positions[k]], -1e-4, 1e-4);
+        var plain = model.TokenLogProbsAt(ops, batch, positions, positions.Select(i => targets[i]).ToArray()).AsSpan().ToArray();
+        Assert.NotEqual(plain, at);
+    }
+
     [Fact]
     public void TheNoGradLossEqualsTheTrainingLoss()
     {

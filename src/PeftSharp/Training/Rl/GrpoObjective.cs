@@ -423,7 +423,8 @@ public sealed class GrpoObjective : ITrainingObjective<GrpoBatch>, IRolloutObjec
     /// The per-token log-probs of every completion token, completion after completion (the output layer runs on those rows
     /// only, not on the prompts': <see cref="ICausalLM.TokenLogProbsAt"/>).
     /// </summary>
-    private Tensor CompletionLogProbs(Ops ops, SequenceBatch seq) => _model.TokenLogProbsAt(ops, seq.Tokens, seq.Positions, seq.PositionTargets);
+    private Tensor CompletionLogProbs(Ops ops, SequenceBatch seq) =>
+        _model.TokenLogProbsAt(ops, seq.Tokens, seq.Positions, seq.PositionTargets, _options.Temperature > 0 ? (float)_options.Temperature : 1f);
 
     /// <summary>Splits <see cref="CompletionLogProbs"/> into each completion's tokens.</summary>
     internal static unsafe double[][] PerToken(Tensor logps, GrpoBatch batch)
