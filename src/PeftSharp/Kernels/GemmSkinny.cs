@@ -19,11 +19,14 @@ internal static unsafe class GemmSkinny
 {
     public const int MaxRows = 4;
     /// <summary>
-    /// Up to this many rows (a batched decoding step of several sequences) run as groups of <see cref="MaxRows"/>, W streamed
-    /// once per group: cheaper than packing all of W for the blocked GEMM on every step, and each row's sums are the
-    /// single-row path's whatever the batch.
+    /// Up to this many rows (a batched decoding step of several sequences) run as groups of <see cref="MaxRows"/> over each
+    /// block of <see cref="GroupedBlock"/> W rows in turn, so W comes from memory once and from L2 for the later groups:
+    /// cheaper than packing all of W for the blocked GEMM on every step, and each row's sums are the single-row path's
+    /// whatever the batch.
     /// </summary>
     public const int MaxGroupedRows = 8;
+    /// <summary>W rows per block that every row group passes over before the next (64 rows of 4,096 f32: 1 MiB).</summary>
+    private const int GroupedBlock = 64;
     private const int Cols = 4;
     /// <summary>Below this many multiply-adds the product runs on one thread (a GEMV is memory bound, so this is low).</summary>
     private const long ParallelMinMacs = 1L << 17;
@@ -36,18 +39,6 @@ internal static unsafe class GemmSkinny
                : pb.B.Type is DType.F32 or DType.BF16 or DType.F16 && pb.B.RoundTo == DType.F32 && pb.A.RoundTo == DType.F32);
 
     public static void Run(in GemmProblem pb)
-    {
-        for (int r0 = 0; r0 < pb.M; r0 += MaxRows)
-        {
-            var group = pb;
-            group.M = Math.Min(MaxRows, pb.M - r0);
-            group.A = new GemmOperand((float*)pb.A.Data + r0 * pb.A.Ld, pb.A.Ld, pb.A.Trans, pb.A.Type, pb.A.RoundTo, pb.A.FourBit);
-            group.C = pb.C + r0 * pb.Ldc;
-            RunGroup(group);
-        }
-    }
-
-    private static void RunGroup(in GemmProblem pb)
     {
         var job = new Job
         {
@@ -68,8 +59,27 @@ internal static unsafe class GemmSkinny
         int groups = (pb.N + Cols - 1) / Cols;
         int threads = macs < ParallelMinMacs ? 1 : Parallelism.MaxThreads;
         job.Parts = threads <= 1 ? 1 : Math.Min(4 * threads, groups);
-        if (job.Parts <= 1) RunColumns(job, 0, pb.N);
+        if (job.Parts <= 1) RunRows(job, 0, pb.N);
         else Parallelism.For(job.Parts, &RunPart, &job);
+    }
+
+    /// <summary>W rows [j0, j1) against every X row: in groups of <see cref="MaxRows"/> X rows, block by block of W.</summary>
+    private static void RunRows(in Job job, int j0, int j1)
+    {
+        if (job.M <= MaxRows)
+        {
+            RunColumns(job, j0, j1);
+            return;
+        }
+        for (int jb = j0; jb < j1; jb += GroupedBlock)
+            for (int r0 = 0; r0 < job.M; r0 += MaxRows)
+            {
+                var group = job;
+                group.A = job.A + r0 * job.Lda;
+                group.C = job.C + r0 * job.Ldc;
+                group.M = Math.Min(MaxRows, job.M - r0);
+                RunColumns(group, jb, Math.Min(j1, jb + GroupedBlock));
+            }
     }
 
     private struct Job
@@ -88,7 +98,7 @@ internal static unsafe class GemmSkinny
         ref var job = ref *(Job*)state;
         int groups = (job.N + Cols - 1) / Cols;
         int g0 = (int)((long)groups * part / job.Parts), g1 = (int)((long)groups * (part + 1) / job.Parts);
-        RunColumns(job, g0 * Cols, Math.Min(job.N, g1 * Cols));
+        RunRows(job, g0 * Cols, Math.Min(job.N, g1 * Cols));
     }
 
     private static void RunColumns(in Job job, int j0, int j1)
