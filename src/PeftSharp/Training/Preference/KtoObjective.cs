@@ -138,7 +138,7 @@ public sealed class KtoObjective : ITrainingObjective<UnpairedBatch>
         var eval = _eval ?? throw new PeftSharpException("training: no evaluation data.");
         var batches = Enumerable.Range(0, (eval.Count + _evalBatchSize - 1) / _evalBatchSize)
             .Select(i => UnpairedBatch.Build(eval.Skip(i * _evalBatchSize).Take(_evalBatchSize).ToList(), _padId));
-        return PreferenceEvaluation.Run(tape, batches, eval.Count, b => b.Count, (ops, batch) =>
+        return PreferenceEvaluation.Run(tape, batches, b => b.Count, (ops, batch) =>
         {
             var (rc, rm) = Reference(ops, batch, eval);
             var pm = batch.Mismatched.LogProbSumsNoGrad(_model, ops);

@@ -8,30 +8,11 @@ namespace PeftSharp.Training.Preference;
 /// </summary>
 internal static class PreferenceEvaluation
 {
-    public static Dictionary<string, double> Run<TBatch>(Tape tape, IEnumerable<TBatch> batches, int examples, Func<TBatch, int> count,
+    public static Dictionary<string, double> Run<TBatch>(Tape tape, IEnumerable<TBatch> batches, Func<TBatch, int> count,
         Func<Ops, TBatch, Dictionary<string, double>> score, Func<TBatch, IReadOnlyDictionary<string, double>>? weights = null,
         Action<Dictionary<string, double>>? complete = null)
     {
-        if (weights != null)
-        {
-            var pooled = new Dictionary<string, (double Sum, double Weight)>();
-            Run(tape, batches, examples, count, (ops, batch) =>
-            {
-                var metrics = score(ops, batch);
-                var w = weights(batch);
-                foreach (var (k, v) in metrics)
-                {
-                    double weight = w.TryGetValue(k, out var x) ? x : count(batch);
-                    var (sum, total) = pooled.GetValueOrDefault(k);
-                    pooled[k] = (sum + (weight > 0 ? v * weight : 0), total + weight);
-                }
-                return [];
-            });
-            var means = pooled.Where(kv => kv.Value.Weight > 0).ToDictionary(kv => kv.Key, kv => kv.Value.Sum / kv.Value.Weight);
-            complete?.Invoke(means);
-            return means;
-        }
-        var totals = new Dictionary<string, double>();
+        var pooled = new Dictionary<string, (double Sum, double Weight)>();
         bool grad = tape.GradEnabled, training = tape.Training;
         tape.GradEnabled = false;
         tape.Training = false;
@@ -39,7 +20,13 @@ internal static class PreferenceEvaluation
         {
             foreach (var batch in batches)
             {
-                foreach (var (k, v) in score(new Ops(tape), batch)) totals[k] = totals.GetValueOrDefault(k) + v * count(batch);
+                var w = weights?.Invoke(batch);
+                foreach (var (k, v) in score(new Ops(tape), batch))
+                {
+                    double weight = w != null && w.TryGetValue(k, out var x) ? x : count(batch);
+                    var (sum, total) = pooled.GetValueOrDefault(k);
+                    pooled[k] = (sum + (weight > 0 ? v * weight : 0), total + weight);
+                }
                 tape.Reset();
             }
         }
@@ -48,11 +35,13 @@ internal static class PreferenceEvaluation
             tape.GradEnabled = grad;
             tape.Training = training;
         }
-        return totals.ToDictionary(kv => kv.Key, kv => kv.Value / examples);
+        var means = pooled.Where(kv => kv.Value.Weight > 0).ToDictionary(kv => kv.Key, kv => kv.Value.Sum / kv.Value.Weight);
+        complete?.Invoke(means);
+        return means;
     }
 
     /// <summary>The paired objectives' evaluation over <paramref name="set"/> in batches of <paramref name="batchSize"/> pairs.</summary>
     public static Dictionary<string, double> Pairs(Tape tape, IReadOnlyList<TokenizedPair> set, int batchSize, int padId,
         Func<Ops, PairBatch, Dictionary<string, double>> score) =>
-        Run(tape, PairBatch.Batches(set, Math.Max(1, batchSize), padId), set.Count, b => b.Count, score);
+        Run(tape, PairBatch.Batches(set, Math.Max(1, batchSize), padId), b => b.Count, score);
 }
