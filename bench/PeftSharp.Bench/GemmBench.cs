@@ -7,7 +7,7 @@ using PeftSharp.Tensors;
 namespace PeftSharp.Bench;
 
 /// <summary>
-/// `gemm [--threads 1,2] [--rounds 5] [--quick] [--only SUBSTRING]`: GFLOP/s of <see cref="Gemm"/> on square, training and
+/// `gemm [--threads 1,2] [--rounds 5] [--quick] [--only SUBSTRING] [--cpu-time]`: GFLOP/s of <see cref="Gemm"/> on square, training and
 /// LoRA shapes, alternating case by case with OpenBLAS's cblas_sgemm when libopenblas.so.0 is installed (run with
 /// OPENBLAS_CORETYPE=SkylakeX to compare with its AVX-512 kernels). One JSON line per case, medians over rounds.
 /// </summary>
@@ -31,12 +31,14 @@ public static unsafe class GemmBench
                 case "--rounds": rounds = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--quick": quick = true; break;
                 case "--only": only = args[++i]; break;
+                case "--cpu-time": _cpuTime = true; break;
+                case "--grouped-rows": _groupedRows = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 default:
-                    Console.Error.WriteLine($"gemm: unknown option '{args[i]}' (expected --threads LIST, --rounds N, --quick, --only TEXT)");
+                    Console.Error.WriteLine($"gemm: unknown option '{args[i]}' (expected --threads LIST, --rounds N, --quick, --only TEXT, --cpu-time, --grouped-rows N)");
                     return 1;
             }
         }
-        var blas = OpenBlas.TryLoad();
+        var blas = _groupedRows > 0 ? null : OpenBlas.TryLoad();
         double minSeconds = quick ? 0.05 : 0.15;
         foreach (int threads in threadCounts.Distinct())
             foreach (var c in Cases(quick))
@@ -49,6 +51,10 @@ public static unsafe class GemmBench
 
     private static IEnumerable<Case> Cases(bool quick)
     {
+        // A prompt's prefill: a few rows against each GPT-2 weight (as nn.Linear stores it).
+        foreach (int t in quick ? [32] : new[] { 8, 16, 32, 64, 128, 256 })
+            foreach (var (outF, inF) in new[] { (2304, 768), (768, 768), (3072, 768), (768, 3072) })
+                yield return new Case($"prefill_{t}", t, outF, inF, false, true);
         foreach (int s in quick ? [1024] : new[] { 1024, 2048 })
             yield return new Case("nn", s, s, s, false, false);
         foreach (int t in quick ? [512] : new[] { 512, 2048 })
@@ -87,10 +93,18 @@ public static unsafe class GemmBench
         double flops = 2.0 * c.M * c.N * c.K;
         var ours = new List<double>();
         var theirs = new List<double>();
+        int defaultGrouped = GemmSkinny.MaxGroupedRows;
+        void Grouped()
+        {
+            GemmSkinny.MaxGroupedRows = _groupedRows;
+            try { Ours(); } finally { GemmSkinny.MaxGroupedRows = defaultGrouped; }
+        }
+        var grouped = new List<double>();
         for (int round = 0; round < rounds; round++)
         {
             ours.Add(flops / Time(Ours, minSeconds) / 1e9);
             if (blas != null) theirs.Add(flops / Time(Theirs, minSeconds) / 1e9);
+            if (_groupedRows > 0) grouped.Add(flops / Time(Grouped, minSeconds) / 1e9);
         }
         double g = Median(ours);
         var line = FormattableString.Invariant(
@@ -100,23 +114,52 @@ public static unsafe class GemmBench
             double o = Median(theirs);
             line += FormattableString.Invariant($",\"openblas_gflops\":{o:F1},\"ratio\":{g / o:F2}");
         }
+        if (_groupedRows > 0)
+            line += FormattableString.Invariant($",\"grouped_rows\":{_groupedRows},\"grouped_gflops\":{Median(grouped):F1},\"grouped_ratio\":{Median(grouped) / g:F2}");
         Console.WriteLine(line + FormattableString.Invariant($",\"median_of\":{rounds}}}"));
     }
+
+    /// <summary>
+    /// With --cpu-time, one-thread cases are timed by the calling thread's CPU clock rather than the wall clock: on a
+    /// machine shared with other jobs, time spent descheduled is not counted (cache and memory contention still are).
+    /// </summary>
+    private static bool _cpuTime;
+
+    /// <summary>
+    /// With --grouped-rows N, each case is also timed (alternating) with <see cref="GemmSkinny.MaxGroupedRows"/> = N, so a
+    /// prefill shape can be compared on the blocked GEMM and on the skinny path's row groups in one run.
+    /// </summary>
+    private static int _groupedRows;
 
     /// <summary>Seconds per call: one warm-up call, then as many calls as fill minSeconds.</summary>
     private static double Time(Action action, double minSeconds)
     {
         action();
-        long start = Stopwatch.GetTimestamp();
+        bool cpu = _cpuTime && Parallelism.MaxThreads == 1;
+        double start = cpu ? ThreadCpuSeconds() : 0;
+        long wallStart = Stopwatch.GetTimestamp();
         int calls = 0;
         double elapsed;
         do
         {
             action();
             calls++;
-            elapsed = Stopwatch.GetElapsedTime(start).TotalSeconds;
+            elapsed = cpu ? ThreadCpuSeconds() - start : Stopwatch.GetElapsedTime(wallStart).TotalSeconds;
         } while (elapsed < minSeconds);
         return elapsed / calls;
+    }
+
+    [StructLayout(LayoutKind.Sequential)]
+    private struct TimeSpec { public long Seconds, Nanoseconds; }
+
+    [DllImport("libc", EntryPoint = "clock_gettime")]
+    private static extern int ClockGetTime(int clock, out TimeSpec time);
+
+    /// <summary>CLOCK_THREAD_CPUTIME_ID (3 on Linux).</summary>
+    private static double ThreadCpuSeconds()
+    {
+        if (ClockGetTime(3, out var t) != 0) throw new InvalidOperationException("clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed.");
+        return t.Seconds + t.Nanoseconds * 1e-9;
     }
 
     private static double Median(List<double> values)

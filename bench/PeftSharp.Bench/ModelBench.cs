@@ -9,7 +9,7 @@ using PeftSharp.Tensors;
 namespace PeftSharp.Bench;
 
 /// <summary>
-/// `model [--model distilgpt2|gpt2|stories15m|qwen2.5-0.5b] [--iterations N] [--modes forward,forward_loss,train_frozen_base,greedy_decode,train_full,train_full_checkpointed,profile,decode_profile] [--shapes 4x256,1x512]`: a model of that shape with
+/// `model [--model distilgpt2|gpt2|stories15m|qwen2.5-0.5b] [--iterations N] [--modes forward,forward_loss,train_frozen_base,greedy_decode,train_full,train_full_checkpointed,profile,decode_profile,prefill_profile] [--shapes 4x256,1x512] [--threads N]`: a model of that shape with
 /// random weights. JSON lines: forward tokens/s (to the logits; forward_loss: to the evaluation loss, the logits
 /// scored a vocabulary block at a time), training-step tokens/s (batch 4×256 and 1×512; a frozen
 /// base whose loss backpropagates to the inputs only, and full fine-tuning, with and without gradient
@@ -25,6 +25,7 @@ public static class ModelBench
     {
         string name = Option(args, "--model", "distilgpt2");
         int iterations = int.Parse(Option(args, "--iterations", "2"));
+        if (args.Contains("--threads")) Kernels.Parallelism.MaxThreads = int.Parse(Option(args, "--threads", "2"));
         var config = args.Contains("--model-dir") ? ModelConfig.Load(Option(args, "--model-dir", "")) : Config(name);
         var shapes = Option(args, "--shapes", "4x256,1x512").Split(',', StringSplitOptions.RemoveEmptyEntries)
             .Select(s => s.Split('x')).Select(p => (Batch: int.Parse(p[0]), SeqLen: int.Parse(p[1]))).ToArray();
@@ -55,7 +56,8 @@ public static class ModelBench
                 if (Wanted("train_frozen_base")) Report(name, "train_frozen_base", b, t, iterations, frozen, train: true);
             }
             if (Wanted("greedy_decode")) Decode(name, frozen, prompt: 32, generate: 128, repeats: iterations);
-            if (modes.Contains("decode_profile")) DecodeProfile(name, frozen, repeats: Math.Max(3, iterations));
+            if (modes.Contains("decode_profile")) DecodeProfile(name, frozen, repeats: Math.Max(3, iterations), rows: 1);
+            if (modes.Contains("prefill_profile")) DecodeProfile(name, frozen, repeats: Math.Max(3, iterations), rows: 32);
         }
         if (!Wanted("train_full") && !Wanted("train_full_checkpointed")) return 0;
         using (var full = CausalLM.CreateRandom(config, new Rng(1), new LoadOptions { FullFineTune = true }))
@@ -179,18 +181,22 @@ public static class ModelBench
     /// layer's forward on one row timed alone (median of 20 calls after a warm-up, its weight bytes and GB/s per module
     /// kind); the step minus the layers is everything else (embedding, norms, attention, activations, logits copy, argmax).
     /// </summary>
-    private static unsafe void DecodeProfile(string model, CausalLM lm, int repeats)
+    private static unsafe void DecodeProfile(string model, CausalLM lm, int repeats, int rows)
     {
         var ids = PromptIds(lm.VocabSize, 32);
         Greedy(lm, ids, 4);
-        double step = Median(Enumerable.Range(0, repeats).Select(_ => Greedy(lm, ids, 128).Decode / 128));
+        double step = rows == 1
+            ? Median(Enumerable.Range(0, repeats).Select(_ => Greedy(lm, ids, 128).Decode / 128))
+            : Median(Enumerable.Range(0, repeats).Select(_ => Greedy(lm, ids, 0).Prefill));
         using var tape = new Tape(1 << 20) { GradEnabled = false, Training = false };
         var ops = new Ops(tape);
-        var kinds = new SortedDictionary<string, (double Seconds, double Bytes)>(StringComparer.Ordinal);
+        var kinds = new SortedDictionary<string, (double Seconds, double Bytes, double Flops)>(StringComparer.Ordinal);
         foreach (var slot in lm.Linears)
         {
-            var x = tape.NewTensor([1, slot.Info.InFeatures], requiresGrad: false);
-            new Span<float>(x.Data, slot.Info.InFeatures).Fill(0.01f);
+            // A decoding step multiplies one row by each layer; a prefill multiplies `rows` rows, but only the last one by the head.
+            int m = slot == lm.HeadSlot ? 1 : rows;
+            var x = tape.NewTensor([m, slot.Info.InFeatures], requiresGrad: false);
+            new Span<float>(x.Data, m * slot.Info.InFeatures).Fill(0.01f);
             var mark = tape.Arena.Mark();
             slot.Layer.Forward(ops, x);
             var times = new double[20];
@@ -204,15 +210,15 @@ public static class ModelBench
             tape.Reset();
             string kind = string.Join(".", slot.Name.Split(".").TakeLast(2));
             double bytes = LlamaPeerBench.StoredBytes(slot.Layer, slot.Info);
-            var (s0, b0) = kinds.GetValueOrDefault(kind);
-            kinds[kind] = (s0 + Median(times), b0 + bytes);
+            var (s0, b0, f0) = kinds.GetValueOrDefault(kind);
+            kinds[kind] = (s0 + Median(times), b0 + bytes, f0 + 2.0 * m * slot.Info.InFeatures * slot.Info.OutFeatures);
         }
         double linears = kinds.Values.Sum(v => v.Seconds);
         Console.WriteLine(JsonSerializer.Serialize(new
         {
-            bench = "model", model, mode = "decode_profile", threads = Kernels.Parallelism.MaxThreads,
+            bench = "model", model, mode = rows == 1 ? "decode_profile" : "prefill_profile", rows, threads = Kernels.Parallelism.MaxThreads,
             step_ms = Math.Round(step * 1e3, 3), linears_ms = Math.Round(linears * 1e3, 3), other_ms = Math.Round((step - linears) * 1e3, 3),
-            linears = kinds.ToDictionary(k => k.Key, k => new { ms = Math.Round(k.Value.Seconds * 1e3, 3), gbs = Math.Round(k.Value.Bytes / k.Value.Seconds / 1e9, 2) }),
+            linears = kinds.ToDictionary(k => k.Key, k => new { ms = Math.Round(k.Value.Seconds * 1e3, 3), gbs = Math.Round(k.Value.Bytes / k.Value.Seconds / 1e9, 2), gflops = Math.Round(k.Value.Flops / k.Value.Seconds / 1e9, 1) }),
         }));
     }
 

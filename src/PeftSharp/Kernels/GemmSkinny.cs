@@ -6,7 +6,7 @@ using PeftSharp.Tensors;
 namespace PeftSharp.Kernels;
 
 /// <summary>
-/// Products with very few rows (m ≤ 4: a decoding step) of the form X·Wᵀ, with W stored row by row (n×k, F32,
+/// Products with few rows (a decoding step, a short prompt) of the form X·Wᵀ, with W stored row by row (n×k, F32,
 /// BF16, F16, or 4-bit codes): each W row is a dot product with every X row, so W, the large operand, streams through
 /// exactly once and is never packed. Four W rows at a time, against four X rows in 16 zmm accumulators (X rows past m
 /// repeat the last one; their results are dropped) or, for a single row, one X row in 4. F32 and BF16 rows are read in
@@ -19,12 +19,19 @@ internal static unsafe class GemmSkinny
 {
     public const int MaxRows = 4;
     /// <summary>
-    /// Up to this many rows (a batched decoding step of several sequences) run as groups of <see cref="MaxRows"/> over each
-    /// block of <see cref="GroupedBlock"/> W rows in turn, so W comes from memory once and from L2 for the later groups:
-    /// cheaper than packing all of W for the blocked GEMM on every step, and each row's sums are the single-row path's
-    /// whatever the batch.
+    /// Up to this many rows (a batched decoding step of several sequences, a short prompt's prefill) run as groups of
+    /// <see cref="MaxRows"/> over each block of <see cref="GroupedBlock"/> W rows in turn, so W comes from memory once and
+    /// from L2 for the later groups: cheaper than packing all of W for the blocked GEMM, and each row's sums are the
+    /// single-row path's whatever the batch. For W read in place (F32, BF16); the bench's `gemm --grouped-rows N` measures
+    /// the crossover against the blocked GEMM (1.1-2.0x at 16-64 rows on one and two threads, even at 128).
     /// </summary>
-    public const int MaxGroupedRows = 8;
+    internal static int MaxGroupedRows = 64;
+
+    /// <summary>
+    /// The same for W that is widened (F16) or dequantized (4-bit) into a scratch row first: every row group widens the
+    /// block again, so past two groups the blocked GEMM, which widens each panel once while packing, is cheaper.
+    /// </summary>
+    private const int MaxGroupedWidenedRows = 8;
     /// <summary>W rows per block that every row group passes over before the next (64 rows of 4,096 f32: 1 MiB).</summary>
     private const int GroupedBlock = 64;
     private const int Cols = 4;
@@ -32,8 +39,9 @@ internal static unsafe class GemmSkinny
     private const long ParallelMinMacs = 1L << 17;
 
     public static bool Applies(in GemmProblem pb, SimdPath path)
-        => path == SimdPath.Vector512 && pb.M <= MaxGroupedRows && pb.K >= 16
+        => path == SimdPath.Vector512 && pb.K >= 16
            && !pb.A.Trans && pb.A.Type == DType.F32 && pb.B.Trans
+           && pb.M <= (pb.B.FourBit == null && pb.B.Type is DType.F32 or DType.BF16 ? MaxGroupedRows : MaxGroupedWidenedRows)
            && (pb.B.FourBit != null
                ? pb.A.RoundTo == pb.B.RoundTo
                : pb.B.Type is DType.F32 or DType.BF16 or DType.F16 && pb.B.RoundTo == DType.F32 && pb.A.RoundTo == DType.F32);
