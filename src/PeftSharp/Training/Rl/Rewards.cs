@@ -110,9 +110,11 @@ public static class Rewards
     {
         if (!File.Exists(file)) throw new PeftSharpException($"grpo.reward_funcs: json:{file}: no such schema file (a relative path is read beside the config file).");
         Json.Schema.JsonSchema schema;
-        // Parsed from its text under a base URI of its own: JsonSchema.Net registers a schema by its URI, so the same file
-        // loaded twice (a second run in one process) would be refused as an overwrite.
-        try { schema = Json.Schema.JsonSchema.FromText(File.ReadAllText(file), baseUri: new Uri($"urn:peftsharp:reward-schema:{Guid.NewGuid():N}")); }
+        // Built into a registry of its own: JsonSchema.Net registers a schema by its URI (its `$id`, else the base URI), and
+        // the global registry refuses an overwrite, so the same file loaded twice in one process (a second run, an edited
+        // schema) would be refused.
+        var options = new Json.Schema.BuildOptions { SchemaRegistry = new Json.Schema.SchemaRegistry() };
+        try { schema = Json.Schema.JsonSchema.FromText(File.ReadAllText(file), options, new Uri($"urn:peftsharp:reward-schema:{Guid.NewGuid():N}")); }
         catch (Exception e) when (e is JsonException or Json.Schema.JsonSchemaException or ArgumentException or InvalidOperationException)
         {
             throw new PeftSharpException($"grpo.reward_funcs: json:{file}: not a JSON Schema: {e.Message}", e);

@@ -41,6 +41,34 @@ public sealed class RewardsTests
     }
 
     [Fact]
+    public void ASchemaWithItsOwnIdLoadsAgainInTheSameProcess()
+    {
+        // A second run in one process (or a schema file edited between runs) must not be refused as a registry overwrite.
+        string dir = Directory.CreateTempSubdirectory("peftsharp-schema-").FullName;
+        try
+        {
+            string schema = Path.Combine(dir, "answer.schema.json");
+            File.WriteAllText(schema, """
+                {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": "https://example.com/answer.schema.json",
+                 "type": "object", "required": ["answer"], "properties": {"answer": {"type": "integer"}}}
+                """);
+            Assert.Equal(1, Score("json:" + schema, """{"answer": 3}"""));
+            Assert.Equal(1, Score("json:" + schema, """{"answer": 3}"""));
+            File.WriteAllText(schema, """
+                {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": "https://example.com/answer.schema.json",
+                 "type": "object", "required": ["answer"], "properties": {"answer": {"$ref": "#/$defs/text"}},
+                 "$defs": {"text": {"type": "string"}}}
+                """);
+            Assert.Equal(0, Score("json:" + schema, """{"answer": 3}"""));
+            Assert.Equal(1, Score("json:" + schema, """{"answer": "3"}"""));
+        }
+        finally
+        {
+            Directory.Delete(dir, true);
+        }
+    }
+
+    [Fact]
     public void ExactMatchComparesNormalisedText()
     {
         Assert.Equal(1, Score("exact_match:answer", "  Paris. ", """{"answer": "paris"}"""));
