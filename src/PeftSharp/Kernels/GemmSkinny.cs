@@ -153,7 +153,7 @@ internal static unsafe class GemmSkinny
                 w2 = (byte*)(widened + (long)Math.Min(2, cols - 1) * k);
                 w3 = (byte*)(widened + (long)Math.Min(3, cols - 1) * k);
             }
-            if (m == 1) DotRow<TRows>(a0, w0, w1, w2, w3, k, inPlace ? Cols * job.Ldb * elementSize : 0, result);
+            if (m == 1) DotRow<TRows>(a0, w0, w1, w2, w3, k, result);
             else DotTile<TRows>(a0, a1, a2, a3, w0, w1, w2, w3, k, result);
             for (int r = 0; r < m; r++)
             {
@@ -167,7 +167,7 @@ internal static unsafe class GemmSkinny
 
     /// <summary>
     /// One X row against 4-bit W rows whose blocks tile each row (k a multiple of the block size, the block size of 32
-    /// or more): codes are looked up and scaled in registers, 32 at a time, and never written out. Four W rows at a time;
+    /// or more): codes are looked up and scaled in registers, 32 at a time, and never written out. Row by row;
     /// each value is table[code] · absmax as <see cref="FourBitView.Dequantize"/> computes it, and the sums run in
     /// <see cref="DotRow{TRows}"/>'s order, so the result is exactly the f32 product with the dequantized rows.
     /// </summary>
@@ -179,33 +179,20 @@ internal static unsafe class GemmSkinny
         var lut = Vector512.Load(view->Table);
         var nibble = Vector128.Create((byte)0x0F);
         float* x = job.A;
-        float* result = stackalloc float[Cols];
-        for (int j = j0; j < j1; j += Cols)
+        for (int j = j0; j < j1; j++)
         {
-            int cols = Math.Min(Cols, j1 - j);
-            long r0 = j, r1 = j + Math.Min(1, cols - 1), r2 = j + Math.Min(2, cols - 1), r3 = j + Math.Min(3, cols - 1);
-            byte* q0 = view->Packed + r0 * k / 2, q1 = view->Packed + r1 * k / 2, q2 = view->Packed + r2 * k / 2, q3 = view->Packed + r3 * k / 2;
-            var c0 = Vector512<float>.Zero; var c1 = Vector512<float>.Zero; var c2 = Vector512<float>.Zero; var c3 = Vector512<float>.Zero;
+            // One row after another (W read as one stream, as in DotRow), one accumulator per row.
+            byte* q = view->Packed + (long)j * k / 2;
+            var acc = Vector512<float>.Zero;
             for (int b = 0; b < blocksPerRow; b++)
             {
-                var s0 = Vector512.Create(view->BlockScale(r0 * blocksPerRow + b));
-                var s1 = Vector512.Create(view->BlockScale(r1 * blocksPerRow + b));
-                var s2 = Vector512.Create(view->BlockScale(r2 * blocksPerRow + b));
-                var s3 = Vector512.Create(view->BlockScale(r3 * blocksPerRow + b));
+                var scale = Vector512.Create(view->BlockScale((long)j * blocksPerRow + b));
                 for (int p = b * blockSize, end = p + blockSize; p < end; p += 32)
-                {
-                    var xLow = Vector512.Load(x + p);
-                    var xHigh = Vector512.Load(x + p + 16);
-                    Accumulate(q0 + p / 2, lut, nibble, s0, xLow, xHigh, ref c0);
-                    Accumulate(q1 + p / 2, lut, nibble, s1, xLow, xHigh, ref c1);
-                    Accumulate(q2 + p / 2, lut, nibble, s2, xLow, xHigh, ref c2);
-                    Accumulate(q3 + p / 2, lut, nibble, s3, xLow, xHigh, ref c3);
-                }
+                    Accumulate(q + p / 2, lut, nibble, scale, Vector512.Load(x + p), Vector512.Load(x + p + 16), ref acc);
             }
-            result[0] = Vector512.Sum(c0); result[1] = Vector512.Sum(c1); result[2] = Vector512.Sum(c2); result[3] = Vector512.Sum(c3);
             float* c = job.C + j;
-            if (job.Accumulate) for (int t = 0; t < cols; t++) c[t] += result[t];
-            else for (int t = 0; t < cols; t++) c[t] = result[t];
+            if (job.Accumulate) *c += Vector512.Sum(acc);
+            else *c = Vector512.Sum(acc);
         }
     }
 
@@ -256,37 +243,32 @@ internal static unsafe class GemmSkinny
     }
 
     /// <summary>
-    /// One X row against four W rows: the 4×4 tile's first row, summed in the same order. Each step also prefetches
-    /// the same place in the next four rows (<paramref name="ahead"/> bytes on; 0 for rows in a scratch buffer): a row
-    /// is only a few KiB, too short a stream for the hardware prefetcher to reach full speed before it ends.
+    /// One X row against four W rows: the 4×4 tile's first row, summed in the same order (one accumulator per output,
+    /// 16 lanes at a time, then the tail). The rows are read one after the other, not interleaved: four W rows are
+    /// adjacent in memory, so this reads W as one sequential stream, which the hardware prefetcher follows to full speed;
+    /// four interleaved rows (1.5-12 KiB each) are four short streams, and even with software prefetching of the next
+    /// rows streamed a 154 MB head from DRAM at a third to a half of the sequential order's rate (measured in
+    /// docs/PERFORMANCE.md, "Decode: W as one stream").
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void DotRow<TRows>(float* a0, byte* b0, byte* b1, byte* b2, byte* b3, int k, long ahead, float* result) where TRows : struct, IRowLoad
+    private static void DotRow<TRows>(float* a0, byte* b0, byte* b1, byte* b2, byte* b3, int k, float* result) where TRows : struct, IRowLoad
     {
-        var c00 = Vector512<float>.Zero; var c01 = Vector512<float>.Zero; var c02 = Vector512<float>.Zero; var c03 = Vector512<float>.Zero;
+        result[0] = Dot<TRows>(a0, b0, k);
+        result[1] = Dot<TRows>(a0, b1, k);
+        result[2] = Dot<TRows>(a0, b2, k);
+        result[3] = Dot<TRows>(a0, b3, k);
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static float Dot<TRows>(float* a, byte* b, int k) where TRows : struct, IRowLoad
+    {
+        var c = Vector512<float>.Zero;
         int p = 0;
         for (; p + 16 <= k; p += 16)
-        {
-            if (ahead != 0)
-            {
-                long at = ahead + (long)p * TRows.Size;
-                Sse.Prefetch0(b0 + at);
-                Sse.Prefetch0(b1 + at);
-                Sse.Prefetch0(b2 + at);
-                Sse.Prefetch0(b3 + at);
-            }
-            var x0 = Vector512.Load(a0 + p);
-            c00 = Vector512.FusedMultiplyAdd(x0, TRows.Load(b0, p), c00);
-            c01 = Vector512.FusedMultiplyAdd(x0, TRows.Load(b1, p), c01);
-            c02 = Vector512.FusedMultiplyAdd(x0, TRows.Load(b2, p), c02);
-            c03 = Vector512.FusedMultiplyAdd(x0, TRows.Load(b3, p), c03);
-        }
-        result[0] = Vector512.Sum(c00); result[1] = Vector512.Sum(c01); result[2] = Vector512.Sum(c02); result[3] = Vector512.Sum(c03);
-        for (; p < k; p++)
-        {
-            float x0 = a0[p];
-            result[0] += x0 * TRows.Load1(b0, p); result[1] += x0 * TRows.Load1(b1, p); result[2] += x0 * TRows.Load1(b2, p); result[3] += x0 * TRows.Load1(b3, p);
-        }
+            c = Vector512.FusedMultiplyAdd(Vector512.Load(a + p), TRows.Load(b, p), c);
+        float sum = Vector512.Sum(c);
+        for (; p < k; p++) sum += a[p] * TRows.Load1(b, p);
+        return sum;
     }
 
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
