@@ -162,6 +162,55 @@ public unsafe class GemmTests
         }
     }
 
+    /// <summary>
+    /// Batch invariance, which serving relies on (a request's tokens must not depend on the requests batched with it):
+    /// on the skinny path every row of X·Wᵀ is bit-for-bit the product of that row alone, whatever the number of rows
+    /// (direct rows, row groups, a prompt's prefill), the threads, and whether W is F32 or BF16.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void EveryRowOfASkinnyProductEqualsThatRowAlone(int threads)
+    {
+        int saved = Parallelism.MaxThreads;
+        Parallelism.MaxThreads = threads;
+        try
+        {
+            var rng = new Random(11);
+            const int n = 301, k = 200;
+            float[] x = Matrix(rng, 64, k, k), w = Matrix(rng, n, k, k);
+            var bits = new ushort[n * k];
+            for (int i = 0; i < bits.Length; i++) bits[i] = (ushort)(BitConverter.SingleToInt32Bits(w[i]) >> 16);
+            fixed (float* px = x, pw = w)
+            fixed (ushort* pbits = bits)
+                foreach (bool half in new[] { false, true })
+                {
+                    var alone = new float[64 * n];
+                    fixed (float* pa = alone)
+                        for (int r = 0; r < 64; r++)
+                            Product(half, px + r * k, pw, pbits, pa + r * n, 1);
+                    foreach (int m in new[] { 2, 3, 4, 5, 8, 13, 32, 33, 64 })
+                    {
+                        var y = new float[m * n];
+                        fixed (float* py = y) Product(half, px, pw, pbits, py, m);
+                        for (int i = 0; i < m * n; i++)
+                            if (BitConverter.SingleToInt32Bits(y[i]) != BitConverter.SingleToInt32Bits(alone[i]))
+                                Assert.Fail($"bf16={half} m={m} threads={threads}: C[{i / n},{i % n}] = {y[i]:R}, alone {alone[i]:R}");
+                    }
+                }
+        }
+        finally
+        {
+            Parallelism.MaxThreads = saved;
+        }
+
+        static void Product(bool half, float* rows, float* w, ushort* bits, float* result, int m)
+        {
+            if (half) Gemm.LinearForward(rows, bits, DType.BF16, null, result, m, 301, 200);
+            else Gemm.LinearForward(rows, w, null, result, m, 301, 200);
+        }
+    }
+
     [Fact]
     public void HalfWeightOverloadsRejectOtherTypes()
     {
