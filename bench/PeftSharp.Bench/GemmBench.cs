@@ -7,7 +7,7 @@ using PeftSharp.Tensors;
 namespace PeftSharp.Bench;
 
 /// <summary>
-/// `gemm [--threads 1,2] [--rounds 5] [--quick] [--only SUBSTRING] [--cpu-time]`: GFLOP/s of <see cref="Gemm"/> on square, training and
+/// `gemm [--threads 1,2] [--rounds 5] [--quick] [--only SUBSTRING] [--cpu-time] [--grouped-rows N] [--decode]`: GFLOP/s of <see cref="Gemm"/> on square, training and
 /// LoRA shapes, alternating case by case with OpenBLAS's cblas_sgemm when libopenblas.so.0 is installed (run with
 /// OPENBLAS_CORETYPE=SkylakeX to compare with its AVX-512 kernels). One JSON line per case, medians over rounds.
 /// </summary>
@@ -18,7 +18,7 @@ public static unsafe class GemmBench
     public static int Run(string[] args)
     {
         int rounds = 5;
-        bool quick = false;
+        bool quick = false, decode = false;
         string? only = null;
         var threadCounts = new List<int> { 1, Environment.ProcessorCount };
         for (int i = 0; i < args.Length; i++)
@@ -33,10 +33,16 @@ public static unsafe class GemmBench
                 case "--only": only = args[++i]; break;
                 case "--cpu-time": _cpuTime = true; break;
                 case "--grouped-rows": _groupedRows = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+                case "--decode": decode = true; break;
                 default:
-                    Console.Error.WriteLine($"gemm: unknown option '{args[i]}' (expected --threads LIST, --rounds N, --quick, --only TEXT, --cpu-time, --grouped-rows N)");
+                    Console.Error.WriteLine($"gemm: unknown option '{args[i]}' (expected --threads LIST, --rounds N, --quick, --only TEXT, --cpu-time, --grouped-rows N, --decode)");
                     return 1;
             }
+        }
+        if (decode)
+        {
+            foreach (int threads in threadCounts.Distinct()) Decode(threads, rounds);
+            return 0;
         }
         var blas = _groupedRows > 0 ? null : OpenBlas.TryLoad();
         double minSeconds = quick ? 0.05 : 0.15;
@@ -76,6 +82,40 @@ public static unsafe class GemmBench
                 yield return new Case($"lora_r{r}_a_bwd_weight", r, d, t, true, false);   // dA = dHᵀ·X
             }
         }
+    }
+
+    /// <summary>
+    /// `--decode`: X (1, 4 or 8 rows) times the transposed weight of a GPT-2 head (50,257 × 768, 154 MB in f32, 77 MB in
+    /// bf16), which no cache holds, as a decoding step streams its weights from memory; 64 MiB are read between calls so
+    /// nothing of W is left in L3. GB/s of W, the median of `rounds` × 5 calls.
+    /// </summary>
+    private static void Decode(int threads, int rounds)
+    {
+        const int n = 50257, k = 768;
+        Parallelism.MaxThreads = threads;
+        using var w = Random((long)n * k, 2);
+        using var bits = new NativeBuffer<ushort>((long)n * k, clear: false);
+        for (long i = 0; i < (long)n * k; i++) bits.Pointer[i] = (ushort)(BitConverter.SingleToInt32Bits(w.Pointer[i]) >> 16);
+        using var x = Random(8L * k, 1);
+        using var y = new NativeBuffer<float>(8L * n);
+        using var flush = Random(16L << 20, 3);
+        foreach (var (type, bytes) in new[] { ("f32", 4L * n * k), ("bf16", 2L * n * k) })
+            foreach (int m in new[] { 1, 4, 8 })
+            {
+                var gbs = new List<double>();
+                for (int call = 0; call < rounds * 5; call++)
+                {
+                    float sink = 0;
+                    for (long i = 0; i < flush.Length; i += 16) sink += flush.Pointer[i];
+                    if (sink == float.MaxValue) Console.Write("");
+                    long start = Stopwatch.GetTimestamp();
+                    if (type == "f32") Gemm.LinearForward(x.Pointer, w.Pointer, null, y.Pointer, m, n, k);
+                    else Gemm.LinearForward(x.Pointer, bits.Pointer, DType.BF16, null, y.Pointer, m, n, k);
+                    gbs.Add(bytes / Stopwatch.GetElapsedTime(start).TotalSeconds / 1e9);
+                }
+                Console.WriteLine(FormattableString.Invariant(
+                    $"{{\"op\":\"gemm\",\"form\":\"decode_from_memory\",\"weights\":\"{type}\",\"m\":{m},\"n\":{n},\"k\":{k},\"threads\":{threads},\"weight_gbs\":{Median(gbs):F1},\"median_of\":{gbs.Count}}}"));
+            }
     }
 
     private static void Measure(Case c, int threads, int rounds, double minSeconds, OpenBlas? blas)
