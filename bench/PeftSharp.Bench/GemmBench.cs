@@ -10,6 +10,8 @@ namespace PeftSharp.Bench;
 /// `gemm [--threads 1,2] [--rounds 5] [--quick] [--only SUBSTRING]`: GFLOP/s of <see cref="Gemm"/> on square, training and
 /// LoRA shapes, alternating case by case with OpenBLAS's cblas_sgemm when libopenblas.so.0 is installed (run with
 /// OPENBLAS_CORETYPE=SkylakeX to compare with its AVX-512 kernels). One JSON line per case, medians over rounds.
+/// `--bf16` instead times each case with both operands rounded to bfloat16 (what a bf16 compute dtype multiplies) on the
+/// emitted AVX512-BF16 kernel (<see cref="Bf16Dot"/>) and on the f32 kernel, alternating with the plain f32 product.
 /// </summary>
 public static unsafe class GemmBench
 {
@@ -18,7 +20,7 @@ public static unsafe class GemmBench
     public static int Run(string[] args)
     {
         int rounds = 5;
-        bool quick = false;
+        bool quick = false, bf16 = false;
         string? only = null;
         var threadCounts = new List<int> { 1, Environment.ProcessorCount };
         for (int i = 0; i < args.Length; i++)
@@ -31,8 +33,9 @@ public static unsafe class GemmBench
                 case "--rounds": rounds = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--quick": quick = true; break;
                 case "--only": only = args[++i]; break;
+                case "--bf16": bf16 = true; break;
                 default:
-                    Console.Error.WriteLine($"gemm: unknown option '{args[i]}' (expected --threads LIST, --rounds N, --quick, --only TEXT)");
+                    Console.Error.WriteLine($"gemm: unknown option '{args[i]}' (expected --threads LIST, --rounds N, --quick, --only TEXT, --bf16)");
                     return 1;
             }
         }
@@ -42,7 +45,8 @@ public static unsafe class GemmBench
             foreach (var c in Cases(quick))
             {
                 if (only != null && !c.Form.Contains(only, StringComparison.Ordinal)) continue;
-                Measure(c, threads, rounds, minSeconds, blas);
+                if (bf16) MeasureBf16(c, threads, rounds, minSeconds);
+                else Measure(c, threads, rounds, minSeconds, blas);
             }
         return 0;
     }
@@ -101,6 +105,41 @@ public static unsafe class GemmBench
             line += FormattableString.Invariant($",\"openblas_gflops\":{o:F1},\"ratio\":{g / o:F2}");
         }
         Console.WriteLine(line + FormattableString.Invariant($",\"median_of\":{rounds}}}"));
+    }
+
+    /// <summary>The case in f32, then with both operands rounded to bf16 on the VDPBF16PS kernel and on the f32 kernel, round by round.</summary>
+    private static void MeasureBf16(Case c, int threads, int rounds, double minSeconds)
+    {
+        int aCols = c.TransA ? c.M : c.K, bCols = c.TransB ? c.K : c.N;
+        using var a = Random((c.TransA ? c.K : c.M) * (long)aCols, 1);
+        using var b = Random((c.TransB ? c.N : c.K) * (long)bCols, 2);
+        using var out1 = new NativeBuffer<float>((long)c.M * c.N);
+        float* pa = a.Pointer, pb = b.Pointer, pc = out1.Pointer;
+        Parallelism.MaxThreads = threads;
+        var problem = new GemmProblem
+        {
+            A = GemmOperand.F32(pa, aCols, c.TransA).RoundedTo(DType.BF16), B = GemmOperand.F32(pb, bCols, c.TransB).RoundedTo(DType.BF16),
+            C = pc, Ldc = c.N, M = c.M, N = c.N, K = c.K,
+        };
+        void F32() => Gemm.Compute(c.TransA, c.TransB, c.M, c.N, c.K, pa, aCols, pb, bCols, pc, c.N, false);
+        void Rounded() => GemmDriver.Run(problem, Simd.Path);
+        void RoundedF32Kernel()
+        {
+            using var off = Bf16Dot.Disable();
+            GemmDriver.Run(problem, Simd.Path);
+        }
+        double flops = 2.0 * c.M * c.N * c.K;
+        List<double> f32 = [], dot = [], f32Kernel = [];
+        for (int round = 0; round < rounds; round++)
+        {
+            f32.Add(flops / Time(F32, minSeconds) / 1e9);
+            dot.Add(flops / Time(Rounded, minSeconds) / 1e9);
+            f32Kernel.Add(flops / Time(RoundedF32Kernel, minSeconds) / 1e9);
+        }
+        double g = Median(f32), d = Median(dot), r = Median(f32Kernel);
+        Console.WriteLine(FormattableString.Invariant(
+            $"{{\"op\":\"gemm_bf16\",\"form\":\"{c.Form}\",\"m\":{c.M},\"n\":{c.N},\"k\":{c.K},\"threads\":{threads},\"bf16_dot\":{Bf16Dot.Enabled.ToString().ToLowerInvariant()},") + FormattableString.Invariant(
+            $"\"f32_gflops\":{g:F1},\"bf16_dot_gflops\":{d:F1},\"bf16_f32_kernel_gflops\":{r:F1},\"dot_over_f32\":{d / g:F2},\"dot_over_f32_kernel\":{d / r:F2},\"median_of\":{rounds}}}"));
     }
 
     /// <summary>Seconds per call: one warm-up call, then as many calls as fill minSeconds.</summary>

@@ -14,7 +14,7 @@ namespace PeftSharp.Bench;
 
 /// <summary>
 /// `train --model distilgpt2|gpt2|stories15m|qwen2.5-0.5b --target c_attn|q_proj,v_proj|all-linear [-r 8] [--batch 4] [--seq 256]
-/// [--quant nf4] [--steps 5] [--checkpointing]`: LoRA training steps (forward, loss, backward, AdamW) on a model of that shape
+/// [--quant nf4 [--compute-dtype bfloat16|float32|float16]] [--steps 5] [--checkpointing]`: LoRA training steps (forward, loss, backward, AdamW) on a model of that shape
 /// with random f32 weights (the base optionally quantized to NF4 with double quantization and bf16 compute first) and random
 /// token batches. After one warm-up step, times the rest; one JSON line with tokens/s, ms per step, peak RSS and the arena peak.
 /// `--objective dpo|reward` runs a preference step instead of the SFT loss: --batch pairs of --seq tokens per side (prompt half,
@@ -38,13 +38,14 @@ public static class TrainBench
         string objective = Option(args, "--objective", "sft");
         if (objective is not ("sft" or "dpo" or "reward")) throw new ArgumentException($"--objective {objective}: expected sft, dpo or reward.");
         if (quant is not (null or "nf4" or "fp4")) throw new ArgumentException($"--quant {quant}: expected nf4 or fp4.");
+        string computeDtype = Option(args, "--compute-dtype", "bfloat16");
 
         string? folder = args.Contains("--model-dir") ? Option(args, "--model-dir", "") : null;
         if (folder != null) name = Path.GetFileName(Path.GetFullPath(folder).TrimEnd('/'));
         var config = folder == null ? ModelBench.Config(name) : ModelConfig.Load(folder);
         var bnb = new BitsAndBytesConfig
         {
-            LoadIn4bit = true, Bnb4bitQuantType = quant ?? "nf4", Bnb4bitUseDoubleQuant = true, Bnb4bitComputeDtype = "bfloat16",
+            LoadIn4bit = true, Bnb4bitQuantType = quant ?? "nf4", Bnb4bitUseDoubleQuant = true, Bnb4bitComputeDtype = computeDtype,
         };
         // QLoRA: each linear is quantized as it is created (random f32 weights of one layer at a time),
         // so the peak memory is the 4-bit model's, as when loading a bf16 checkpoint layer by layer.
@@ -103,6 +104,8 @@ public static class TrainBench
             batch,
             seq,
             quant = quant ?? "none",
+            compute_dtype = quant == null ? "float32" : computeDtype,
+            bf16_dot = PeftSharp.Kernels.Bf16Dot.Enabled,
             base_dtype = folder == null ? "float32 (random)" : args.Contains("--float32") ? "float32" : config.TorchDtype ?? "as stored",
             checkpointing,
             tok_per_s = Math.Round((preference != null ? 2 : 1) * batch * seq / seconds, 1),

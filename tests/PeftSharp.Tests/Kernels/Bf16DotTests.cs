@@ -1,3 +1,4 @@
+using PeftSharp.Autograd;
 using PeftSharp.Kernels;
 using PeftSharp.Quantization;
 using PeftSharp.Tensors;
@@ -210,6 +211,69 @@ public unsafe class Bf16DotTests
         }
         Assert.True(expected.AsSpan().SequenceEqual(y));
     }
+
+    /// <summary>
+    /// A QLoRA layer (NF4 base + LoRA, training shape: 64 rows) forward and backward with bnb_4bit_compute_dtype bfloat16 on
+    /// the emitted kernel against the same layer in float32: Y and dX within the bf16 rounding of X (or dY) and W,
+    /// (2⁻⁸ + depth·2⁻²⁴)·Σ|·||W|; the adapter's gradients, which never touch the base weight, are unchanged.
+    /// </summary>
+    [Fact]
+    public void QloraLayerWithBf16ComputeMatchesTheF32PathWithinBf16Tolerance()
+    {
+        if (!Bf16Dot.Emitted) return;
+        using var forced = Simd.Force(SimdPath.Vector512);
+        const int rows = 64, k = 200, n = 96, rank = 8;
+        using var w = Quantized4BitTensor.Quantize(Gaussian.Sample(n * k, 3), [n, k], QuantType.Nf4, 64, doubleQuant: true);
+        var f32 = Step(DType.F32);
+        var bf16 = Step(DType.BF16);
+        LayerResult off;
+        using (Bf16Dot.Disable()) off = Step(DType.BF16);
+        Assert.False(bf16.Y.AsSpan().SequenceEqual(off.Y), "the emitted kernel did not run");
+
+        float[] dense = new float[n * k];
+        w.Dequantize(dense);
+        double[] yScale = new double[rows * n], dxScale = new double[rows * k];
+        for (int i = 0; i < rows; i++)
+            for (int j = 0; j < n; j++)
+                for (int p = 0; p < k; p++)
+                {
+                    double wa = Math.Abs(dense[j * k + p]);
+                    yScale[i * n + j] += Math.Abs(f32.X[i * k + p]) * wa;
+                    dxScale[i * k + p] += Math.Abs(f32.Dy[i * n + j]) * wa;
+                }
+        double bound = Math.Pow(2, -8) * 1.01;
+        foreach (var (name, actual) in new[] { ("bf16", bf16), ("bf16, kernel off", off) })
+        {
+            for (int i = 0; i < yScale.Length; i++)
+                Assert.True(Math.Abs(actual.Y[i] - f32.Y[i]) <= (bound + k * Math.Pow(2, -24)) * yScale[i] + 1e-6, $"{name} Y[{i}]: {actual.Y[i]} vs f32 {f32.Y[i]}");
+            for (int i = 0; i < dxScale.Length; i++)
+                Assert.True(Math.Abs(actual.Dx[i] - f32.Dx[i]) <= (bound + n * Math.Pow(2, -24)) * dxScale[i] + 1e-6, $"{name} dX[{i}]: {actual.Dx[i]} vs f32 {f32.Dx[i]}");
+            Assert.Equal(f32.DA, actual.DA);
+            Assert.Equal(f32.DB, actual.DB);
+        }
+
+        LayerResult Step(DType compute)
+        {
+            var rng = new Rng(5);
+            using var x = Parameter.Create("x", [rows, k], requiresGrad: true);
+            using var a = Parameter.Create("lora_A", [rank, k], requiresGrad: true);
+            using var b = Parameter.Create("lora_B", [n, rank], requiresGrad: true);
+            using var r = Parameter.Create("r", [1, rows * n], requiresGrad: false);
+            rng.FillNormal(x.AsSpan(), 0f, 1f);
+            rng.FillNormal(a.AsSpan(), 0f, 0.5f);
+            rng.FillNormal(b.AsSpan(), 0f, 0.5f);
+            rng.FillNormal(r.AsSpan(), 0f, 1f);
+            using var tape = new Tape(1 << 20);
+            var ops = new Ops(tape);
+            var y = ops.Add(ops.Linear4Bit(x, w, null, compute), ops.Scale(ops.Linear(ops.Linear(x, a), b), 2f));
+            tape.Backward(ops.Linear(Ops.Reshape(y, 1, rows * n), r));
+            return new LayerResult(x.AsSpan().ToArray(), r.AsSpan().ToArray(), y.AsSpan().ToArray(),
+                x.GradSpan().ToArray(), a.GradSpan().ToArray(), b.GradSpan().ToArray());
+        }
+    }
+
+    /// <summary>One QLoRA step's inputs (X, dY = the loss weights r) and results.</summary>
+    private sealed record LayerResult(float[] X, float[] Dy, float[] Y, float[] Dx, float[] DA, float[] DB);
 
     /// <summary>|expected − actual| ≤ depth·2⁻²⁴·Σ|x||w| + tiny: f32 accumulation of exact bf16 products in any order.</summary>
     private static void AssertWithin(float[] expected, float[] actual, float[] scale, int depth, string what)
