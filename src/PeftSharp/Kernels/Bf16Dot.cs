@@ -152,9 +152,9 @@ internal static unsafe class Bf16Dot
     private static float FlushDenormal(float x) => float.IsSubnormal(x) ? MathF.CopySign(0f, x) : x;
 
     /// <summary>
-    /// Rewrites a packed strip in place (depth groups of width f32 values already rounded to bf16, so their low
-    /// 16 bits are zero) as ⌈depth/2⌉ groups of width pair words. Group q is written after groups 2q and 2q + 1 are
-    /// read, and q ≤ 2q, so the rewrite never overwrites a value it has yet to read.
+    /// Rewrites a packed strip in place (depth groups of width f32 values) as ⌈depth/2⌉ groups of width pair words,
+    /// each value rounded to bf16, nearest even (as <see cref="GemmPacking.Round"/>). Group q is written after
+    /// groups 2q and 2q + 1 are read, and q ≤ 2q, so the rewrite never overwrites a value it has yet to read.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void ToPairs(float* strip, int depth, int width)
@@ -167,13 +167,17 @@ internal static unsafe class Bf16Dot
             int j = 0;
             if (Simd.Use512)
                 for (; j + 16 <= width; j += 16)
-                    ((Vector512.Load(odd + j) & Vector512.Create(0xFFFF0000u)) | (Vector512.Load(even + j) >> 16)).Store(dst + j);
-            for (; j < width; j++) dst[j] = (odd[j] & 0xFFFF0000u) | (even[j] >> 16);
+                    ((Round(Vector512.Load(odd + j)) & Vector512.Create(0xFFFF0000u)) | (Round(Vector512.Load(even + j)) >> 16)).Store(dst + j);
+            for (; j < width; j++) dst[j] = (Round(odd[j]) & 0xFFFF0000u) | (Round(even[j]) >> 16);
         }
         if ((depth & 1) != 0)
         {
             uint* last = s + (long)(depth - 1) * width, dst = s + (long)full * width;
-            for (int j = 0; j < width; j++) dst[j] = last[j] >> 16;
+            for (int j = 0; j < width; j++) dst[j] = Round(last[j]) >> 16;
         }
     }
+
+    private static uint Round(uint u) => u + 0x7FFFu + ((u >> 16) & 1u);
+
+    private static Vector512<uint> Round(Vector512<uint> u) => u + Vector512.Create(0x7FFFu) + ((u >> 16) & Vector512<uint>.One);
 }

@@ -57,7 +57,7 @@ internal readonly unsafe struct GemmOperand(void* data, long ld, bool trans, DTy
 internal static unsafe class GemmPacking
 {
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    /// <remarks>With <paramref name="pairs"/> (bf16-rounded operands only) each strip is then rewritten pair-packed for <see cref="Bf16Dot"/>.</remarks>
+    /// <remarks>With <paramref name="pairs"/> (operands rounded to bf16 only) each strip is then rounded and rewritten pair-packed for <see cref="Bf16Dot"/>.</remarks>
     public static void Pack(in GemmOperand src, int p0, int depth, int j0, int count, int width, float* dst, float* scratch, bool pairs = false)
     {
         for (int s = 0; s < count; s += width, dst += (long)depth * width)
@@ -70,8 +70,8 @@ internal static unsafe class GemmPacking
             }
             else if (src.Trans) PackStripTransposed(src, p0, depth, j0 + s, w, width, dst, scratch);
             else PackStripRows(src, p0, depth, j0 + s, w, width, dst);
-            if (src.RoundTo != DType.F32) Round(dst, (long)depth * width, src.RoundTo);
-            if (pairs) Bf16Dot.ToPairs(dst, depth, width);
+            if (pairs) Bf16Dot.ToPairs(dst, depth, width); // rounds to bf16 itself
+            else if (src.RoundTo != DType.F32) Round(dst, (long)depth * width, src.RoundTo);
         }
     }
 

@@ -105,8 +105,6 @@ public unsafe class Bf16DotTests
                 using var b = new NativeBuffer<float>((long)kc * Bf16Dot.Cols);
                 Fill(a, rng);
                 Fill(b, rng);
-                GemmPacking.Round(a.Pointer, a.Length, DType.BF16);
-                GemmPacking.Round(b.Pointer, b.Length, DType.BF16);
                 Bf16Dot.ToPairs(a.Pointer, kc, Bf16Dot.Rows);
                 Bf16Dot.ToPairs(b.Pointer, kc, Bf16Dot.Cols);
                 const int ldc = 53;
@@ -123,18 +121,26 @@ public unsafe class Bf16DotTests
             }
     }
 
-    [Fact]
-    public void ToPairsInterleavesNeighbouringDepthsAndZeroesTheLastOddHalf()
+    /// <summary>Pair words hold depth 2q (low half) and 2q + 1 (high half) rounded as Precision.F32ToBf16 rounds; an odd depth's last high half is 0.</summary>
+    [Theory]
+    [InlineData(3, 3)]
+    [InlineData(48, 7)]
+    [InlineData(8, 256)]
+    public void ToPairsRoundsAndInterleavesNeighbouringDepths(int width, int depth)
     {
-        const int width = 3, depth = 3;
-        float[] strip = [1, 2, 3, 4, 5, 6, 7, 8, 9];
+        using var forced = Simd.Force(SimdPath.Vector512);
+        var rng = new Random(width + depth);
+        float[] strip = new float[width * depth];
+        for (int i = 0; i < strip.Length; i++) strip[i] = (float)((rng.NextDouble() * 2 - 1) * Math.Pow(2, rng.Next(-30, 30)));
+        float[] original = (float[])strip.Clone();
         fixed (float* p = strip) Bf16Dot.ToPairs(p, depth, width);
-        uint Word(int i) => BitConverter.SingleToUInt32Bits(strip[i]);
-        for (int j = 0; j < width; j++)
-        {
-            Assert.Equal(Pair(Bf(4 + j), Bf(1 + j)), Word(j));
-            Assert.Equal(Pair(0, Bf(7 + j)), Word(width + j));
-        }
+        for (int q = 0; q < (depth + 1) / 2; q++)
+            for (int j = 0; j < width; j++)
+            {
+                ushort low = Bf(original[2 * q * width + j]);
+                ushort high = 2 * q + 1 < depth ? Bf(original[(2 * q + 1) * width + j]) : (ushort)0;
+                Assert.Equal(Pair(high, low), BitConverter.SingleToUInt32Bits(strip[q * width + j]));
+            }
     }
 
     /// <summary>
