@@ -34,8 +34,9 @@ public static unsafe class GemmBench
                 case "--quick": quick = true; break;
                 case "--only": only = args[++i]; break;
                 case "--bf16": bf16 = true; break;
+                case "--pair-kc": GemmBlocking.PairKC = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 default:
-                    Console.Error.WriteLine($"gemm: unknown option '{args[i]}' (expected --threads LIST, --rounds N, --quick, --only TEXT, --bf16)");
+                    Console.Error.WriteLine($"gemm: unknown option '{args[i]}' (expected --threads LIST, --rounds N, --quick, --only TEXT, --bf16, --pair-kc N)");
                     return 1;
             }
         }

@@ -8,6 +8,8 @@ internal static class GemmBlocking
 {
     /// <summary>Depth of one packed block (Ã strip and B̃ strip share it).</summary>
     public static int KC = 256;
+    /// <summary>Depth of one packed block for the bf16-pair kernel (<see cref="Bf16Dot"/>): its strips hold two depths per word.</summary>
+    public static int PairKC = 256;
     /// <summary>Rows of A packed at once (kept in L2).</summary>
     public static int MC = 192;
     /// <summary>Columns of B packed at once (kept in L2/L3).</summary>
@@ -175,7 +177,7 @@ internal static unsafe class GemmDriver
     private static void Block(in GemmProblem pb, in GemmMicroKernel mk, int m0, int m1, int n0, int n1)
     {
         int mr = mk.Rows, nr = mk.Cols;
-        int kcMax = Math.Min(GemmBlocking.KC, pb.K);
+        int kcMax = Math.Min(mk.Pairs ? GemmBlocking.PairKC : GemmBlocking.KC, pb.K);
         int mcMax = RoundUp(Math.Min(GemmBlocking.MC, m1 - m0), mr);
         int ncMax = RoundUp(Math.Min(GemmBlocking.NC, n1 - n0), nr);
         var scratch = GemmScratch.Current;

@@ -202,8 +202,10 @@ public unsafe class Bf16DotTests
     [Fact]
     public void KernelOffIsTheF32KernelOnRoundedValues()
     {
+        using (Simd.Force(SimdPath.Vector256)) Assert.False(Bf16Dot.Enabled);
         using var forced = Simd.Force(SimdPath.Vector512);
         using var off = Bf16Dot.Disable();
+        Assert.False(Bf16Dot.Enabled);
         const int m = 40, n = 130, k = 300;
         using var w = Quantized4BitTensor.Quantize(Gaussian.Sample(n * k, 9), [n, k], QuantType.Nf4, 64, doubleQuant: false);
         float[] x = FourBitGemmTests.Uniform(m * k, 10), dense = new float[n * k];
