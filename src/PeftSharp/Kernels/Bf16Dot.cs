@@ -168,6 +168,9 @@ internal static unsafe class Bf16Dot
             if (Simd.Use512)
                 for (; j + 16 <= width; j += 16)
                     ((Round(Vector512.Load(odd + j)) & Vector512.Create(0xFFFF0000u)) | (Round(Vector512.Load(even + j)) >> 16)).Store(dst + j);
+            if (Simd.Use256)
+                for (; j + 8 <= width; j += 8) // Ã strips are 8 wide
+                    ((Round(Vector256.Load(odd + j)) & Vector256.Create(0xFFFF0000u)) | (Round(Vector256.Load(even + j)) >> 16)).Store(dst + j);
             for (; j < width; j++) dst[j] = (Round(odd[j]) & 0xFFFF0000u) | (Round(even[j]) >> 16);
         }
         if ((depth & 1) != 0)
@@ -180,4 +183,6 @@ internal static unsafe class Bf16Dot
     private static uint Round(uint u) => u + 0x7FFFu + ((u >> 16) & 1u);
 
     private static Vector512<uint> Round(Vector512<uint> u) => u + Vector512.Create(0x7FFFu) + ((u >> 16) & Vector512<uint>.One);
+
+    private static Vector256<uint> Round(Vector256<uint> u) => u + Vector256.Create(0x7FFFu) + ((u >> 16) & Vector256<uint>.One);
 }

@@ -126,6 +126,7 @@ public unsafe class Bf16DotTests
     [InlineData(3, 3)]
     [InlineData(48, 7)]
     [InlineData(8, 256)]
+    [InlineData(29, 6)]
     public void ToPairsRoundsAndInterleavesNeighbouringDepths(int width, int depth)
     {
         using var forced = Simd.Force(SimdPath.Vector512);
