@@ -167,22 +167,16 @@ internal static unsafe class Bf16Dot
             int j = 0;
             if (Simd.Use512)
                 for (; j + 16 <= width; j += 16)
-                    ((Round(Vector512.Load(odd + j)) & Vector512.Create(0xFFFF0000u)) | (Round(Vector512.Load(even + j)) >> 16)).Store(dst + j);
+                    ((Precision.RoundBf16Bits(Vector512.Load(odd + j)) & Vector512.Create(0xFFFF0000u)) | (Precision.RoundBf16Bits(Vector512.Load(even + j)) >> 16)).Store(dst + j);
             if (Simd.Use256)
                 for (; j + 8 <= width; j += 8) // Ã strips are 8 wide
-                    ((Round(Vector256.Load(odd + j)) & Vector256.Create(0xFFFF0000u)) | (Round(Vector256.Load(even + j)) >> 16)).Store(dst + j);
-            for (; j < width; j++) dst[j] = (Round(odd[j]) & 0xFFFF0000u) | (Round(even[j]) >> 16);
+                    ((Precision.RoundBf16Bits(Vector256.Load(odd + j)) & Vector256.Create(0xFFFF0000u)) | (Precision.RoundBf16Bits(Vector256.Load(even + j)) >> 16)).Store(dst + j);
+            for (; j < width; j++) dst[j] = (Precision.RoundBf16Bits(odd[j]) & 0xFFFF0000u) | (Precision.RoundBf16Bits(even[j]) >> 16);
         }
         if ((depth & 1) != 0)
         {
             uint* last = s + (long)(depth - 1) * width, dst = s + (long)full * width;
-            for (int j = 0; j < width; j++) dst[j] = Round(last[j]) >> 16;
+            for (int j = 0; j < width; j++) dst[j] = Precision.RoundBf16Bits(last[j]) >> 16;
         }
     }
-
-    private static uint Round(uint u) => u + 0x7FFFu + ((u >> 16) & 1u);
-
-    private static Vector512<uint> Round(Vector512<uint> u) => u + Vector512.Create(0x7FFFu) + ((u >> 16) & Vector512<uint>.One);
-
-    private static Vector256<uint> Round(Vector256<uint> u) => u + Vector256.Create(0x7FFFu) + ((u >> 16) & Vector256<uint>.One);
 }

@@ -128,19 +128,16 @@ internal static unsafe class GemmPacking
             if (Simd.Use512)
                 for (; i + 16 <= n; i += 16)
                 {
-                    var u = Vector512.Load((uint*)values + i);
-                    ((u + Vector512.Create(0x7FFFu) + ((u >> 16) & Vector512<uint>.One)) & Vector512.Create(0xFFFF0000u)).Store((uint*)values + i);
+                    (Precision.RoundBf16Bits(Vector512.Load((uint*)values + i)) & Vector512.Create(0xFFFF0000u)).Store((uint*)values + i);
                 }
             else if (Simd.Use256)
                 for (; i + 8 <= n; i += 8)
                 {
-                    var u = Vector256.Load((uint*)values + i);
-                    ((u + Vector256.Create(0x7FFFu) + ((u >> 16) & Vector256<uint>.One)) & Vector256.Create(0xFFFF0000u)).Store((uint*)values + i);
+                    (Precision.RoundBf16Bits(Vector256.Load((uint*)values + i)) & Vector256.Create(0xFFFF0000u)).Store((uint*)values + i);
                 }
             for (; i < n; i++)
             {
-                uint u = ((uint*)values)[i];
-                ((uint*)values)[i] = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+                ((uint*)values)[i] = Precision.RoundBf16Bits(((uint*)values)[i]) & 0xFFFF0000u;
             }
             return;
         }
