@@ -7,9 +7,12 @@ using PeftSharp.Tensors;
 namespace PeftSharp.Bench;
 
 /// <summary>
-/// `gemm [--threads 1,2] [--rounds 5] [--quick] [--only SUBSTRING] [--cpu-time] [--grouped-rows N] [--decode]`: GFLOP/s of <see cref="Gemm"/> on square, training and
+/// `gemm [--threads 1,2] [--rounds 5] [--quick] [--only SUBSTRING] [--cpu-time] [--grouped-rows N] [--decode] [--bf16] [--bf16-kernel] [--pair-kc N]`: GFLOP/s of <see cref="Gemm"/> on square, training and
 /// LoRA shapes, alternating case by case with OpenBLAS's cblas_sgemm when libopenblas.so.0 is installed (run with
 /// OPENBLAS_CORETYPE=SkylakeX to compare with its AVX-512 kernels). One JSON line per case, medians over rounds.
+/// `--bf16` instead times each case with both operands rounded to bfloat16 (what a bf16 compute dtype multiplies) on the
+/// emitted AVX512-BF16 kernel (<see cref="Bf16Dot"/>) and on the f32 kernel, alternating with the plain f32 product;
+/// `--bf16-kernel` times the two 8×48 micro-kernels alone on one packed block (KC deep, in cache), one thread.
 /// </summary>
 public static unsafe class GemmBench
 {
@@ -18,7 +21,7 @@ public static unsafe class GemmBench
     public static int Run(string[] args)
     {
         int rounds = 5;
-        bool quick = false, decode = false;
+        bool quick = false, decode = false, bf16 = false, kernelOnly = false;
         string? only = null;
         var threadCounts = new List<int> { 1, Environment.ProcessorCount };
         for (int i = 0; i < args.Length; i++)
@@ -34,11 +37,15 @@ public static unsafe class GemmBench
                 case "--cpu-time": _cpuTime = true; break;
                 case "--grouped-rows": _groupedRows = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--decode": decode = true; break;
+                case "--bf16": bf16 = true; break;
+                case "--bf16-kernel": kernelOnly = true; break;
+                case "--pair-kc": GemmBlocking.PairKC = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 default:
-                    Console.Error.WriteLine($"gemm: unknown option '{args[i]}' (expected --threads LIST, --rounds N, --quick, --only TEXT, --cpu-time, --grouped-rows N, --decode)");
+                    Console.Error.WriteLine($"gemm: unknown option '{args[i]}' (expected --threads LIST, --rounds N, --quick, --only TEXT, --cpu-time, --grouped-rows N, --decode, --bf16, --pair-kc N, --bf16-kernel)");
                     return 1;
             }
         }
+        if (kernelOnly) return MeasureBf16Kernel(rounds);
         if (decode)
         {
             foreach (int threads in threadCounts.Distinct()) Decode(threads, rounds);
@@ -50,7 +57,8 @@ public static unsafe class GemmBench
             foreach (var c in Cases(quick))
             {
                 if (only != null && !c.Form.Contains(only, StringComparison.Ordinal)) continue;
-                Measure(c, threads, rounds, minSeconds, blas);
+                if (bf16) MeasureBf16(c, threads, rounds, minSeconds);
+                else Measure(c, threads, rounds, minSeconds, blas);
             }
         return 0;
     }
@@ -170,6 +178,78 @@ public static unsafe class GemmBench
     /// prefill shape can be compared on the blocked GEMM and on the skinny path's row groups in one run.
     /// </summary>
     private static int _groupedRows;
+
+    /// <summary>The case in f32, then with both operands rounded to bf16 on the VDPBF16PS kernel and on the f32 kernel, round by round.</summary>
+    private static void MeasureBf16(Case c, int threads, int rounds, double minSeconds)
+    {
+        int aCols = c.TransA ? c.M : c.K, bCols = c.TransB ? c.K : c.N;
+        using var a = Random((c.TransA ? c.K : c.M) * (long)aCols, 1);
+        using var b = Random((c.TransB ? c.N : c.K) * (long)bCols, 2);
+        using var out1 = new NativeBuffer<float>((long)c.M * c.N);
+        float* pa = a.Pointer, pb = b.Pointer, pc = out1.Pointer;
+        Parallelism.MaxThreads = threads;
+        var problem = new GemmProblem
+        {
+            A = GemmOperand.F32(pa, aCols, c.TransA).RoundedTo(DType.BF16), B = GemmOperand.F32(pb, bCols, c.TransB).RoundedTo(DType.BF16),
+            C = pc, Ldc = c.N, M = c.M, N = c.N, K = c.K,
+        };
+        void F32() => Gemm.Compute(c.TransA, c.TransB, c.M, c.N, c.K, pa, aCols, pb, bCols, pc, c.N, false);
+        void Rounded() => GemmDriver.Run(problem, Simd.Path);
+        void RoundedF32Kernel()
+        {
+            using var off = Bf16Dot.Disable();
+            GemmDriver.Run(problem, Simd.Path);
+        }
+        double flops = 2.0 * c.M * c.N * c.K;
+        List<double> f32 = [], dot = [], f32Kernel = [];
+        for (int round = 0; round < rounds; round++)
+        {
+            f32.Add(flops / Time(F32, minSeconds) / 1e9);
+            dot.Add(flops / Time(Rounded, minSeconds) / 1e9);
+            f32Kernel.Add(flops / Time(RoundedF32Kernel, minSeconds) / 1e9);
+        }
+        double g = Median(f32), d = Median(dot), r = Median(f32Kernel);
+        Console.WriteLine(FormattableString.Invariant(
+            $"{{\"op\":\"gemm_bf16\",\"form\":\"{c.Form}\",\"m\":{c.M},\"n\":{c.N},\"k\":{c.K},\"threads\":{threads},\"bf16_dot\":{Bf16Dot.Enabled.ToString().ToLowerInvariant()},") + FormattableString.Invariant(
+            $"\"f32_gflops\":{g:F1},\"bf16_dot_gflops\":{d:F1},\"bf16_f32_kernel_gflops\":{r:F1},\"dot_over_f32\":{d / g:F2},\"dot_over_f32_kernel\":{d / r:F2},\"median_of\":{rounds}}}"));
+    }
+
+    /// <summary>The f32 and the VDPBF16PS micro-kernels alone: one 8-row Ã strip against 16 B̃ strips (768 columns), KC deep, alternating.</summary>
+    private static int MeasureBf16Kernel(int rounds)
+    {
+        if (!Bf16Dot.Enabled)
+        {
+            Console.WriteLine("{\"op\":\"gemm_bf16_kernel\",\"skipped\":\"no AVX512-BF16 kernel on this machine\"}");
+            return 0;
+        }
+        int kc = GemmBlocking.KC, strips = 16, rows = GemmKernels.Vector512Rows, cols = GemmKernels.Vector512Cols;
+        using var a = Random((long)rows * kc, 1);
+        using var b = Random((long)strips * cols * kc, 2);
+        using var pa = Random((long)rows * kc, 1);
+        using var pb = Random((long)strips * cols * kc, 2);
+        Bf16Dot.ToPairs(pa.Pointer, kc, rows);
+        for (int s = 0; s < strips; s++) Bf16Dot.ToPairs(pb.Pointer + (long)s * cols * kc, kc, cols);
+        using var c = new NativeBuffer<float>((long)rows * cols * strips);
+        float* ap = a.Pointer, bp = b.Pointer, pap = pa.Pointer, pbp = pb.Pointer, cp = c.Pointer;
+        void F32()
+        {
+            for (int s = 0; s < strips; s++) GemmKernels.Vector512Kernel(ap, bp + (long)s * cols * kc, kc, cp + s * cols, cols * strips, s > 0);
+        }
+        void Dot()
+        {
+            for (int s = 0; s < strips; s++) Bf16Dot.Kernel(pap, pbp + (long)s * cols * kc, kc, cp + s * cols, cols * strips, s > 0);
+        }
+        double flops = 2.0 * rows * cols * strips * kc;
+        List<double> f32 = [], dot = [];
+        for (int round = 0; round < rounds; round++)
+        {
+            f32.Add(flops / Time(F32, 0.1) / 1e9);
+            dot.Add(flops / Time(Dot, 0.1) / 1e9);
+        }
+        Console.WriteLine(FormattableString.Invariant(
+            $"{{\"op\":\"gemm_bf16_kernel\",\"kc\":{kc},\"tile\":\"8x48\",\"f32_kernel_gflops\":{Median(f32):F1},\"bf16_dot_kernel_gflops\":{Median(dot):F1},\"ratio\":{Median(dot) / Median(f32):F2},\"median_of\":{rounds}}}"));
+        return 0;
+    }
 
     /// <summary>Seconds per call: one warm-up call, then as many calls as fill minSeconds.</summary>
     private static double Time(Action action, double minSeconds)

@@ -42,12 +42,14 @@ public static unsafe class QuantGemmBench
                     using var dy = Random((long)tokens * outF, 3);
                     using var y = new NativeBuffer<float>((long)tokens * outF);
                     using var dx = new NativeBuffer<float>((long)tokens * inF);
-                    var variants = new List<(string Name, Quantized4BitTensor Q, DType Compute)>();
+                    var variants = new List<(string Name, Quantized4BitTensor Q, DType Compute, bool NoDot)>();
                     foreach (bool dq in new[] { false, true })
                     {
                         var q = Quantized4BitTensor.Quantize(w.Span, [outF, inF], QuantType.Nf4, 64, dq);
-                        variants.Add(($"nf4{(dq ? "_dq" : "")}_f32", q, DType.F32));
-                        variants.Add(($"nf4{(dq ? "_dq" : "")}_bf16", q, DType.BF16));
+                        variants.Add(($"nf4{(dq ? "_dq" : "")}_f32", q, DType.F32, false));
+                        variants.Add(($"nf4{(dq ? "_dq" : "")}_bf16", q, DType.BF16, false));
+                        // The same bf16 product on the f32 kernel (Bf16Dot off): what the AVX512-BF16 kernel replaces.
+                        if (Bf16Dot.Enabled) variants.Add(($"nf4{(dq ? "_dq" : "")}_bf16_f32_kernel", q, DType.BF16, true));
                     }
                     double flops = 2.0 * tokens * outF * inF;
                     foreach (bool backward in new[] { false, true })
@@ -62,7 +64,8 @@ public static unsafe class QuantGemmBench
                             denseTimes.Add(Time(dense));
                             for (int v = 0; v < variants.Count; v++)
                             {
-                                var (_, q, compute) = variants[v];
+                                var (_, q, compute, noDot) = variants[v];
+                                using var off = noDot ? Bf16Dot.Disable() : null;
                                 times[v].Add(Time(backward
                                     ? () => FourBitGemm.LinearBackwardInput4Bit(dy.Pointer, q, dx.Pointer, tokens, accumulate: false, compute)
                                     : () => FourBitGemm.LinearForward4Bit(x.Pointer, q, null, y.Pointer, tokens, compute)));

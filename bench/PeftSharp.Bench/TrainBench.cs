@@ -14,7 +14,7 @@ namespace PeftSharp.Bench;
 
 /// <summary>
 /// `train --model distilgpt2|gpt2|stories15m|qwen2.5-0.5b --target c_attn|q_proj,v_proj|all-linear [-r 8] [--batch 4] [--seq 256]
-/// [--quant nf4] [--steps 5] [--checkpointing]`: LoRA training steps (forward, loss, backward, AdamW) on a model of that shape
+/// [--quant nf4 [--compute-dtype bfloat16|float32|float16] [--ab-bf16-dot]] [--steps 5] [--checkpointing]`: LoRA training steps (forward, loss, backward, AdamW) on a model of that shape
 /// with random f32 weights (the base optionally quantized to NF4 with double quantization and bf16 compute first) and random
 /// token batches. After one warm-up step, times the rest; one JSON line with tokens/s, ms per step, peak RSS and the arena peak.
 /// `--objective dpo|reward` runs a preference step instead of the SFT loss: --batch pairs of --seq tokens per side (prompt half,
@@ -38,13 +38,14 @@ public static class TrainBench
         string objective = Option(args, "--objective", "sft");
         if (objective is not ("sft" or "dpo" or "reward")) throw new ArgumentException($"--objective {objective}: expected sft, dpo or reward.");
         if (quant is not (null or "nf4" or "fp4")) throw new ArgumentException($"--quant {quant}: expected nf4 or fp4.");
+        string computeDtype = Option(args, "--compute-dtype", "bfloat16");
 
         string? folder = args.Contains("--model-dir") ? Option(args, "--model-dir", "") : null;
         if (folder != null) name = Path.GetFileName(Path.GetFullPath(folder).TrimEnd('/'));
         var config = folder == null ? ModelBench.Config(name) : ModelConfig.Load(folder);
         var bnb = new BitsAndBytesConfig
         {
-            LoadIn4bit = true, Bnb4bitQuantType = quant ?? "nf4", Bnb4bitUseDoubleQuant = true, Bnb4bitComputeDtype = "bfloat16",
+            LoadIn4bit = true, Bnb4bitQuantType = quant ?? "nf4", Bnb4bitUseDoubleQuant = true, Bnb4bitComputeDtype = computeDtype,
         };
         // QLoRA: each linear is quantized as it is created (random f32 weights of one layer at a time),
         // so the peak memory is the 4-bit model's, as when loading a bf16 checkpoint layer by layer.
@@ -90,6 +91,7 @@ public static class TrainBench
             optimizer.ZeroGrad();
         }
         Step();
+        if (args.Contains("--ab-bf16-dot")) return AlternateBf16Dot(Step, steps, name, target, batch, seq, computeDtype);
         var watch = Stopwatch.StartNew();
         for (int i = 0; i < steps; i++) Step();
         double seconds = watch.Elapsed.TotalSeconds / steps;
@@ -103,6 +105,8 @@ public static class TrainBench
             batch,
             seq,
             quant = quant ?? "none",
+            compute_dtype = quant == null ? "float32" : computeDtype,
+            bf16_dot = PeftSharp.Kernels.Bf16Dot.Enabled,
             base_dtype = folder == null ? "float32 (random)" : args.Contains("--float32") ? "float32" : config.TorchDtype ?? "as stored",
             checkpointing,
             tok_per_s = Math.Round((preference != null ? 2 : 1) * batch * seq / seconds, 1),
@@ -111,6 +115,31 @@ public static class TrainBench
             arena_peak_mb = Math.Round(tape.Arena.HighWater * 4.0 / (1 << 20), 1),
             trainable,
             @params = all,
+        }));
+        return 0;
+    }
+
+    /// <summary>
+    /// `--ab-bf16-dot`: steps alternate between the emitted AVX512-BF16 kernel and the f32 kernel over the same rounded
+    /// values (<see cref="PeftSharp.Kernels.Bf16Dot.Disable"/>) in one process, so both see the same machine load; medians.
+    /// </summary>
+    private static int AlternateBf16Dot(Action step, int steps, string name, string target, int batch, int seq, string computeDtype)
+    {
+        List<double> dot = [], f32Kernel = [];
+        for (int i = 0; i < 2 * steps; i++)
+        {
+            using var off = i % 2 == 1 ? PeftSharp.Kernels.Bf16Dot.Disable() : null;
+            var watch = Stopwatch.StartNew();
+            step();
+            (i % 2 == 0 ? dot : f32Kernel).Add(watch.Elapsed.TotalMilliseconds);
+        }
+        static double Median(List<double> v) => v.Order().ElementAt(v.Count / 2);
+        Console.WriteLine(JsonSerializer.Serialize(new
+        {
+            op = "train_ab_bf16_dot", model = name, target, batch, seq, compute_dtype = computeDtype,
+            bf16_dot = PeftSharp.Kernels.Bf16Dot.Enabled, steps_each = steps,
+            step_ms_dot = Math.Round(Median(dot), 1), step_ms_f32_kernel = Math.Round(Median(f32Kernel), 1),
+            ratio = Math.Round(Median(dot) / Median(f32Kernel), 3),
         }));
         return 0;
     }

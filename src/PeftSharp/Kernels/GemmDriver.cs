@@ -8,6 +8,8 @@ internal static class GemmBlocking
 {
     /// <summary>Depth of one packed block (Ã strip and B̃ strip share it).</summary>
     public static int KC = 256;
+    /// <summary>Depth of one packed block for the bf16-pair kernel (<see cref="Bf16Dot"/>): its strips hold two depths per word.</summary>
+    public static int PairKC = 256;
     /// <summary>Rows of A packed at once (kept in L2).</summary>
     public static int MC = 192;
     /// <summary>Columns of B packed at once (kept in L2/L3).</summary>
@@ -16,12 +18,25 @@ internal static class GemmBlocking
     public static long ParallelMinMacs = 1L << 20;
 }
 
-/// <summary>A micro-kernel and its tile shape.</summary>
-internal readonly unsafe struct GemmMicroKernel(int rows, int cols, delegate*<float*, float*, int, float*, long, bool, void> kernel)
+/// <summary>
+/// A micro-kernel and its tile shape. With <see cref="Pairs"/> the kernel reads pair-packed bf16 strips
+/// (<see cref="Bf16Dot.ToPairs"/>), which the driver makes from the f32 packing of operands rounded to bf16.
+/// </summary>
+internal readonly unsafe struct GemmMicroKernel(int rows, int cols, delegate*<float*, float*, int, float*, long, bool, void> kernel, bool pairs = false)
 {
     public readonly int Rows = rows;
     public readonly int Cols = cols;
     public readonly delegate*<float*, float*, int, float*, long, bool, void> Kernel = kernel;
+    public readonly bool Pairs = pairs;
+
+    /// <summary>
+    /// The kernel for a problem: VDPBF16PS (<see cref="Bf16Dot"/>) when both operands are rounded to bf16 and the
+    /// emitted kernel is on, else the path's f32 kernel.
+    /// </summary>
+    public static GemmMicroKernel For(in GemmProblem pb, SimdPath path) =>
+        path == SimdPath.Vector512 && pb.A.RoundTo == DType.BF16 && pb.B.RoundTo == DType.BF16 && Bf16Dot.Enabled
+            ? new(Bf16Dot.Rows, Bf16Dot.Cols, &Bf16Dot.Kernel, pairs: true)
+            : For(path);
 
     public static GemmMicroKernel For(SimdPath path) => path switch
     {
@@ -100,7 +115,7 @@ internal static unsafe class GemmDriver
             RunNarrow(pb, path);
             return;
         }
-        var mk = GemmMicroKernel.For(path);
+        var mk = GemmMicroKernel.For(pb, path);
         long macs = (long)pb.M * pb.N * pb.K;
         int threads = macs < GemmBlocking.ParallelMinMacs ? 1 : Parallelism.MaxThreads;
         bool splitN = pb.N >= pb.M;
@@ -162,7 +177,7 @@ internal static unsafe class GemmDriver
     private static void Block(in GemmProblem pb, in GemmMicroKernel mk, int m0, int m1, int n0, int n1)
     {
         int mr = mk.Rows, nr = mk.Cols;
-        int kcMax = Math.Min(GemmBlocking.KC, pb.K);
+        int kcMax = Math.Min(mk.Pairs ? GemmBlocking.PairKC : GemmBlocking.KC, pb.K);
         int mcMax = RoundUp(Math.Min(GemmBlocking.MC, m1 - m0), mr);
         int ncMax = RoundUp(Math.Min(GemmBlocking.NC, n1 - n0), nr);
         var scratch = GemmScratch.Current;
@@ -180,11 +195,11 @@ internal static unsafe class GemmDriver
             {
                 int kc = Math.Min(kcMax, pb.K - pc);
                 bool accumulate = pb.Accumulate || pc > 0;
-                GemmPacking.Pack(pb.B, pc, kc, jc, nc, nr, packB, row);
+                GemmPacking.Pack(pb.B, pc, kc, jc, nc, nr, packB, row, mk.Pairs);
                 for (int ic = m0; ic < m1; ic += mcMax)
                 {
                     int mc = Math.Min(mcMax, m1 - ic);
-                    GemmPacking.Pack(aT, pc, kc, ic, mc, mr, packA, row);
+                    GemmPacking.Pack(aT, pc, kc, ic, mc, mr, packA, row, mk.Pairs);
                     for (int ir = 0; ir < mc; ir += mr)
                     {
                         float* aStrip = packA + (long)ir * kc;

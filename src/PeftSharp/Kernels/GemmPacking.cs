@@ -57,7 +57,8 @@ internal readonly unsafe struct GemmOperand(void* data, long ld, bool trans, DTy
 internal static unsafe class GemmPacking
 {
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    public static void Pack(in GemmOperand src, int p0, int depth, int j0, int count, int width, float* dst, float* scratch)
+    /// <remarks>With <paramref name="pairs"/> (operands rounded to bf16 only) each strip is then rounded and rewritten pair-packed for <see cref="Bf16Dot"/>.</remarks>
+    public static void Pack(in GemmOperand src, int p0, int depth, int j0, int count, int width, float* dst, float* scratch, bool pairs = false)
     {
         for (int s = 0; s < count; s += width, dst += (long)depth * width)
         {
@@ -69,7 +70,8 @@ internal static unsafe class GemmPacking
             }
             else if (src.Trans) PackStripTransposed(src, p0, depth, j0 + s, w, width, dst, scratch);
             else PackStripRows(src, p0, depth, j0 + s, w, width, dst);
-            if (src.RoundTo != DType.F32) Round(dst, (long)depth * width, src.RoundTo);
+            if (pairs) Bf16Dot.ToPairs(dst, depth, width); // rounds to bf16 itself
+            else if (src.RoundTo != DType.F32) Round(dst, (long)depth * width, src.RoundTo);
         }
     }
 
@@ -126,19 +128,16 @@ internal static unsafe class GemmPacking
             if (Simd.Use512)
                 for (; i + 16 <= n; i += 16)
                 {
-                    var u = Vector512.Load((uint*)values + i);
-                    ((u + Vector512.Create(0x7FFFu) + ((u >> 16) & Vector512<uint>.One)) & Vector512.Create(0xFFFF0000u)).Store((uint*)values + i);
+                    (Precision.RoundBf16Bits(Vector512.Load((uint*)values + i)) & Vector512.Create(0xFFFF0000u)).Store((uint*)values + i);
                 }
             else if (Simd.Use256)
                 for (; i + 8 <= n; i += 8)
                 {
-                    var u = Vector256.Load((uint*)values + i);
-                    ((u + Vector256.Create(0x7FFFu) + ((u >> 16) & Vector256<uint>.One)) & Vector256.Create(0xFFFF0000u)).Store((uint*)values + i);
+                    (Precision.RoundBf16Bits(Vector256.Load((uint*)values + i)) & Vector256.Create(0xFFFF0000u)).Store((uint*)values + i);
                 }
             for (; i < n; i++)
             {
-                uint u = ((uint*)values)[i];
-                ((uint*)values)[i] = (u + 0x7FFFu + ((u >> 16) & 1u)) & 0xFFFF0000u;
+                ((uint*)values)[i] = Precision.RoundBf16Bits(((uint*)values)[i]) & 0xFFFF0000u;
             }
             return;
         }

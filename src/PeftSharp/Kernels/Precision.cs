@@ -84,6 +84,16 @@ public static unsafe class Precision
         return (ushort)((bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16);
     }
 
+    /// <summary>
+    /// f32 bits plus the round-to-nearest-even increment of bf16: the upper 16 bits are then the rounded bf16 (NaN not
+    /// special-cased), the lower 16 are to be masked or shifted away. The GEMM's bf16 packing shares it.
+    /// </summary>
+    internal static uint RoundBf16Bits(uint u) => u + 0x7FFFu + ((u >> 16) & 1u);
+
+    internal static Vector512<uint> RoundBf16Bits(Vector512<uint> u) => u + Vector512.Create(0x7FFFu) + ((u >> 16) & Vector512<uint>.One);
+
+    internal static Vector256<uint> RoundBf16Bits(Vector256<uint> u) => u + Vector256.Create(0x7FFFu) + ((u >> 16) & Vector256<uint>.One);
+
     private static Vector512<uint> RoundToBf16(Vector512<float> x)
     {
         var bits = x.AsUInt32();
