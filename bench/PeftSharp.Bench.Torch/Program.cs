@@ -84,7 +84,7 @@ public static class Program
                     break;
                 case "check":
                     using (var model = Build(folder!, sdpa, null))
-                        Agreement.Check(context, model, folder!);
+                        Agreement.Check(context, model, folder!, sdpa);
                     break;
             }
         }
@@ -116,7 +116,7 @@ public static class Program
     }
 
     /// <summary>The model with DIR's weights (model.safetensors, any float dtype, widened to f32) or random ones (N(0, 0.02)).</summary>
-    private static Gpt2LMHead Build(string? folder, bool sdpa, LoraSpec? lora)
+    public static Gpt2LMHead Build(string? folder, bool sdpa, LoraSpec? lora)
     {
         var model = new Gpt2LMHead(Gpt2Shape.DistilGpt2, sdpa, lora);
         using var _ = torch.no_grad();
