@@ -14,7 +14,7 @@ namespace PeftSharp.Bench;
 
 /// <summary>
 /// `train --model distilgpt2|gpt2|stories15m|qwen2.5-0.5b --target c_attn|q_proj,v_proj|all-linear [-r 8] [--batch 4] [--seq 256]
-/// [--quant nf4 [--compute-dtype bfloat16|float32|float16] [--ab-bf16-dot]] [--steps 5] [--checkpointing]`: LoRA training steps (forward, loss, backward, AdamW) on a model of that shape
+/// [--quant nf4 [--compute-dtype bfloat16|float32|float16] [--ab-bf16-dot]] [--steps 5] [--checkpointing] [--dropout 0] [--threads N]`: LoRA training steps (forward, loss, backward, AdamW) on a model of that shape
 /// with random f32 weights (the base optionally quantized to NF4 with double quantization and bf16 compute first) and random
 /// token batches. After one warm-up step, times the rest; one JSON line with tokens/s, ms per step, peak RSS and the arena peak.
 /// `--objective dpo|reward` runs a preference step instead of the SFT loss: --batch pairs of --seq tokens per side (prompt half,
@@ -35,6 +35,8 @@ public static class TrainBench
         int steps = int.Parse(Option(args, "--steps", "5"));
         string? quant = args.Contains("--quant") ? Option(args, "--quant", "nf4") : null;
         bool checkpointing = args.Contains("--checkpointing");
+        double dropout = double.Parse(Option(args, "--dropout", "0"), System.Globalization.CultureInfo.InvariantCulture);
+        if (args.Contains("--threads")) Kernels.Parallelism.MaxThreads = int.Parse(Option(args, "--threads", "2"));
         string objective = Option(args, "--objective", "sft");
         if (objective is not ("sft" or "dpo" or "reward")) throw new ArgumentException($"--objective {objective}: expected sft, dpo or reward.");
         if (quant is not (null or "nf4" or "fp4")) throw new ArgumentException($"--quant {quant}: expected nf4 or fp4.");
@@ -58,7 +60,7 @@ public static class TrainBench
         var classifier = objective == "reward"
             ? new SequenceClassifier((CausalLM)model, 1, Parameter.Create("score.weight", [1, config.HiddenSize], false)) : null;
         var targets = target == TargetModules.AllLinearKeyword ? TargetModules.AllLinear : TargetModules.FromNames(target.Split(','));
-        using var peft = PeftModel.Wrap(classifier ?? (ICausalLM)model, new LoraConfig { R = r, LoraAlpha = 2 * r, TargetModules = targets }, rng: new Rng(2));
+        using var peft = PeftModel.Wrap(classifier ?? (ICausalLM)model, new LoraConfig { R = r, LoraAlpha = 2 * r, LoraDropout = dropout, TargetModules = targets }, rng: new Rng(2));
         var (trainable, all) = peft.CountParameters();
         using var optimizer = new AdamW(peft.TrainableParameters, learningRate: 1e-4f);
 
@@ -102,6 +104,8 @@ public static class TrainBench
             model = name,
             target,
             r,
+            lora_dropout = dropout,
+            threads = Kernels.Parallelism.MaxThreads,
             batch,
             seq,
             quant = quant ?? "none",
