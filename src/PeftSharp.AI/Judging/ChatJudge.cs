@@ -33,6 +33,8 @@ public sealed record JudgeOptions
     public bool BothOrders { get; init; }
     /// <summary>How more than two answers are ranked: <see cref="RankByPrompt"/> (one call with <see cref="RankTemplate"/>) or <see cref="RankByRoundRobin"/>.</summary>
     public string Ranking { get; init; } = RankByPrompt;
+    /// <summary>With <see cref="RankByRoundRobin"/>: a ranking only when its worst answer lost every game (a clear loser), else a tie.</summary>
+    public bool WorstLostAll { get; init; }
     public ulong Seed { get; init; }
 
     /// <summary>One rank prompt lists every answer and the judge answers with the whole order (a judge that can follow it).</summary>
@@ -51,6 +53,7 @@ public sealed record JudgeOptions
         if (Timeout <= TimeSpan.Zero) throw new PeftSharpException("judge.timeout must be above 0 seconds.");
         if (PairwiseMaxTokens < 1) throw new PeftSharpException("judge.max_tokens must be at least 1.");
         if (!Rankings.Contains(Ranking)) throw new PeftSharpException($"judge.ranking must be {string.Join(" or ", Rankings)}, got '{Ranking}'.");
+        if (WorstLostAll && Ranking != RankByRoundRobin) throw new PeftSharpException($"judge.worst_lost_all is for judge.ranking: {RankByRoundRobin}, but judge.ranking is {Ranking}.");
         JudgePrompts.Check(PairwiseTemplate, ["prompt", "response0", "response1"], ["response0", "response1"], "judge.system_prompt");
         JudgePrompts.Check(RankTemplate, ["prompt", "outputs"], ["outputs"], "judge.rank_prompt");
     }
@@ -216,8 +219,8 @@ public sealed class ChatJudge
     /// <summary>
     /// The round robin of <see cref="JudgeOptions.RankByRoundRobin"/> over the <paramref name="distinct"/> answers: every pair judged
     /// (a pair that flips with the order under <see cref="JudgeOptions.BothOrders"/> is a draw), ranked by wins − losses, ties kept
-    /// in the order given. The best and the worst must differ in score and the best must have beaten the worst itself, else the
-    /// prompt is a tie; an unparseable or failed pair makes the prompt so (never guessed). Raw: each pair's "iVj:answer", then the scores.
+    /// in the order given. The best and the worst must differ in score and the best must have beaten the worst itself (and, with
+    /// <see cref="JudgeOptions.WorstLostAll"/>, the worst must have lost every game), else the prompt is a tie; an unparseable or failed pair makes the prompt so (never guessed). Raw: each pair's "iVj:answer", then the scores.
     /// </summary>
     private async Task<RankVerdict> RoundRobinAsync(string prompt, IReadOnlyList<string> answers, List<int> distinct, long index, CancellationToken cancellation)
     {
@@ -244,7 +247,7 @@ public sealed class ChatJudge
         var order = Enumerable.Range(0, distinct.Count).OrderByDescending(i => score[i]).ToArray();
         raws.Add("scores " + string.Join(",", Enumerable.Range(0, distinct.Count).Select(i => string.Create(CultureInfo.InvariantCulture, $"{distinct[i]}={score[i]}"))));
         string raw = string.Join("; ", raws);
-        if (score[order[0]] == score[order[^1]] || !beat[order[0], order[^1]])
+        if (score[order[0]] == score[order[^1]] || !beat[order[0], order[^1]] || (Options.WorstLostAll && score[order[^1]] != 1 - distinct.Count))
         {
             Counts.Tie();
             return new RankVerdict(null, JudgeOutcome.Tie, raw);

@@ -189,6 +189,13 @@ public sealed class ChatJudgeTests : IDisposable
         var unbeaten = await new ChatJudge(new FakeChatClient(Games((1, 3), (2, 4), (3, 4))), options).RankAsync("p", ["answer 1", "answer 2", "answer 3", "answer 4"]);
         Assert.Equal(JudgeOutcome.Tie, unbeaten.Outcome);
         Assert.EndsWith("scores 0=1,1=1,2=0,3=-2", unbeaten.Raw);
+        // worst_lost_all: the upset's worst (2) lost to 4 but drew with 1 and 3, so it is no clear loser; the strict order's is.
+        var strict = options with { WorstLostAll = true };
+        Assert.Equal(JudgeOutcome.Tie, (await new ChatJudge(new FakeChatClient(Games((4, 1), (4, 2), (3, 4))), strict).RankAsync("p", ["answer 4", "answer 1", "answer 2", "answer 3"])).Outcome);
+        var clear = await new ChatJudge(new FakeChatClient(HigherNumber), strict).RankAsync("p", ["answer 3", "answer 7", "answer 1", "answer 5"]);
+        Assert.Equal([1, 3, 0, 2], clear.Ranking!);
+        var notRoundRobin = Assert.Throws<PeftSharpException>(() => JudgeSettings.Read(new System.Text.Json.Nodes.JsonObject { ["type"] = "openai", ["model"] = "m", ["worst_lost_all"] = true }));
+        Assert.Contains("judge.worst_lost_all is for judge.ranking: round_robin, but judge.ranking is prompt", notRoundRobin.Message);
         var missing = await new ChatJudge(new FakeChatClient(c => c.Contains("answer 2") && c.Contains("answer 3") ? "maybe" : HigherNumber(c)), options)
             .RankAsync("p", ["answer 1", "answer 2", "answer 3"]);
         Assert.Equal(JudgeOutcome.Unparseable, missing.Outcome);
