@@ -3,8 +3,9 @@
 heldout.jsonl, which neither the judge nor the policy trained on), samples answers through the OpenAI-compatible
 completions API of `peftsharp serve` (the same sampling as judge.yaml: temperature 1.0, top_k 10, cut at a new line)
 from each model named, plus one greedy answer, and counts those that recommend a title on the prompt's topic
-(topics.py). Usage: python3 examples/rlaif/measure_policy.py BASE_URL N MODEL [MODEL ...]"""
+(topics.py), with the binomial standard error sqrt(p (1 - p) / samples). Usage: python3 examples/rlaif/measure_policy.py BASE_URL N MODEL [MODEL ...]"""
 import json
+import math
 import os
 import sys
 import urllib.request
@@ -28,5 +29,6 @@ for model in models:
         for k in range(n):
             sampled += on_topic(p, complete(model, p, temperature=1.0, top_k=10, seed=1000 * i + k)[0])
         greedy += on_topic(p, complete(model, p, temperature=0)[0])
-    print(json.dumps({"model": model, "prompts": len(prompts), "samples": n * len(prompts),
-                      "sampled_on_topic": round(sampled / (n * len(prompts)), 3), "greedy_on_topic": f"{greedy}/{len(prompts)}"}))
+    rate = sampled / (n * len(prompts))
+    print(json.dumps({"model": model, "prompts": len(prompts), "samples": n * len(prompts), "sampled_on_topic": round(rate, 3),
+                      "binomial_se": round(math.sqrt(rate * (1 - rate) / (n * len(prompts))), 3), "greedy_on_topic": f"{greedy}/{len(prompts)}"}))

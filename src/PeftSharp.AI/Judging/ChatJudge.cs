@@ -31,7 +31,20 @@ public sealed record JudgeOptions
     public bool ShuffleOrder { get; init; } = true;
     /// <summary>Ask each pair in both orders; when the two answers disagree (the judge picked a position, not an answer) the pair is a tie.</summary>
     public bool BothOrders { get; init; }
+    /// <summary>How more than two answers are ranked: <see cref="RankByPrompt"/> (one call with <see cref="RankTemplate"/>) or <see cref="RankByRoundRobin"/>.</summary>
+    public string Ranking { get; init; } = RankByPrompt;
+    /// <summary>With <see cref="RankByRoundRobin"/>: a ranking only when its worst answer lost every game (a clear loser), else a tie.</summary>
+    public bool WorstLostAll { get; init; }
     public ulong Seed { get; init; }
+
+    /// <summary>One rank prompt lists every answer and the judge answers with the whole order (a judge that can follow it).</summary>
+    public const string RankByPrompt = "prompt";
+    /// <summary>
+    /// Every pair of answers through the pairwise prompt (both orders with <see cref="BothOrders"/>), ranked by wins − losses
+    /// (Copeland's count); only the pairwise answer is asked, so a judge fine-tuned for pairs can rank K answers.
+    /// </summary>
+    public const string RankByRoundRobin = "round_robin";
+    public static readonly string[] Rankings = [RankByPrompt, RankByRoundRobin];
 
     public void Validate()
     {
@@ -39,6 +52,8 @@ public sealed record JudgeOptions
         if (MaxRetries < 0) throw new PeftSharpException($"judge.max_retries must be 0 or more, got {MaxRetries}.");
         if (Timeout <= TimeSpan.Zero) throw new PeftSharpException("judge.timeout must be above 0 seconds.");
         if (PairwiseMaxTokens < 1) throw new PeftSharpException("judge.max_tokens must be at least 1.");
+        if (!Rankings.Contains(Ranking)) throw new PeftSharpException($"judge.ranking must be {string.Join(" or ", Rankings)}, got '{Ranking}'.");
+        if (WorstLostAll && Ranking != RankByRoundRobin) throw new PeftSharpException($"judge.worst_lost_all is for judge.ranking: {RankByRoundRobin}, but judge.ranking is {Ranking}.");
         JudgePrompts.Check(PairwiseTemplate, ["prompt", "response0", "response1"], ["response0", "response1"], "judge.system_prompt");
         JudgePrompts.Check(RankTemplate, ["prompt", "outputs"], ["outputs"], "judge.rank_prompt");
     }
@@ -137,7 +152,8 @@ public sealed class ChatJudge
 
     /// <summary>
     /// <paramref name="answers"/> ranked best first (indices into the list). Two answers go through the pairwise prompt; more through
-    /// the rank prompt, shown in a seeded shuffled order when <see cref="JudgeOptions.ShuffleOrder"/>. Identical answers are judged once
+    /// the rank prompt, shown in a seeded shuffled order when <see cref="JudgeOptions.ShuffleOrder"/>, or, with
+    /// <see cref="JudgeOptions.RankByRoundRobin"/>, through a round robin of pairwise verdicts. Identical answers are judged once
     /// (the first of each text stands for the others, which follow it); fewer than two distinct answers are a tie without a call.
     /// </summary>
     public async Task<RankVerdict> RankAsync(string prompt, IReadOnlyList<string> answers, long index = 0, CancellationToken cancellation = default)
@@ -158,6 +174,12 @@ public sealed class ChatJudge
             if (pair.Choice < 0) return new RankVerdict(null, pair.Outcome, pair.Raw);
             order = pair.Choice == 0 ? [distinct[0], distinct[1]] : [distinct[1], distinct[0]];
             raw = pair.Raw;
+        }
+        else if (Options.Ranking == JudgeOptions.RankByRoundRobin)
+        {
+            var tournament = await RoundRobinAsync(prompt, answers, distinct, index, cancellation).ConfigureAwait(false);
+            if (tournament.Ranking == null) return tournament;
+            (order, raw) = (tournament.Ranking, tournament.Raw);
         }
         else
         {
@@ -192,6 +214,45 @@ public sealed class ChatJudge
             for (int i = 0; i < answers.Count; i++)
                 if (string.Equals(answers[i].Trim(), answers[d].Trim(), StringComparison.Ordinal)) full.Add(i);
         return new RankVerdict(full.ToArray(), JudgeOutcome.Judged, raw);
+    }
+
+    /// <summary>
+    /// The round robin of <see cref="JudgeOptions.RankByRoundRobin"/> over the <paramref name="distinct"/> answers: every pair judged
+    /// (a pair that flips with the order under <see cref="JudgeOptions.BothOrders"/> is a draw), ranked by wins − losses, ties kept
+    /// in the order given. The best and the worst must differ in score and the best must have beaten the worst itself (and, with
+    /// <see cref="JudgeOptions.WorstLostAll"/>, the worst must have lost every game), else the prompt is a tie; an unparseable or failed pair makes the prompt so (never guessed). Raw: each pair's "iVj:answer", then the scores.
+    /// </summary>
+    private async Task<RankVerdict> RoundRobinAsync(string prompt, IReadOnlyList<string> answers, List<int> distinct, long index, CancellationToken cancellation)
+    {
+        var games = new List<(int A, int B)>();
+        for (int a = 0; a < distinct.Count; a++)
+            for (int b = a + 1; b < distinct.Count; b++) games.Add((a, b));
+        var verdicts = await Task.WhenAll(games.Select((g, n) => JudgePairAsync(prompt, answers[distinct[g.A]], answers[distinct[g.B]],
+            unchecked((long)Tensors.Rng.FoldIn(unchecked((ulong)index), (ulong)n)), cancellation))).ConfigureAwait(false);
+        var score = new int[distinct.Count];
+        var beat = new bool[distinct.Count, distinct.Count];
+        var raws = new List<string>(games.Count + 1);
+        for (int n = 0; n < games.Count; n++)
+        {
+            var (a, b) = games[n];
+            var v = verdicts[n];
+            raws.Add($"{distinct[a]}v{distinct[b]}:{v.Raw}");
+            if (v.Outcome is JudgeOutcome.Unparseable or JudgeOutcome.Failed) return new RankVerdict(null, v.Outcome, string.Join("; ", raws));
+            if (v.Outcome == JudgeOutcome.Tie) continue;
+            var (winner, loser) = v.Choice == 0 ? (a, b) : (b, a);
+            score[winner]++;
+            score[loser]--;
+            beat[winner, loser] = true;
+        }
+        var order = Enumerable.Range(0, distinct.Count).OrderByDescending(i => score[i]).ToArray();
+        raws.Add("scores " + string.Join(",", Enumerable.Range(0, distinct.Count).Select(i => string.Create(CultureInfo.InvariantCulture, $"{distinct[i]}={score[i]}"))));
+        string raw = string.Join("; ", raws);
+        if (score[order[0]] == score[order[^1]] || !beat[order[0], order[^1]] || (Options.WorstLostAll && score[order[^1]] != 1 - distinct.Count))
+        {
+            Counts.Tie();
+            return new RankVerdict(null, JudgeOutcome.Tie, raw);
+        }
+        return new RankVerdict(order.Select(i => distinct[i]).ToArray(), JudgeOutcome.Judged, raw);
     }
 
     /// <summary>TRL's BasePairwiseJudge.judge: one result per pair, 0 or 1, −1 where there is no verdict (unparseable, tie or failed).</summary>

@@ -129,6 +129,81 @@ public sealed class ChatJudgeTests : IDisposable
         }
     }
 
+    /// <summary>A pairwise judge that prefers the output with the higher number ("answer 7" over "answer 3"), reading both outputs.</summary>
+    private static string HigherNumber(string content)
+    {
+        var n = System.Text.RegularExpressions.Regex.Matches(content, "\"output\": \"\"\"answer (\\d)\"\"\"").Select(m => m.Groups[1].Value).ToArray();
+        Assert.Equal(2, n.Length);
+        return string.CompareOrdinal(n[0], n[1]) > 0 ? "0" : "1";
+    }
+
+    [Fact]
+    public async Task ARoundRobinRanksByWinsMinusLossesThroughThePairwisePromptAlone()
+    {
+        // Four distinct answers (one duplicated), both orders: 6 pairs x 2 = 12 pairwise calls, no rank prompt.
+        var client = new FakeChatClient(HigherNumber);
+        var judge = new ChatJudge(client, Fast(shuffle: true) with { BothOrders = true, Ranking = JudgeOptions.RankByRoundRobin });
+        var v = await judge.RankAsync("p", ["answer 3", "answer 7", "answer 1", "answer 5", "answer 7"], 4);
+        Assert.Equal(JudgeOutcome.Judged, v.Outcome);
+        Assert.Equal([1, 4, 3, 0, 2], v.Ranking!);
+        Assert.Equal(12, client.Calls);
+        Assert.EndsWith("scores 0=-1,1=3,2=-3,3=1", v.Raw);
+        Assert.Contains("0v1:1 | 0", v.Raw);
+        // Without both orders each pair is asked once, in the shuffled order, and mapped back.
+        var once = new FakeChatClient(HigherNumber);
+        var single = await new ChatJudge(once, Fast(shuffle: true) with { Ranking = JudgeOptions.RankByRoundRobin }).RankAsync("p", ["answer 2", "answer 9", "answer 4"], 1);
+        Assert.Equal([1, 2, 0], single.Ranking!);
+        Assert.Equal(3, once.Calls);
+    }
+
+    [Fact]
+    public async Task ARoundRobinWithoutAClearBestAndWorstIsATieAndAMissingVerdictIsNeverGuessed()
+    {
+        var options = Fast() with { BothOrders = true, Ranking = JudgeOptions.RankByRoundRobin };
+        // A judge that picks a position draws every game: no pair.
+        var biased = new ChatJudge(new FakeChatClient(_ => "0"), options);
+        var v = await biased.RankAsync("p", ["answer 1", "answer 2", "answer 3"]);
+        Assert.Equal(JudgeOutcome.Tie, v.Outcome);
+        Assert.Null(v.Ranking);
+        Assert.Equal(6, biased.Counts.Calls);
+        // A cycle (1 beats 2, 2 beats 3, 3 beats 1): every score is 0.
+        static string Cycle(string content)
+        {
+            var n = System.Text.RegularExpressions.Regex.Matches(content, "answer (\\d)").Select(m => int.Parse(m.Groups[1].Value)).ToArray();
+            return (n[1] == n[0] % 3 + 1) ? "0" : "1";
+        }
+        var cycle = await new ChatJudge(new FakeChatClient(Cycle), options).RankAsync("p", ["answer 1", "answer 2", "answer 3"]);
+        Assert.Equal(JudgeOutcome.Tie, cycle.Outcome);
+        Assert.EndsWith("scores 0=0,1=0,2=0", cycle.Raw);
+        // Scores tie in the order given; the best by score must have beaten the worst itself. Games: 4 beats 1 and 2, 3 beats 4, the
+        // rest draw, so 4 and 3 score 1, 1 and 2 score -1, and 4 (first) beat 2 (last): a pair. Then 1 beats 3, 2 and 3 beat 4, 1 and 4
+        // draw: 1 scores 1, 2 scores 1, 3 scores 0, 4 scores -2, but 1 never beat 4: a tie.
+        static Func<string, string> Games(params (int Winner, int Loser)[] games) => content =>
+        {
+            var n = System.Text.RegularExpressions.Regex.Matches(content, "answer (\\d)").Select(m => int.Parse(m.Groups[1].Value)).ToArray();
+            return games.Contains((n[0], n[1])) ? "0" : games.Contains((n[1], n[0])) ? "1" : "0";
+        };
+        var upset = await new ChatJudge(new FakeChatClient(Games((4, 1), (4, 2), (3, 4))), options).RankAsync("p", ["answer 4", "answer 1", "answer 2", "answer 3"]);
+        Assert.Equal(JudgeOutcome.Judged, upset.Outcome);
+        Assert.Equal([0, 3, 1, 2], upset.Ranking!);
+        var unbeaten = await new ChatJudge(new FakeChatClient(Games((1, 3), (2, 4), (3, 4))), options).RankAsync("p", ["answer 1", "answer 2", "answer 3", "answer 4"]);
+        Assert.Equal(JudgeOutcome.Tie, unbeaten.Outcome);
+        Assert.EndsWith("scores 0=1,1=1,2=0,3=-2", unbeaten.Raw);
+        // worst_lost_all: the upset's worst (2) lost to 4 but drew with 1 and 3, so it is no clear loser; the strict order's is.
+        var strict = options with { WorstLostAll = true };
+        Assert.Equal(JudgeOutcome.Tie, (await new ChatJudge(new FakeChatClient(Games((4, 1), (4, 2), (3, 4))), strict).RankAsync("p", ["answer 4", "answer 1", "answer 2", "answer 3"])).Outcome);
+        var clear = await new ChatJudge(new FakeChatClient(HigherNumber), strict).RankAsync("p", ["answer 3", "answer 7", "answer 1", "answer 5"]);
+        Assert.Equal([1, 3, 0, 2], clear.Ranking!);
+        var notRoundRobin = Assert.Throws<PeftSharpException>(() => JudgeSettings.Read(new System.Text.Json.Nodes.JsonObject { ["type"] = "openai", ["model"] = "m", ["worst_lost_all"] = true }));
+        Assert.Contains("judge.worst_lost_all is for judge.ranking: round_robin, but judge.ranking is prompt", notRoundRobin.Message);
+        var missing = await new ChatJudge(new FakeChatClient(c => c.Contains("answer 2") && c.Contains("answer 3") ? "maybe" : HigherNumber(c)), options)
+            .RankAsync("p", ["answer 1", "answer 2", "answer 3"]);
+        Assert.Equal(JudgeOutcome.Unparseable, missing.Outcome);
+        Assert.Null(missing.Ranking);
+        var e = Assert.Throws<PeftSharpException>(() => JudgeSettings.Read(new System.Text.Json.Nodes.JsonObject { ["type"] = "openai", ["model"] = "m", ["ranking"] = "elo" }));
+        Assert.Contains("judge.ranking must be prompt or round_robin, got 'elo'", e.Message);
+    }
+
     [Fact]
     public async Task TransientFailuresAreRetriedWithBackoffAndOthersStopTheRun()
     {
