@@ -26,11 +26,12 @@ public sealed unsafe class FourBitWeightEncoder : ILinearWeightEncoder
 
     public void DescribeIn(JsonObject config) => config["quantization_config"] = _config.ToJson();
 
-    public IEnumerable<SafetensorsEntry> Entries(string weightName, LinearModuleInfo linear, DType dtype, long count, Action<Stream> writeValues) =>
+    public IEnumerable<SafetensorsEntry> Entries(string weightName, LinearModuleInfo linear, DType dtype, long count, Action<nint> fillValues,
+        string? spillDirectory) =>
         QuantizedCheckpoint.QuantizedEntries(weightName, _config, () =>
         {
             using var bytes = new NativeBuffer<byte>(count * dtype.Size(), clear: false);
-            using (var stream = new UnmanagedMemoryStream(bytes.Pointer, 0, bytes.Length, FileAccess.Write)) writeValues(stream);
+            fillValues((nint)bytes.Pointer);
             return QuantizedCheckpoint.QuantizeStored(bytes.Pointer, dtype, linear, _config);
-        });
+        }, spillDirectory);
 }

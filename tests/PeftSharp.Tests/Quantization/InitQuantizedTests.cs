@@ -41,6 +41,37 @@ public sealed class InitQuantizedTests : IDisposable
         Assert.All(logits.AsSpan().ToArray(), v => Assert.True(float.IsFinite(v)));
     }
 
+    // Weights of 256 × 1300 = 5.1 chunks of 65,536 values: each thread draws its own range of whole chunks from the skipped-to
+    // generator state, and the bytes are the single-threaded writer's (the dense checkpoint is written as one stream); the
+    // packed codes are kept in a spill file between the header pass and the data pass, not drawn twice.
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    [InlineData(3)]
+    public void WeightsDrawnOnSeveralThreadsAreTheSingleStreamsBytes(int threads)
+    {
+        string config = Path.Combine(_root, "config.json");
+        File.WriteAllText(config, """{"model_type": "llama", "hidden_size": 256, "intermediate_size": 1300, "num_attention_heads": 4, "num_hidden_layers": 1, "vocab_size": 700, "max_position_embeddings": 32, "tie_word_embeddings": false}""");
+        var bnb = PeftSharp.Cli.Commands.InitModelCommand.QuantizationFor("nf4", true, "bfloat16");
+        string direct = Path.Combine(_root, "direct"), dense = Path.Combine(_root, "dense"), twoStep = Path.Combine(_root, "two-step");
+        int saved = PeftSharp.Kernels.Parallelism.MaxThreads;
+        PeftSharp.Kernels.Parallelism.MaxThreads = threads;
+        try
+        {
+            ModelInitializer.Write(direct, new InitModelOptions { ConfigPath = config, Dtype = "bfloat16", Seed = 5, LinearEncoder = new FourBitWeightEncoder(bnb) });
+        }
+        finally
+        {
+            PeftSharp.Kernels.Parallelism.MaxThreads = saved;
+        }
+        ModelInitializer.Write(dense, new InitModelOptions { ConfigPath = config, Dtype = "bfloat16", Seed = 5 });
+        QuantizedCheckpoint.Write(dense, twoStep, bnb);
+        Assert.Equal(File.ReadAllBytes(Path.Combine(twoStep, "model.safetensors")), File.ReadAllBytes(Path.Combine(direct, "model.safetensors")));
+        // The packed codes went through the spill folder (drawn once) and it is gone.
+        Assert.Equal(["config.json", "generation_config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"],
+            Directory.EnumerateFileSystemEntries(direct).Select(Path.GetFileName).Order(StringComparer.Ordinal));
+    }
+
     [Fact]
     public void AConfigWithAQuantizationConfigOrTooFewTokensIsRefusedByName()
     {
