@@ -180,7 +180,7 @@ public static class ModelInitializer
             float std = config is Gpt2Config && p.Name.EndsWith("c_proj.weight", StringComparison.Ordinal) ? projectionStd : InitializerRange;
             long padStart = p.Name == "model.embed_tokens.weight" && config.PadTokenId is int id && id < config.VocabSize ? (long)id * config.HiddenSize : -1;
             var start = rng.State;
-            if (init == Init.Normal) Skip(rng, NormalDraws(count));
+            if (init == Init.Normal) rng.Skip(NormalDraws(count));
             var tensor = new RandomTensor(init, std, count, start, padStart, config.HiddenSize, dtype);
             if (encoded.TryGetValue(p.Name, out var info)) entries.AddRange(encoder!.Entries(p.Name, info, dtype, count, tensor.FillAt, spillDirectory));
             else entries.Add(SafetensorsEntry.FromWriter(p.Name, dtype, p.Shape, tensor.Write));
@@ -191,10 +191,6 @@ public static class ModelInitializer
     /// <summary>The generator outputs <see cref="Rng.FillNormal"/> takes for <paramref name="count"/> values: two per pair, two for an odd last one.</summary>
     private static long NormalDraws(long count) => 2 * ((count + 1) / 2);
 
-    private static void Skip(Rng rng, long draws)
-    {
-        for (long i = 0; i < draws; i++) rng.NextUInt64();
-    }
 
     /// <summary>One parameter's values, drawn from <c>start</c> and written a chunk at a time.</summary>
     private sealed unsafe class RandomTensor(Init init, float std, long count, RngState start, long padStart, int padLength, DType dtype)
@@ -217,7 +213,7 @@ public static class ModelInitializer
                 long from = t * perThread, to = Math.Min(count, from + perThread);
                 if (from >= to) return;
                 var rng = new Rng(start);
-                if (init == Init.Normal) Skip(rng, from);
+                if (init == Init.Normal) rng.Skip(from);
                 using var stream = new UnmanagedMemoryStream((byte*)destination + from * size, (to - from) * size, (to - from) * size, FileAccess.Write);
                 WriteRange(stream, rng, from, to);
             });
