@@ -55,6 +55,37 @@ public class MemoryPlannerTests
         Assert.Equal(0.0, large.Recipe.LoraDropout);
     }
 
+    // bench/scale/llama-65b: 32 GiB of 4-bit codes on a 22 GiB budget. From a pre-quantized checkpoint the codes, the bf16
+    // embedding and output layer are file pages of the mapped checkpoint: only the anonymous part must fit, and the resident
+    // set is expected to fill the budget. Quantized on load, the codes would be anonymous: quantize first.
+    [Fact]
+    public void APreQuantizedBaseLargerThanMemoryIsPlannedAsMappedPages()
+    {
+        var config = ModelConfig.Load(Path.Combine(TestAssets.RepoRoot, "bench", "scale", "llama-65b", "config.json"));
+        long budget = 22L << 30;
+        var request = new PlanRequest
+        {
+            SeqLength = 128, LoraRank = 16, TargetModules = PeftSharp.Peft.TargetModules.FromNames(["q_proj", "v_proj"]), MemoryBudget = budget,
+            PreQuantized = true,
+        };
+        var plan = MemoryPlanner.Make(config, request);
+        var q = plan.Estimates.Single(e => e.Method == "qlora");
+        long linear = plan.Skeleton.Linears.Where(l => !l.IsOutputLayer).Sum(l => (long)l.InFeatures * l.OutFeatures);
+        long other = plan.Skeleton.ParameterCount - linear;
+        Assert.Equal(linear / 2 + other * 2, q.FileBacked);
+        Assert.Equal(q.TotalWithCheckpointing - q.FileBacked, q.Anonymous(checkpointing: true));
+        Assert.InRange(q.Anonymous(checkpointing: true), 2L << 30, 3L << 30);
+        Assert.Equal(budget, q.PeakResident(budget, checkpointing: true));
+        Assert.Equal(q.TotalWithCheckpointing, q.PeakResident(64L << 30, checkpointing: true));
+        Assert.Equal("qlora", plan.Recipe.Method);
+        Assert.Contains("memory-mapped checkpoint", plan.Recipe.Why);
+
+        var onLoad = MemoryPlanner.Make(config, request with { PreQuantized = false });
+        var anonymousCodes = onLoad.Estimates.Single(e => e.Method == "qlora");
+        Assert.Equal(other * 2, anonymousCodes.FileBacked);
+        Assert.Contains("peftsharp quantize", onLoad.Recipe.Why);
+    }
+
     [Fact]
     public void PlanCommandPrintsTheBreakdown()
     {
