@@ -171,7 +171,7 @@ public static unsafe class QuantizedCheckpoint
         Func<long, NativeBuffer<byte>>? view = lease == null ? null : expected => stored.ByteLength >= expected
             ? NativeBuffer<byte>.View(stored.Pointer, expected, lease.Acquire())
             : throw new PeftSharpException($"{weightName}: expected {expected} packed bytes, got {stored.ByteLength}.");
-        var weight = BnbSerialization.FromNamedTensors(weightName, tensors, view);
+        var weight = BnbSerialization.FromNamedTensors(weightName, tensors, view, ownsData: true);
         Parameter? bias = null;
         try
         {
