@@ -146,7 +146,6 @@ public static class MemoryPlanner
             },
         };
 
-
         var recipe = Recommend(config, request, estimates, targets, smallData, codes);
         var peftLine = PeftLine(loraParams, total + loraParams);
         return new Plan(skeleton, request, estimates, recipe, peftLine);
