@@ -5,7 +5,7 @@ namespace PeftSharp.Cli.Commands;
 
 /// <summary>
 /// `peftsharp init-model (--arch gpt2|llama|qwen2|mistral --preset NAME | --config CONFIG_JSON) [--seed N] [--dtype float32|bfloat16|float16]
-/// [--quantize nf4|fp4 [--double-quant]] --out DIR [--config-only]`: writes a Hugging Face model folder with random weights (sharded past
+/// [--quantize nf4|fp4 [--double-quant] [--random-codes]] --out DIR [--config-only]`: writes a Hugging Face model folder with random weights (sharded past
 /// 5 GB) and a small byte-level BPE tokenizer; with --quantize, a pre-quantized bitsandbytes 4-bit checkpoint written one linear at a time.
 /// </summary>
 public static class InitModelCommand
@@ -32,6 +32,11 @@ public static class InitModelCommand
         var configOption = new Option<string?>("--config") { Description = "A config.json (or its folder) whose shape to use instead of --preset: any supported model type and size." };
         var quantizeOption = new Option<string?>("--quantize") { Description = "Write a bitsandbytes 4-bit checkpoint: nf4 or fp4 (compute dtype: --dtype)." };
         var doubleQuantOption = new Option<bool>("--double-quant") { Description = "With --quantize: quantize the absmax constants too (bnb_4bit_use_double_quant)." };
+        var randomCodesOption = new Option<bool>("--random-codes")
+        {
+            Description = "With --quantize: draw uniform 4-bit codes and normal-sized block scales directly instead of quantizing normal weights "
+                + "(a 65B-shaped checkpoint in the time it takes to write; for memory and speed measurements).",
+        };
         var command = new Command("init-model", "Write a Hugging Face model folder with random weights (config, safetensors, tokenizer, chat template).");
         command.Options.Add(archOption);
         command.Options.Add(presetOption);
@@ -42,12 +47,15 @@ public static class InitModelCommand
         command.Options.Add(configOption);
         command.Options.Add(quantizeOption);
         command.Options.Add(doubleQuantOption);
+        command.Options.Add(randomCodesOption);
         command.SetAction(parseResult =>
         {
             string? config = parseResult.GetValue(configOption), arch = parseResult.GetValue(archOption), quantize = parseResult.GetValue(quantizeOption);
             if (config != null && (arch != null || parseResult.GetResult(presetOption) is { Implicit: false }))
                 throw new PeftSharpException("init-model: --config gives the shape; leave out --arch and --preset.");
             if (parseResult.GetValue(doubleQuantOption) && quantize == null) throw new PeftSharpException("init-model: --double-quant needs --quantize nf4|fp4.");
+            bool randomCodes = parseResult.GetValue(randomCodesOption);
+            if (randomCodes && quantize == null) throw new PeftSharpException("init-model: --random-codes needs --quantize nf4|fp4.");
             string dtype = parseResult.GetValue(dtypeOption)!;
             Run(new InitModelOptions
             {
@@ -57,7 +65,8 @@ public static class InitModelCommand
                 Dtype = dtype,
                 ConfigOnly = parseResult.GetValue(configOnlyOption),
                 ConfigPath = config,
-                LinearEncoder = quantize == null ? null : new Quantization.FourBitWeightEncoder(QuantizationFor(quantize, parseResult.GetValue(doubleQuantOption), dtype)),
+                LinearEncoder = quantize == null ? null : new Quantization.FourBitWeightEncoder(QuantizationFor(quantize, parseResult.GetValue(doubleQuantOption), dtype),
+                    randomCodes ? parseResult.GetValue(seedOption) : null),
             }, parseResult.GetValue(outOption)!, Console.Out);
         });
         return command;

@@ -53,7 +53,9 @@ public static class PlanCommand
         var configPath = File.Exists(modelReference) ? modelReference : Path.Combine(ModelFolder.Resolve(modelReference), ModelConfig.FileName);
         var config = ModelConfig.Load(configPath);
         var stored = config.TorchDtype is "float32" or null ? 4 : 2;
-        var plan = MemoryPlanner.Make(config, request with { StoredBytesPerParameter = stored });
+        // A pre-quantized 4-bit checkpoint (quantization_config): QLoRA trains on its codes as stored, views of the mapped file.
+        bool preQuantized = config.Raw.ContainsKey("quantization_config");
+        var plan = MemoryPlanner.Make(config, request with { StoredBytesPerParameter = stored, PreQuantized = preQuantized });
         output.WriteLine($"model: {config.ModelType}, {plan.Skeleton.ParameterCount:N0} parameters, weights stored as {config.TorchDtype ?? "float32"}");
         if (request.Grpo is { } g)
             output.WriteLine($"grpo: {request.BatchSize} prompt(s) x {g.NumGenerations} generations of {request.SeqLength} + {g.CompletionLength} tokens per micro-batch, " +
@@ -65,6 +67,11 @@ public static class PlanCommand
         foreach (var e in plan.Estimates)
             output.WriteLine($"{e.Method,-7} {e.TrainableParameters,15:N0} {G(e.Weights),11} {G(e.Gradients),11} {G(e.OptimizerState),11} {G(e.Activations),12} {G(e.ActivationsWithCheckpointing),11}" +
                 (request.Grpo != null ? $" {G(e.Rollout),11}" : "") + $" {G(e.Total),11} {G(e.TotalWithCheckpointing),11}");
+        output.WriteLine();
+        output.WriteLine($"(totals include {G(MemoryPlanner.RuntimeBytes)} for the runtime; \"file\" below is weights read from the memory-mapped checkpoint, pages the kernel can evict and read again)");
+        foreach (var e in plan.Estimates.Where(e => e.Method == "qlora" && e.FileBacked > 0))
+            output.WriteLine($"{e.Method,-7} with checkpointing: {G(e.Anonymous(checkpointing: true))} anonymous + {G(e.FileBacked)} file" +
+                $"{(e.Method == "qlora" && preQuantized ? " (the 4-bit codes as stored)" : "")}; expected peak RSS within the budget {G(e.PeakResident(request.MemoryBudget, checkpointing: true))}");
         output.WriteLine();
         output.WriteLine(plan.PeftLine);
         var r = plan.Recipe;

@@ -11,6 +11,11 @@ public sealed record PlanRequest
     public int SeqLength { get; init; } = 512;
     /// <summary>Bytes per element of the stored base weights (bf16 checkpoints: 2; f32: 4).</summary>
     public int StoredBytesPerParameter { get; init; } = 2;
+    /// <summary>
+    /// The model folder is a pre-quantized bitsandbytes 4-bit checkpoint (its config.json has a quantization_config): QLoRA's
+    /// packed codes are views of the memory-mapped file (file-backed pages), not anonymous copies quantized on load.
+    /// </summary>
+    public bool PreQuantized { get; init; }
     /// <summary>Memory available for training, in bytes.</summary>
     public long MemoryBudget { get; init; } = 16L << 30;
     /// <summary>Number of training examples, when known: small data gets smaller adapters and dropout.</summary>
@@ -39,8 +44,32 @@ public sealed record MemoryEstimate(string Method, long TrainableParameters, lon
     /// sequences. It comes on top of the activations: the training arena's pages stay resident between steps.
     /// </summary>
     public long Rollout { get; init; }
-    public long Total => Weights + Gradients + OptimizerState + Activations + Rollout;
-    public long TotalWithCheckpointing => Weights + Gradients + OptimizerState + ActivationsWithCheckpointing + Rollout;
+
+    /// <summary>
+    /// The bytes of <see cref="Weights"/> that are pages of the memory-mapped checkpoint rather than anonymous memory: 16-bit
+    /// weights used as views of the file, and a pre-quantized checkpoint's 4-bit codes. They are clean file pages, which the
+    /// kernel reads in as the layers run and can evict under memory pressure (and read again), so they need not fit.
+    /// </summary>
+    public long FileBacked { get; init; }
+
+    /// <summary>The process besides its tensors: the .NET runtime, compiled code and the managed heap (<see cref="MemoryPlanner.RuntimeBytes"/>).</summary>
+    public long Runtime { get; init; } = MemoryPlanner.RuntimeBytes;
+
+    public long Total => Weights + Gradients + OptimizerState + Activations + Rollout + Runtime;
+    public long TotalWithCheckpointing => Weights + Gradients + OptimizerState + ActivationsWithCheckpointing + Rollout + Runtime;
+
+    /// <summary>Anonymous memory (everything but <see cref="FileBacked"/>): what must fit, since without swap it cannot be evicted.</summary>
+    public long Anonymous(bool checkpointing) => (checkpointing ? TotalWithCheckpointing : Total) - FileBacked;
+
+    /// <summary>
+    /// The expected peak resident set with <paramref name="budget"/> bytes of memory: all the anonymous memory and as much of
+    /// the file-backed weights as fits beside it (a mapped base larger than the budget is paged in and out as layers run).
+    /// </summary>
+    public long PeakResident(long budget, bool checkpointing)
+    {
+        long anonymous = Anonymous(checkpointing);
+        return anonymous + Math.Min(FileBacked, Math.Max(0, budget - anonymous));
+    }
 }
 
 /// <summary>A recommended recipe.</summary>
@@ -60,6 +89,12 @@ public static class MemoryPlanner
 {
     /// <summary>Bits per parameter of NF4 with double quantization (4 bits + 8-bit absmax per 64 + f32 per 256 blocks).</summary>
     public const double Nf4DoubleQuantBits = 4 + 8.0 / 64 + 32.0 / (64 * 256);
+
+    /// <summary>
+    /// A training process's memory besides its tensors: the .NET runtime, JIT-compiled code and the managed heap (config,
+    /// tokenizer, the tokenized data's index). Measured as the anonymous memory a QLoRA step leaves unexplained by its tensors.
+    /// </summary>
+    public const long RuntimeBytes = 96L << 20;
 
     public static Plan Make(ModelConfig config, PlanRequest request)
     {
@@ -90,16 +125,28 @@ public static class MemoryPlanner
         long actBase = ActivationBytes(skeleton.Config, tokens, 0, checkpointing: false, trainableHead: true);
         long actBaseCkpt = ActivationBytes(skeleton.Config, tokens, 0, checkpointing: true, trainableHead: true);
 
+        // A 16-bit checkpoint's weights stay views of the mapped file (f32 ones are too, but the norms and anything widened are copies:
+        // only 16-bit storage is counted as file-backed). The embedding, output layer and norms are never quantized.
+        int stored = request.StoredBytesPerParameter;
+        bool views = stored == 2;
+        long codes = (linearWeights + 1) / 2, quantState = (long)Math.Ceiling(linearWeights * (Nf4DoubleQuantBits - 4) / 8);
+        long qloraFileBacked = (request.PreQuantized ? codes : 0) + (views ? otherParams * stored : 0);
         var estimates = new List<MemoryEstimate>
         {
             new("full", total, total * 4, total * 4, total * 8, actBase, actBaseCkpt) { Rollout = rollout },
-            new("lora", loraParams, total * request.StoredBytesPerParameter + loraParams * 4, loraParams * 4, loraParams * 8, actFull, actCkpt) { Rollout = rollout },
-            // Embeddings and the output layer are not quantized and stay in their stored dtype (views of the file).
-            new("qlora", loraParams, (long)Math.Ceiling(linearWeights * Nf4DoubleQuantBits / 8) + otherParams * request.StoredBytesPerParameter + loraParams * 4,
-                loraParams * 4, loraParams * 8, actFull, actCkpt) { Rollout = rollout },
+            new("lora", loraParams, total * stored + loraParams * 4, loraParams * 4, loraParams * 8, actFull, actCkpt)
+            {
+                Rollout = rollout, FileBacked = views ? total * stored : 0,
+            },
+            // A pre-quantized checkpoint's codes are views of the file; the absmax and its double quantization are read into
+            // memory; quantizing on load makes anonymous codes (and releases the 16-bit pages).
+            new("qlora", loraParams, codes + quantState + otherParams * stored + loraParams * 4, loraParams * 4, loraParams * 8, actFull, actCkpt)
+            {
+                Rollout = rollout, FileBacked = qloraFileBacked,
+            },
         };
 
-        var recipe = Recommend(config, request, estimates, targets, smallData);
+        var recipe = Recommend(config, request, estimates, targets, smallData, codes);
         var peftLine = PeftLine(loraParams, total + loraParams);
         return new Plan(skeleton, request, estimates, recipe, peftLine);
     }
@@ -108,7 +155,7 @@ public static class MemoryPlanner
     public static string PeftLine(long trainable, long all) =>
         $"trainable params: {trainable:N0} || all params: {all:N0} || trainable%: {100.0 * trainable / all:F4}";
 
-    private static Recipe Recommend(ModelConfig config, PlanRequest request, List<MemoryEstimate> estimates, TargetModules targets, bool smallData)
+    private static Recipe Recommend(ModelConfig config, PlanRequest request, List<MemoryEstimate> estimates, TargetModules targets, bool smallData, long codes)
     {
         int r = smallData ? Math.Min(request.LoraRank, 16) : Math.Max(request.LoraRank, 16);
         double dropout = request.LoraDropout ?? RecipeDropout(config, smallData);
@@ -125,6 +172,14 @@ public static class MemoryPlanner
         if (qlora.TotalWithCheckpointing <= budget)
             return new Recipe("qlora", r, 2 * r, target, dropout, "1e-4 to 2e-4", "nf4, double quantization, bfloat16 compute", true,
                 "the base does not fit in its stored dtype; a 4-bit NF4 base with double quantization does");
+        if (request.PreQuantized && qlora.Anonymous(checkpointing: true) <= budget)
+            return new Recipe("qlora", r, 2 * r, target, dropout, "1e-4 to 2e-4", "nf4, double quantization, bfloat16 compute", true,
+                $"the 4-bit base does not fit, but it stays in the memory-mapped checkpoint: the {Gib(qlora.Anonymous(checkpointing: true))} of anonymous memory fits, "
+                + $"and the {Gib(qlora.FileBacked)} of codes and 16-bit weights are read in from disk as the layers run (what the kernel cannot keep is read again every step)");
+        if (!request.PreQuantized && qlora.Anonymous(checkpointing: true) - codes <= budget)
+            return new Recipe("qlora", r, 2 * r, target, dropout, "1e-4 to 2e-4", "nf4, double quantization, bfloat16 compute", true,
+                $"quantized on load, the 4-bit codes ({Gib(codes)}) are anonymous memory and do not fit; write a 4-bit checkpoint first "
+                + "(peftsharp quantize) and train from it: its codes stay in the memory-mapped file and are read in from disk as the layers run");
         return new Recipe("qlora", r, 2 * r, target, dropout, "1e-4 to 2e-4", "nf4, double quantization, bfloat16 compute", true,
             $"even QLoRA with gradient checkpointing needs {Gib(qlora.TotalWithCheckpointing)}; reduce seq_len or batch size, or use a machine with more memory");
     }

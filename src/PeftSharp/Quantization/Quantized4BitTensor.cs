@@ -97,6 +97,17 @@ public sealed unsafe class Quantized4BitTensor : IDisposable
         return new Quantized4BitTensor(packed, state);
     }
 
+    /// <summary>
+    /// A tensor from its packed codes and its blocks' absmax, as <see cref="Quantize(void*, DType, long, long[], QuantType, int, bool)"/>
+    /// would have stored them (double quantization compresses the absmax the same way). Takes ownership of <paramref name="packed"/>.
+    /// </summary>
+    public static Quantized4BitTensor FromCodes(NativeBuffer<byte> packed, float[] absmax, long[] shape, QuantType quantType, DType dtype,
+        int blockSize = 64, bool doubleQuant = false)
+    {
+        QuantState state = doubleQuant ? CompressAbsmax(quantType, blockSize, shape, dtype, absmax) : new QuantState(quantType, blockSize, shape, dtype, absmax);
+        return new Quantized4BitTensor(packed, state);
+    }
+
     /// <summary>Double quantization: offset = mean(absmax); absmax − offset quantized to 8 bits in blocks of 256.</summary>
     private static QuantState CompressAbsmax(QuantType quantType, int blockSize, long[] shape, DType dtype, float[] absmax)
     {

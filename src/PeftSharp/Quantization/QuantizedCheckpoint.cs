@@ -81,15 +81,33 @@ public static unsafe class QuantizedCheckpoint
     /// The safetensors entries of one weight in bitsandbytes' serialization (the packed weight first), from a quantizer that
     /// gives the same result every call. The quantization state (absmax, quant_map, the JSON blob whose length depends on
     /// the values) is kept; the packed weight is quantized again when the writer reaches it, so one weight's packed bytes
-    /// are held at a time (at the cost of quantizing twice).
+    /// are held at a time (at the cost of quantizing twice). With <paramref name="spillDirectory"/>, the first quantization's
+    /// packed bytes are written to a file there instead and copied into the checkpoint (then deleted) when the writer reaches
+    /// them: disk for a second quantization, which for random weights means drawing them again (init-model at 65B).
     /// </summary>
-    public static IEnumerable<SafetensorsEntry> QuantizedEntries(string weightName, BitsAndBytesConfig config, Func<Quantized4BitTensor> quantize)
+    public static IEnumerable<SafetensorsEntry> QuantizedEntries(string weightName, BitsAndBytesConfig config, Func<Quantized4BitTensor> quantize,
+        string? spillDirectory = null)
     {
         List<NamedTensorBytes> parts;
-        using (var q = quantize()) parts = BnbSerialization.ToNamedTensors(q, weightName, config.QuantStorageDType).ToList();
+        string? spill = spillDirectory == null ? null : Path.Combine(spillDirectory, weightName + ".packed");
+        using (var q = quantize())
+        {
+            parts = BnbSerialization.ToNamedTensors(q, weightName, config.QuantStorageDType).ToList();
+            if (spill != null)
+            {
+                using var file = new FileStream(spill, FileMode.Create, FileAccess.Write, FileShare.None, 1 << 20);
+                file.Write(q.Packed.Span);
+            }
+        }
         var packed = parts[0];
         yield return SafetensorsEntry.FromWriter(packed.Name, packed.DType, packed.Shape, stream =>
         {
+            if (spill != null && File.Exists(spill))
+            {
+                using (var file = new FileStream(spill, FileMode.Open, FileAccess.Read, FileShare.Read, 1 << 20)) file.CopyTo(stream, 1 << 20);
+                File.Delete(spill);
+                return;
+            }
             using var q = quantize();
             stream.Write(q.Packed.Span);
         });
@@ -153,7 +171,7 @@ public static unsafe class QuantizedCheckpoint
         Func<long, NativeBuffer<byte>>? view = lease == null ? null : expected => stored.ByteLength >= expected
             ? NativeBuffer<byte>.View(stored.Pointer, expected, lease.Acquire())
             : throw new PeftSharpException($"{weightName}: expected {expected} packed bytes, got {stored.ByteLength}.");
-        var weight = BnbSerialization.FromNamedTensors(weightName, tensors, view);
+        var weight = BnbSerialization.FromNamedTensors(weightName, tensors, view, ownsData: true);
         Parameter? bias = null;
         try
         {

@@ -72,7 +72,7 @@ public class GrpoMemoryTests(ITestOutputHelper output)
         output.WriteLine($"{preset} {arch}: rollout {r:N0} est {lora.Rollout:N0} ({(lora.Rollout - r) / (double)r:P1}) training {t:N0} est {lora.Activations:N0} ({(lora.Activations - t) / (double)t:P1})");
         Assert.True(Math.Abs(lora.Rollout - r) <= ActivationMemoryTests.Tolerance * r, $"rollout estimate {lora.Rollout:N0} B vs measured {r:N0} B");
         Assert.True(Math.Abs(lora.Activations - t) <= ActivationMemoryTests.Tolerance * t, $"training estimate {lora.Activations:N0} B vs measured {t:N0} B");
-        Assert.Equal(lora.Weights + lora.Gradients + lora.OptimizerState + lora.Activations + lora.Rollout, lora.Total);
+        Assert.Equal(lora.Weights + lora.Gradients + lora.OptimizerState + lora.Activations + lora.Rollout + lora.Runtime, lora.Total);
     }
 
     [Fact]

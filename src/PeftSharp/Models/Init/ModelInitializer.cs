@@ -55,9 +55,13 @@ public interface ILinearWeightEncoder
 
     /// <summary>
     /// The checkpoint entries of one weight whose <paramref name="count"/> values, as the checkpoint would store them
-    /// (<paramref name="dtype"/>; a Conv1D's [in, out]), <paramref name="writeValues"/> writes; it gives the same bytes every call.
+    /// (<paramref name="dtype"/>; a Conv1D's [in, out]), <paramref name="fillValues"/> writes at the address it is given
+    /// (count × dtype size bytes, on up to <see cref="Parallelism.MaxThreads"/> threads); it gives the same bytes every call.
+    /// <paramref name="spillDirectory"/>, when given, is a folder where the encoder may keep an entry's bytes from the pass
+    /// that sizes the header to the pass that writes the data (the caller removes it afterwards).
     /// </summary>
-    IEnumerable<SafetensorsEntry> Entries(string weightName, LinearModuleInfo linear, DType dtype, long count, Action<Stream> writeValues);
+    IEnumerable<SafetensorsEntry> Entries(string weightName, LinearModuleInfo linear, DType dtype, long count, Action<nint> fillValues,
+        string? spillDirectory);
 }
 
 /// <summary>The folder written: its config, skeleton and files.</summary>
@@ -118,8 +122,19 @@ public static class ModelInitializer
         files.Add(Path.Combine(folder, "tokenizer_config.json"));
         if (!options.ConfigOnly)
         {
-            // Sharded past 5 GB as transformers shards (one model.safetensors below that).
-            files.AddRange(SafetensorsShardWriter.Write(folder, RandomWeights(skeleton, options.Seed, dtype, encoder)));
+            // Sharded past 5 GB as transformers shards (one model.safetensors below that). Encoded weights keep their bytes on
+            // disk between the header pass and the data pass rather than drawing every value twice.
+            string spill = Path.Combine(folder, ".init-model-spill.tmp");
+            if (Directory.Exists(spill)) Directory.Delete(spill, recursive: true);
+            if (encoder != null) Directory.CreateDirectory(spill);
+            try
+            {
+                files.AddRange(SafetensorsShardWriter.Write(folder, RandomWeights(skeleton, options.Seed, dtype, encoder, encoder == null ? null : spill)));
+            }
+            finally
+            {
+                if (Directory.Exists(spill)) Directory.Delete(spill, recursive: true);
+            }
         }
         return new InitModelResult(Path.GetFullPath(folder), config, skeleton, files);
     }
@@ -146,7 +161,9 @@ public static class ModelInitializer
     /// written, from the generator state its parameter starts at, so no tensor is held in memory and the
     /// entries can be written in any order (the writer's is by dtype and name), any number of times.
     /// </summary>
-    public static IReadOnlyList<SafetensorsEntry> RandomWeights(ModelSkeleton skeleton, ulong seed, DType dtype = DType.F32, ILinearWeightEncoder? encoder = null)
+    /// <param name="spillDirectory">Handed to <paramref name="encoder"/>: where it may keep encoded bytes until they are written.</param>
+    public static IReadOnlyList<SafetensorsEntry> RandomWeights(ModelSkeleton skeleton, ulong seed, DType dtype = DType.F32, ILinearWeightEncoder? encoder = null,
+        string? spillDirectory = null)
     {
         var encoded = encoder == null ? new Dictionary<string, LinearModuleInfo>()
             : skeleton.Linears.Where(encoder.Encodes).ToDictionary(l => l.Name + ".weight", StringComparer.Ordinal);
@@ -163,9 +180,9 @@ public static class ModelInitializer
             float std = config is Gpt2Config && p.Name.EndsWith("c_proj.weight", StringComparison.Ordinal) ? projectionStd : InitializerRange;
             long padStart = p.Name == "model.embed_tokens.weight" && config.PadTokenId is int id && id < config.VocabSize ? (long)id * config.HiddenSize : -1;
             var start = rng.State;
-            if (init == Init.Normal) Skip(rng, NormalDraws(count));
+            if (init == Init.Normal) rng.Skip(NormalDraws(count));
             var tensor = new RandomTensor(init, std, count, start, padStart, config.HiddenSize, dtype);
-            if (encoded.TryGetValue(p.Name, out var info)) entries.AddRange(encoder!.Entries(p.Name, info, dtype, count, tensor.Write));
+            if (encoded.TryGetValue(p.Name, out var info)) entries.AddRange(encoder!.Entries(p.Name, info, dtype, count, tensor.FillAt, spillDirectory));
             else entries.Add(SafetensorsEntry.FromWriter(p.Name, dtype, p.Shape, tensor.Write));
         }
         return entries;
@@ -174,28 +191,48 @@ public static class ModelInitializer
     /// <summary>The generator outputs <see cref="Rng.FillNormal"/> takes for <paramref name="count"/> values: two per pair, two for an odd last one.</summary>
     private static long NormalDraws(long count) => 2 * ((count + 1) / 2);
 
-    private static void Skip(Rng rng, long draws)
-    {
-        for (long i = 0; i < draws; i++) rng.NextUInt64();
-    }
 
     /// <summary>One parameter's values, drawn from <c>start</c> and written a chunk at a time.</summary>
-    private sealed class RandomTensor(Init init, float std, long count, RngState start, long padStart, int padLength, DType dtype)
+    private sealed unsafe class RandomTensor(Init init, float std, long count, RngState start, long padStart, int padLength, DType dtype)
     {
-        public void Write(Stream stream)
+        public void Write(Stream stream) => WriteRange(stream, new Rng(start), 0, count);
+
+        /// <summary>
+        /// Writes every value at <paramref name="destination"/>, <see cref="Write"/>'s bytes, in one contiguous range of whole
+        /// chunks per thread: each range's generator is the start state advanced past the draws of the values before it (one
+        /// draw per value, the ranges starting at even positions), so the values do not depend on the thread count.
+        /// </summary>
+        public void FillAt(nint destination)
         {
-            var rng = new Rng(start);
-            var values = new float[(int)Math.Min(NarrowChunk, count)];
-            var bytes = dtype == DType.F32 ? null : new byte[2 * values.Length];
-            for (long done = 0; done < count; done += NarrowChunk)
+            long chunks = (count + NarrowChunk - 1) / NarrowChunk;
+            int threads = (int)Math.Clamp(chunks, 1, Parallelism.MaxThreads);
+            long perThread = (chunks + threads - 1) / threads * NarrowChunk;
+            int size = dtype.Size();
+            Parallel.For(0, threads, new ParallelOptions { MaxDegreeOfParallelism = threads }, t =>
             {
-                int n = (int)Math.Min(NarrowChunk, count - done);
+                long from = t * perThread, to = Math.Min(count, from + perThread);
+                if (from >= to) return;
+                var rng = new Rng(start);
+                if (init == Init.Normal) rng.Skip(from);
+                using var stream = new UnmanagedMemoryStream((byte*)destination + from * size, (to - from) * size, (to - from) * size, FileAccess.Write);
+                WriteRange(stream, rng, from, to);
+            });
+        }
+
+        /// <summary>Values [<paramref name="from"/>, <paramref name="to"/>) from <paramref name="rng"/> (at <paramref name="from"/>'s draw), a chunk at a time.</summary>
+        private void WriteRange(Stream stream, Rng rng, long from, long to)
+        {
+            var values = new float[(int)Math.Min(NarrowChunk, to - from)];
+            var bytes = dtype == DType.F32 ? null : new byte[2 * values.Length];
+            for (long done = from; done < to; done += NarrowChunk)
+            {
+                int n = (int)Math.Min(NarrowChunk, to - done);
                 var chunk = values.AsSpan(0, n);
                 Fill(chunk, init, std, rng);
                 if (padStart >= 0)
                 {
-                    long from = Math.Max(padStart, done), to = Math.Min(padStart + padLength, done + n);
-                    if (from < to) chunk.Slice((int)(from - done), (int)(to - from)).Clear();
+                    long padFrom = Math.Max(padStart, done), padTo = Math.Min(padStart + padLength, done + n);
+                    if (padFrom < padTo) chunk.Slice((int)(padFrom - done), (int)(padTo - padFrom)).Clear();
                 }
                 if (bytes == null) stream.Write(MemoryMarshal.AsBytes(chunk));
                 else
