@@ -20,6 +20,7 @@ public static class BenchCatalog
         ["fuzz"] = FuzzBench.Run,
         ["allreduce"] = AllReduceBench.Run,
         ["stream"] = StreamBench.Run,
+        ["peak"] = PeakBench.Run,
         ["llama"] = LlamaPeerBench.Run,
     };
 
