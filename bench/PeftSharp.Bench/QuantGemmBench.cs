@@ -23,11 +23,14 @@ public static unsafe class QuantGemmBench
     {
         int rounds = 5, tokens = 512;
         var threadCounts = new List<int> { 1, 2 };
+        var shapes = new[] { (2304, 768), (768, 768), (768, 3072) };
         for (int i = 0; i + 1 < args.Length; i += 2)
         {
             if (args[i] == "--rounds") rounds = int.Parse(args[i + 1], CultureInfo.InvariantCulture);
             else if (args[i] == "--tokens") tokens = int.Parse(args[i + 1], CultureInfo.InvariantCulture);
             else if (args[i] == "--threads") threadCounts = args[i + 1].Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToList();
+            else if (args[i] == "--shapes")
+                shapes = args[i + 1].Split(',').Select(s => s.Split('x')).Select(p => (int.Parse(p[0], CultureInfo.InvariantCulture), int.Parse(p[1], CultureInfo.InvariantCulture))).ToArray();
         }
         int saved = Parallelism.MaxThreads;
         try
@@ -35,7 +38,7 @@ public static unsafe class QuantGemmBench
             foreach (int threads in threadCounts)
             {
                 Parallelism.MaxThreads = threads;
-                foreach (var (outF, inF) in new[] { (2304, 768), (768, 768), (768, 3072) })
+                foreach (var (outF, inF) in shapes)
                 {
                     using var w = Random((long)outF * inF, 1);
                     using var x = Random((long)tokens * inF, 2);
