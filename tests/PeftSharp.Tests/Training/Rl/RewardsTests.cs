@@ -8,65 +8,55 @@ public sealed class RewardsTests
     private static double Score(string spec, string completion, string row = """{"answer": "42"}""", int tokens = 5) =>
         Rewards.Parse([spec])[0].Score([new RewardInput("Q:", completion, tokens, (JsonObject)JsonNode.Parse(row)!)])[0];
 
-    [Fact]
-    public void JsonWithASchemaRewardsOnlyValidDocuments()
+    /// <summary>Runs <paramref name="test"/>(folder, path of a schema file in it) in a temporary folder, deleted afterwards.</summary>
+    private static void InSchemaFolder(Action<string, string> test)
     {
         string dir = Directory.CreateTempSubdirectory("peftsharp-schema-").FullName;
-        try
-        {
-            string schema = Path.Combine(dir, "answer.schema.json");
-            File.WriteAllText(schema, """
-                {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object", "required": ["answer"],
-                 "properties": {"answer": {"type": "integer", "minimum": 0}}}
-                """);
-            Assert.Equal(1, Score("json:" + schema, """ {"answer": 3} """));
-            Assert.Equal(1, Score("json:" + schema, """{"answer": 4, "why": "counted"}"""));
-            Assert.Equal(0, Score("json:" + schema, """{"answer": "3"}"""));     // a string, not an integer
-            Assert.Equal(0, Score("json:" + schema, """{"answer": -1}"""));      // below the minimum
-            Assert.Equal(0, Score("json:" + schema, """{"reply": 3}"""));        // answer missing
-            Assert.Equal(0, Score("json:" + schema, "the answer is 3"));          // not JSON
-            Assert.Equal(1, Score("json", """{"reply": 3}"""));                 // without a schema: any JSON
-
-            string bad = Path.Combine(dir, "bad.json");
-            File.WriteAllText(bad, "{ not json");
-            var e = Assert.Throws<PeftSharpException>(() => Rewards.Parse(["json:" + bad]));
-            Assert.Contains("not a JSON Schema", e.Message);
-            e = Assert.Throws<PeftSharpException>(() => Rewards.Parse(["json:" + Path.Combine(dir, "missing.json")]));
-            Assert.Contains("no such schema file", e.Message);
-        }
-        finally
-        {
-            Directory.Delete(dir, true);
-        }
+        try { test(dir, Path.Combine(dir, "answer.schema.json")); }
+        finally { Directory.Delete(dir, true); }
     }
 
     [Fact]
-    public void ASchemaWithItsOwnIdLoadsAgainInTheSameProcess()
+    public void JsonWithASchemaRewardsOnlyValidDocuments() => InSchemaFolder((dir, schema) =>
+    {
+        File.WriteAllText(schema, """
+            {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object", "required": ["answer"],
+             "properties": {"answer": {"type": "integer", "minimum": 0}}}
+            """);
+        Assert.Equal(1, Score("json:" + schema, """ {"answer": 3} """));
+        Assert.Equal(1, Score("json:" + schema, """{"answer": 4, "why": "counted"}"""));
+        Assert.Equal(0, Score("json:" + schema, """{"answer": "3"}"""));     // a string, not an integer
+        Assert.Equal(0, Score("json:" + schema, """{"answer": -1}"""));      // below the minimum
+        Assert.Equal(0, Score("json:" + schema, """{"reply": 3}"""));        // answer missing
+        Assert.Equal(0, Score("json:" + schema, "the answer is 3"));          // not JSON
+        Assert.Equal(1, Score("json", """{"reply": 3}"""));                 // without a schema: any JSON
+
+        string bad = Path.Combine(dir, "bad.json");
+        File.WriteAllText(bad, "{ not json");
+        var e = Assert.Throws<PeftSharpException>(() => Rewards.Parse(["json:" + bad]));
+        Assert.Contains("not a JSON Schema", e.Message);
+        e = Assert.Throws<PeftSharpException>(() => Rewards.Parse(["json:" + Path.Combine(dir, "missing.json")]));
+        Assert.Contains("no such schema file", e.Message);
+    });
+
+    [Fact]
+    public void ASchemaWithItsOwnIdLoadsAgainInTheSameProcess() => InSchemaFolder((_, schema) =>
     {
         // A second run in one process (or a schema file edited between runs) must not be refused as a registry overwrite.
-        string dir = Directory.CreateTempSubdirectory("peftsharp-schema-").FullName;
-        try
-        {
-            string schema = Path.Combine(dir, "answer.schema.json");
-            File.WriteAllText(schema, """
-                {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": "https://example.com/answer.schema.json",
-                 "type": "object", "required": ["answer"], "properties": {"answer": {"type": "integer"}}}
-                """);
-            Assert.Equal(1, Score("json:" + schema, """{"answer": 3}"""));
-            Assert.Equal(1, Score("json:" + schema, """{"answer": 3}"""));
-            File.WriteAllText(schema, """
-                {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": "https://example.com/answer.schema.json",
-                 "type": "object", "required": ["answer"], "properties": {"answer": {"$ref": "#/$defs/text"}},
-                 "$defs": {"text": {"type": "string"}}}
-                """);
-            Assert.Equal(0, Score("json:" + schema, """{"answer": 3}"""));
-            Assert.Equal(1, Score("json:" + schema, """{"answer": "3"}"""));
-        }
-        finally
-        {
-            Directory.Delete(dir, true);
-        }
-    }
+        File.WriteAllText(schema, """
+            {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": "https://example.com/answer.schema.json",
+             "type": "object", "required": ["answer"], "properties": {"answer": {"type": "integer"}}}
+            """);
+        Assert.Equal(1, Score("json:" + schema, """{"answer": 3}"""));
+        Assert.Equal(1, Score("json:" + schema, """{"answer": 3}"""));
+        File.WriteAllText(schema, """
+            {"$schema": "https://json-schema.org/draft/2020-12/schema", "$id": "https://example.com/answer.schema.json",
+             "type": "object", "required": ["answer"], "properties": {"answer": {"$ref": "#/$defs/text"}},
+             "$defs": {"text": {"type": "string"}}}
+            """);
+        Assert.Equal(0, Score("json:" + schema, """{"answer": 3}"""));
+        Assert.Equal(1, Score("json:" + schema, """{"answer": "3"}"""));
+    });
 
     [Fact]
     public void ExactMatchComparesNormalisedText()
