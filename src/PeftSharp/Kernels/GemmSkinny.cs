@@ -8,8 +8,10 @@ namespace PeftSharp.Kernels;
 /// <summary>
 /// Products with few rows (a decoding step, a short prompt) of the form X·Wᵀ, with W stored row by row (n×k, F32,
 /// BF16, F16, or 4-bit codes): each W row is a dot product with every X row, so W, the large operand, streams through
-/// exactly once and is never packed. Four W rows at a time, against four X rows in 16 zmm accumulators (X rows past m
-/// repeat the last one; their results are dropped) or, for a single row, one X row in 4. F32 and BF16 rows are read in
+/// exactly once and is never packed. Four W rows at a time: W from memory is read row after row (one X row with one
+/// accumulator, or each W row against up to four X rows), so it streams in order; W that a later row group re-reads
+/// from L2 goes through the interleaved 4×4 tile (16 zmm accumulators, fewer loads per FMA). X rows past m repeat the
+/// last one; their results are dropped. F32 and BF16 rows are read in
 /// place (bf16 widened in registers); F16 rows are widened, and 4-bit rows dequantized (then rounded to a bf16/f16
 /// compute dtype, with X rounded likewise once up front), four rows at a time into a per-thread buffer that stays in
 /// L1/L2. Every path sums each output in the same order (one accumulator per output, 16 lanes at a time, then the
@@ -23,7 +25,7 @@ internal static unsafe class GemmSkinny
     /// <see cref="MaxRows"/> over each block of <see cref="GroupedBlock"/> W rows in turn, so W comes from memory once and
     /// from L2 for the later groups: cheaper than packing all of W for the blocked GEMM, and each row's sums are the
     /// single-row path's whatever the batch. For W read in place (F32, BF16); the bench's `gemm --grouped-rows N` measures
-    /// the crossover against the blocked GEMM (1.1-2.0x at 16-64 rows on one and two threads, even at 128).
+    /// the crossover against the blocked GEMM (1.1-2.6x at 16-64 rows on one and two threads, equal at 128-256).
     /// </summary>
     internal static int MaxGroupedRows = 64;
 
