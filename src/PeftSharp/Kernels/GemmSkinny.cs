@@ -181,7 +181,6 @@ internal static unsafe class GemmSkinny
         var view = job.FourBit;
         int k = job.K, blockSize = view->BlockSize, blocksPerRow = k / blockSize;
         var lut = Vector512.Load(view->Table);
-        var nibble = Vector128.Create((byte)0x0F);
         float* x = job.A;
         for (int j = j0; j < j1; j++)
         {
@@ -190,9 +189,10 @@ internal static unsafe class GemmSkinny
             var acc = Vector512<float>.Zero;
             for (int b = 0; b < blocksPerRow; b++)
             {
-                var scale = Vector512.Create(view->BlockScale((long)j * blocksPerRow + b));
+                // table[code] · absmax for the block's 16 codes, once per block: the same products the lanes would form.
+                var scaled = lut * Vector512.Create(view->BlockScale((long)j * blocksPerRow + b));
                 for (int p = b * blockSize, end = p + blockSize; p < end; p += 32)
-                    Accumulate(q + p / 2, lut, nibble, scale, Vector512.Load(x + p), Vector512.Load(x + p + 16), ref acc);
+                    Accumulate(q + p / 2, scaled, Vector512.Load(x + p), Vector512.Load(x + p + 16), ref acc);
             }
             float* c = job.C + j;
             if (job.Accumulate) *c += Vector512.Sum(acc);
@@ -200,16 +200,20 @@ internal static unsafe class GemmSkinny
         }
     }
 
-    /// <summary>32 codes (16 bytes, the first element in the high nibble) looked up, scaled and multiplied into <paramref name="acc"/>, 16 at a time in order.</summary>
+    /// <summary>
+    /// 32 codes (16 bytes, the first element in the high nibble) looked up in the block's scaled table and multiplied into
+    /// <paramref name="acc"/>, 16 at a time in order. VPERMPS reads only the low four bits of each index, so neither nibble
+    /// needs masking: a byte widened to 32 bits indexes by its low nibble, and the same byte shifted right by four (within
+    /// its 16-bit lane, which brings the next byte's bits in above bit 3) by its high one.
+    /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    private static void Accumulate(byte* codes, Vector512<float> lut, Vector128<byte> nibble, Vector512<float> scale, Vector512<float> xLow, Vector512<float> xHigh, ref Vector512<float> acc)
+    private static void Accumulate(byte* codes, Vector512<float> scaledTable, Vector512<float> xLow, Vector512<float> xHigh, ref Vector512<float> acc)
     {
         var raw = Vector128.Load(codes);
-        var high = (raw.AsUInt16() >> 4).AsByte() & nibble;
-        var low = raw & nibble;
-        var w0 = Avx512F.PermuteVar16x32(lut, Avx512F.ConvertToVector512Int32(Sse2.UnpackLow(high, low))) * scale;
+        var high = (raw.AsUInt16() >> 4).AsByte();
+        var w0 = Avx512F.PermuteVar16x32(scaledTable, Avx512F.ConvertToVector512Int32(Sse2.UnpackLow(high, raw)));
         acc = Vector512.FusedMultiplyAdd(xLow, w0, acc);
-        var w1 = Avx512F.PermuteVar16x32(lut, Avx512F.ConvertToVector512Int32(Sse2.UnpackHigh(high, low))) * scale;
+        var w1 = Avx512F.PermuteVar16x32(scaledTable, Avx512F.ConvertToVector512Int32(Sse2.UnpackHigh(high, raw)));
         acc = Vector512.FusedMultiplyAdd(xHigh, w1, acc);
     }
 
