@@ -1,4 +1,5 @@
 using System.Numerics;
+using System.Runtime.CompilerServices;
 using System.Runtime.Intrinsics;
 
 namespace PeftSharp.Tensors;
@@ -48,14 +49,21 @@ public sealed class Rng
     public ulong NextUInt64()
     {
         ulong result = BitOperations.RotateLeft(_s1 * 5, 7) * 9;
-        ulong t = _s1 << 17;
-        _s2 ^= _s0;
-        _s3 ^= _s1;
-        _s1 ^= _s2;
-        _s0 ^= _s3;
-        _s2 ^= t;
-        _s3 = BitOperations.RotateLeft(_s3, 45);
+        Advance(ref _s0, ref _s1, ref _s2, ref _s3);
         return result;
+    }
+
+    /// <summary>xoshiro256**'s state transition.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static void Advance(ref ulong s0, ref ulong s1, ref ulong s2, ref ulong s3)
+    {
+        ulong t = s1 << 17;
+        s2 ^= s0;
+        s3 ^= s1;
+        s1 ^= s2;
+        s0 ^= s3;
+        s2 ^= t;
+        s3 = BitOperations.RotateLeft(s3, 45);
     }
 
     /// <summary>Uniform in [0, 1) with 24 random bits.</summary>
@@ -65,16 +73,7 @@ public sealed class Rng
     public void Skip(long draws)
     {
         ulong s0 = _s0, s1 = _s1, s2 = _s2, s3 = _s3;
-        for (long i = 0; i < draws; i++)
-        {
-            ulong t = s1 << 17;
-            s2 ^= s0;
-            s3 ^= s1;
-            s1 ^= s2;
-            s0 ^= s3;
-            s2 ^= t;
-            s3 = BitOperations.RotateLeft(s3, 45);
-        }
+        for (long i = 0; i < draws; i++) Advance(ref s0, ref s1, ref s2, ref s3);
         (_s0, _s1, _s2, _s3) = (s0, s1, s2, s3);
     }
 
