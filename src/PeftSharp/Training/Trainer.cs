@@ -103,10 +103,20 @@ public sealed class Trainer<TBatch>
             throw new PeftSharpException("training: eval_on_start needs evaluation data (data.eval_file or data.test_size).");
         if (args.SaveStrategy == SaveStrategy.Best && !objective.CanEvaluate)
             throw new PeftSharpException("training: save_strategy \"best\" saves when an evaluation improves the best metric; it needs evaluation data and an eval_strategy.");
-        if ((args.EvalStrategy != IntervalStrategy.No || args.SaveStrategy == SaveStrategy.Best || args.LoadBestModelAtEnd)
-            && !objective.EvalMetricNames.Contains(BestMetricKey["eval_".Length..]))
-            throw new PeftSharpException($"training.metric_for_best_model: no metric \"{args.MetricForBestModel}\" in this run's evaluation; " +
-                $"available: {string.Join(", ", objective.EvalMetricNames)}.");
+        if (args.EvalStrategy != IntervalStrategy.No && !objective.EvalMetricNames.Contains(BestMetricKey["eval_".Length..]))
+        {
+            // Unset, metric_for_best_model means the loss (transformers): an evaluation without one (GRPO's) tracks no best
+            // metric unless something needs it; set explicitly, or needed by best-saving / early stopping, it must exist.
+            bool needed = args.MetricForBestModel != null || args.SaveStrategy == SaveStrategy.Best || args.LoadBestModelAtEnd
+                || args.EarlyStoppingPatience != null;
+            if (needed)
+                throw new PeftSharpException(args.MetricForBestModel == null
+                    ? $"training.metric_for_best_model is not set, so it is the loss, which this run's evaluation does not report; " +
+                      $"set it to one of: {string.Join(", ", objective.EvalMetricNames)}."
+                    : $"training.metric_for_best_model: no metric \"{args.MetricForBestModel}\" in this run's evaluation; " +
+                      $"available: {string.Join(", ", objective.EvalMetricNames)}.");
+            _tracksBestMetric = false;
+        }
         if (!model.Parameters.Any(p => p.RequiresGrad)) throw new PeftSharpException("training: the model has no trainable parameters.");
         if (_rollout != null && (_rollout.StepsPerGeneration < 1 || _rollout.NumIterations < 1))
             throw new ArgumentException("a rollout objective needs StepsPerGeneration and NumIterations of at least 1.");
@@ -129,6 +139,9 @@ public sealed class Trainer<TBatch>
 
     /// <summary>The metric key that picks the best checkpoint (metric_for_best_model, "eval_" added; default eval_loss).</summary>
     public string BestMetricKey => TrainingArguments.BestMetricKey(_args.MetricForBestModel);
+
+    /// <summary>False when the evaluation reports no loss and nothing asked for a best metric (see the constructor).</summary>
+    private readonly bool _tracksBestMetric = true;
 
     private bool GreaterIsBetter => _args.GreaterIsBetter ?? !BestMetricKey.EndsWith("loss", StringComparison.Ordinal) && BestMetricKey != "eval_perplexity";
 
@@ -440,6 +453,7 @@ public sealed class Trainer<TBatch>
         log.Write(state, entry);
         foreach (var c in _callbacks) c.OnEvaluate(metrics, control);
 
+        if (!_tracksBestMetric) return false;
         double value = metrics[BestMetricKey];
         double? previous = state.BestMetric;
         bool better = previous == null || (GreaterIsBetter ? value > previous : value < previous);

@@ -163,6 +163,19 @@ public sealed class GrpoRunTests : IDisposable
         Assert.DoesNotContain(File.ReadLines(Path.Combine(run.OutputDir, GrpoTuning.CompletionsFileName)), l => l.Contains("Name a vowel"));
         Assert.Contains("test_size", Assert.Throws<PeftSharpException>(() => FineTuning.Run(RunConfig.FromTree(ConfigTree.ParseYaml(
             ConfigYaml("x", "", vowel).Replace("data:\n", "data:\n  test_size: 0.2\n"))))).Message);
+
+        // Without metric_for_best_model (the loss, which a GRPO evaluation does not report) the run evaluates and tracks no best
+        // metric, as transformers does; what needs a best metric asks for the key by name.
+        var plain = FineTuning.Run(RunConfig.FromTree(ConfigTree.ParseYaml(ConfigYaml("eval-plain",
+            training.Replace("\n  metric_for_best_model: reward", ""), vowel).Replace("data:\n", $"data:\n  eval_file: \"{heldOut}\"\n"))));
+        Assert.Equal(evals.Select(e => (double)e["eval_reward"]!), File.ReadLines(Path.Combine(plain.OutputDir, "metrics.jsonl"))
+            .Select(l => (JsonObject)JsonNode.Parse(l)!).Where(l => l.ContainsKey("eval_reward")).Select(e => (double)e["eval_reward"]!));
+        Assert.Null(plain.Train.BestModelCheckpoint);
+        string message = Assert.Throws<PeftSharpException>(() => FineTuning.Run(RunConfig.FromTree(ConfigTree.ParseYaml(ConfigYaml("eval-best",
+            training.Replace("\n  metric_for_best_model: reward", "\n  early_stopping_patience: 2"), vowel)
+            .Replace("data:\n", $"data:\n  eval_file: \"{heldOut}\"\n"))))).Message;
+        Assert.Contains("metric_for_best_model is not set", message);
+        Assert.Contains("reward", message);
     }
 
     [Fact]
