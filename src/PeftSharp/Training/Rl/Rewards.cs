@@ -26,7 +26,7 @@ public interface IRewardFunction
 /// The built-in verifiable rewards, named in the config's grpo.reward_funcs as KIND or KIND:ARGUMENT:
 /// <list type="bullet">
 /// <item><c>exact_match:COLUMN</c>: 1 when the completion equals the row's COLUMN after normalisation (trimmed, lower case, runs of
-/// white space made one space, trailing . ! ? removed), else 0;</item>
+/// white space made one space, trailing . ! ? removed), or any string of it when COLUMN is a list (the acceptable answers), else 0;</item>
 /// <item><c>numeric:COLUMN</c>: 1 when the completion's answer (the content of its last \boxed{...}, else its last number) equals the
 /// number in the row's COLUMN (its last number, or the JSON number), within 1e-6; else 0;</item>
 /// <item><c>contains:COLUMN</c>: 1 when the normalised completion contains the row's COLUMN (normalised), or any string of it when
@@ -141,15 +141,21 @@ public static class Rewards
         var node => node.ToJsonString(),
     };
 
-    private static Func<RewardInput, double> ExactMatchScorer(string column) =>
-        r => Normalize(r.Completion) == Normalize(Column(r.Row, column)) ? 1 : 0;
+    /// <summary>The row's COLUMN as the answers it accepts: each string of a list, else the one value.</summary>
+    private static IEnumerable<string> Answers(JsonObject row, string column) => row[column] is JsonArray list
+        ? list.Select(x => x is JsonValue v && v.GetValueKind() == JsonValueKind.String ? v.GetValue<string>() : x?.ToJsonString() ?? "")
+        : [Column(row, column)];
+
+    private static Func<RewardInput, double> ExactMatchScorer(string column) => r =>
+    {
+        string completion = Normalize(r.Completion);
+        return Answers(r.Row, column).Any(a => Normalize(a) == completion) ? 1 : 0;
+    };
 
     private static Func<RewardInput, double> ContainsScorer(string column) => r =>
     {
         string completion = Normalize(r.Completion);
-        var wanted = r.Row[column] is JsonArray list ? list.Select(x => x is JsonValue v && v.GetValueKind() == JsonValueKind.String ? v.GetValue<string>() : x?.ToJsonString() ?? "")
-            : [Column(r.Row, column)];
-        return wanted.Any(w => Normalize(w) is { Length: > 0 } n && completion.Contains(n, StringComparison.Ordinal)) ? 1 : 0;
+        return Answers(r.Row, column).Any(w => Normalize(w) is { Length: > 0 } n && completion.Contains(n, StringComparison.Ordinal)) ? 1 : 0;
     };
 
     private static Func<RewardInput, double> NumericScorer(string column) => r =>

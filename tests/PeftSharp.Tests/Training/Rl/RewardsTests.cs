@@ -65,6 +65,10 @@ public sealed class RewardsTests
         Assert.Equal(1, Score("exact_match:answer", "New\n  York!", """{"answer": "new york"}"""));
         Assert.Equal(0, Score("exact_match:answer", "Paris, France", """{"answer": "Paris"}"""));
         Assert.Equal(1, Score("exact_match:answer", "42", """{"answer": 42}"""));
+        // A list column holds the acceptable answers: the completion must equal one of them, not merely contain it.
+        Assert.Equal(1, Score("exact_match:answers", " I recommend 'Tire Tips'", """{"answers": ["I recommend 'Hill Climbs'", "i recommend 'tire tips'."]}"""));
+        Assert.Equal(0, Score("exact_match:answers", " I recommend 'Tire Tips', 'Hill Climbs'", """{"answers": ["I recommend 'Hill Climbs'", "I recommend 'Tire Tips'"]}"""));
+        Assert.Equal(0, Score("exact_match:answers", "", """{"answers": []}"""));
     }
 
     [Fact]
