@@ -17,7 +17,8 @@ namespace PeftSharp.Bench;
 /// `--model-dir DIR [--dtype auto|bfloat16|float16] [--nf4]` loads a Hugging Face folder instead (16-bit weights stay views of the
 /// file; --dtype rounds other frozen matrices to 16 bits on load, as model.dtype does) and first prints a `load` line: the
 /// safetensors size, the load time and the resident memory right after loading; --nf4 then quantizes every linear but
-/// the tied output layer to NF4 (double quantization, f32 compute).
+/// the tied output layer to NF4 (double quantization, f32 compute). `--bf16` is training's bf16: true for the frozen model
+/// (<see cref="BaseCompute.UseBf16"/>): forward, forward_loss and train_frozen_base multiply bf16-rounded operands; decoding stays f32.
 /// </summary>
 public static class ModelBench
 {
@@ -40,15 +41,10 @@ public static class ModelBench
         if (folder != null) name = Path.GetFileName(Path.GetFullPath(folder).TrimEnd('/'));
         using (var frozen = folder == null
             ? CausalLM.CreateRandom(config, new Rng(1), new LoadOptions { Trainable = FirstNorm })
-            : Load(folder, new LoadOptions { Trainable = FirstNorm, Weights16 = Option(args, "--dtype", "auto") switch
-            {
-                "bfloat16" => DType.BF16,
-                "float16" => DType.F16,
-                "auto" => null,
-                var d => throw new ArgumentException($"--dtype {d}: expected auto, bfloat16 or float16."),
-            } }))
+            : Load(folder, new LoadOptions { Trainable = FirstNorm, Weights16 = TrainBench.Weights16(Option(args, "--dtype", "auto")) }))
         {
             if (args.Contains("--nf4")) QuantizeNf4(frozen);
+            if (args.Contains("--bf16")) BaseCompute.UseBf16(frozen.Linears);
             foreach (var (b, t) in shapes)
             {
                 if (Wanted("forward")) Report(name, "forward", b, t, iterations, frozen, train: false);

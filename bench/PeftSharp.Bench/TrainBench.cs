@@ -14,14 +14,18 @@ namespace PeftSharp.Bench;
 
 /// <summary>
 /// `train --model distilgpt2|gpt2|stories15m|qwen2.5-0.5b --target c_attn|q_proj,v_proj|all-linear [-r 8] [--batch 4] [--seq 256]
-/// [--quant nf4 [--compute-dtype bfloat16|float32|float16] [--ab-bf16-dot]] [--steps 5] [--checkpointing] [--dropout 0] [--threads N]`: LoRA training steps (forward, loss, backward, AdamW) on a model of that shape
+/// [--quant nf4 [--compute-dtype bfloat16|float32|float16]] [--bf16] [--ab-bf16-dot | --ab-bf16] [--steps 5] [--checkpointing] [--dropout 0] [--threads N]`: LoRA training steps (forward, loss, backward, AdamW) on a model of that shape
 /// with random f32 weights (the base optionally quantized to NF4 with double quantization and bf16 compute first) and random
 /// token batches. After one warm-up step, times the rest; one JSON line with tokens/s, ms per step, peak RSS and the arena peak.
 /// `--objective dpo|reward` runs a preference step instead of the SFT loss: --batch pairs of --seq tokens per side (prompt half,
 /// completion half), chosen and rejected in one batch (the SFT step on the same tokens is --batch 2×pairs); DPO adds the
 /// reference's no-grad forward (the adapter off), reward puts a score head on the last token.
-/// `--model-dir DIR [--float32]` loads a Hugging Face folder as `peftsharp train` does instead (16-bit weights stay views of
-/// the file unless --float32; with --quant the linears are quantized from them, and their pages released, one at a time).
+/// `--model-dir DIR [--float32 | --dtype bfloat16|float16]` loads a Hugging Face folder as `peftsharp train` does instead (16-bit
+/// weights stay views of the file unless --float32; --dtype rounds the frozen matrices on load as model.dtype does; with --quant the
+/// linears are quantized from them, and their pages released, one at a time).
+/// `--bf16` is training's bf16: true (<see cref="BaseCompute.UseBf16"/>: frozen dense and 16-bit base linears multiply bf16-rounded
+/// operands). `--ab-bf16-dot` alternates steps between the AVX512-BF16 kernel and the f32 kernel over the same rounded values;
+/// `--ab-bf16` (with --bf16) alternates bf16 products and f32 products (<see cref="Ops.Float32Products"/>), in one process.
 /// </summary>
 public static class TrainBench
 {
@@ -54,7 +58,7 @@ public static class TrainBench
         var layerRng = new Rng(4);
         var options = quant == null ? null : new LoadOptions { LinearOverride = info => info.IsOutputLayer ? null : RandomQuantized(info, bnb, layerRng) };
         using var model = folder == null ? CausalLM.CreateRandom(config, new Rng(1), options)
-            : QuantizedModel.Load(folder, new LoadOptions { Float32 = args.Contains("--float32") });
+            : QuantizedModel.Load(folder, new LoadOptions { Float32 = args.Contains("--float32"), Weights16 = Weights16(Option(args, "--dtype", "auto")) });
         if (folder != null && quant != null) QuantizedModel.QuantizeLinears(model, bnb);
         model.GradientCheckpointing = checkpointing;
         var classifier = objective == "reward"
@@ -62,6 +66,8 @@ public static class TrainBench
         var targets = target == TargetModules.AllLinearKeyword ? TargetModules.AllLinear : TargetModules.FromNames(target.Split(','));
         using var peft = PeftModel.Wrap(classifier ?? (ICausalLM)model, new LoraConfig { R = r, LoraAlpha = 2 * r, LoraDropout = dropout, TargetModules = targets }, rng: new Rng(2));
         var (trainable, all) = peft.CountParameters();
+        bool bf16 = args.Contains("--bf16");
+        if (bf16) BaseCompute.UseBf16(peft.Model.Linears);
         using var optimizer = new AdamW(peft.TrainableParameters, learningRate: 1e-4f);
 
         var rng = new Rng(3);
@@ -93,7 +99,10 @@ public static class TrainBench
             optimizer.ZeroGrad();
         }
         Step();
-        if (args.Contains("--ab-bf16-dot")) return AlternateBf16Dot(Step, steps, name, target, batch, seq, computeDtype);
+        if (args.Contains("--ab-bf16-dot"))
+            return Alternate(Step, steps, "train_ab_bf16_dot", name, target, batch, seq, computeDtype, bf16, odd => odd ? PeftSharp.Kernels.Bf16Dot.Disable() : null);
+        if (args.Contains("--ab-bf16"))
+            return Alternate(Step, steps, "train_ab_bf16", name, target, batch, seq, computeDtype, bf16, odd => new Float32Products(ops, odd));
         var watch = Stopwatch.StartNew();
         for (int i = 0; i < steps; i++) Step();
         double seconds = watch.Elapsed.TotalSeconds / steps;
@@ -110,8 +119,9 @@ public static class TrainBench
             seq,
             quant = quant ?? "none",
             compute_dtype = quant == null ? "float32" : computeDtype,
+            bf16,
             bf16_dot = PeftSharp.Kernels.Bf16Dot.Enabled,
-            base_dtype = folder == null ? "float32 (random)" : args.Contains("--float32") ? "float32" : config.TorchDtype ?? "as stored",
+            base_dtype = folder == null ? "float32 (random)" : args.Contains("--float32") ? "float32" : args.Contains("--dtype") ? Option(args, "--dtype", "auto") : config.TorchDtype ?? "as stored",
             checkpointing,
             tok_per_s = Math.Round((preference != null ? 2 : 1) * batch * seq / seconds, 1),
             step_ms = Math.Round(seconds * 1e3, 1),
@@ -124,29 +134,54 @@ public static class TrainBench
     }
 
     /// <summary>
-    /// `--ab-bf16-dot`: steps alternate between the emitted AVX512-BF16 kernel and the f32 kernel over the same rounded
-    /// values (<see cref="PeftSharp.Kernels.Bf16Dot.Disable"/>) in one process, so both see the same machine load; medians.
+    /// `--ab-bf16-dot` / `--ab-bf16`: steps alternate between A (even steps) and B (odd steps: <paramref name="odd"/>'s scope
+    /// turns the AVX512-BF16 kernel off, or bf16 products off) in one process, so both see the same machine load; medians.
     /// </summary>
-    private static int AlternateBf16Dot(Action step, int steps, string name, string target, int batch, int seq, string computeDtype)
+    private static int Alternate(Action step, int steps, string op, string name, string target, int batch, int seq, string computeDtype, bool bf16,
+        Func<bool, IDisposable?> odd)
     {
-        List<double> dot = [], f32Kernel = [];
+        List<double> a = [], b = [];
         for (int i = 0; i < 2 * steps; i++)
         {
-            using var off = i % 2 == 1 ? PeftSharp.Kernels.Bf16Dot.Disable() : null;
+            using var scope = odd(i % 2 == 1);
             var watch = Stopwatch.StartNew();
             step();
-            (i % 2 == 0 ? dot : f32Kernel).Add(watch.Elapsed.TotalMilliseconds);
+            (i % 2 == 0 ? a : b).Add(watch.Elapsed.TotalMilliseconds);
         }
         static double Median(List<double> v) => v.Order().ElementAt(v.Count / 2);
         Console.WriteLine(JsonSerializer.Serialize(new
         {
-            op = "train_ab_bf16_dot", model = name, target, batch, seq, compute_dtype = computeDtype,
+            op, model = name, target, batch, seq, compute_dtype = computeDtype, bf16,
             bf16_dot = PeftSharp.Kernels.Bf16Dot.Enabled, steps_each = steps,
-            step_ms_dot = Math.Round(Median(dot), 1), step_ms_f32_kernel = Math.Round(Median(f32Kernel), 1),
-            ratio = Math.Round(Median(dot) / Median(f32Kernel), 3),
+            step_ms_a = Math.Round(Median(a), 1), step_ms_b = Math.Round(Median(b), 1),
+            ratio = Math.Round(Median(a) / Median(b), 3),
         }));
         return 0;
     }
+
+    /// <summary>Sets <see cref="Ops.Float32Products"/> for a scope.</summary>
+    private sealed class Float32Products : IDisposable
+    {
+        private readonly Ops _ops;
+        private readonly bool _previous;
+
+        public Float32Products(Ops ops, bool on)
+        {
+            _ops = ops;
+            _previous = ops.Float32Products;
+            ops.Float32Products = on;
+        }
+
+        public void Dispose() => _ops.Float32Products = _previous;
+    }
+
+    internal static DType? Weights16(string dtype) => dtype switch
+    {
+        "bfloat16" => DType.BF16,
+        "float16" => DType.F16,
+        "auto" => null,
+        var d => throw new ArgumentException($"--dtype {d}: expected auto, bfloat16 or float16."),
+    };
 
     private static string Option(string[] args, string name, string fallback)
     {

@@ -68,8 +68,9 @@ public static unsafe class HalfOps
     /// <summary>
     /// y = x·Wᵀ + b with W (out, in) in BF16/F16, widened inside the GEMM. Backward computes the
     /// input gradient (and the bias gradient when the bias is trainable), never a weight gradient.
+    /// With <paramref name="computeType"/> BF16 (<c>bf16: true</c>) x, dy and W are rounded to bf16 for the products.
     /// </summary>
-    public static Tensor Linear(this Ops ops, Tensor x, HalfMatrix weight, Tensor? bias = null)
+    public static Tensor Linear(this Ops ops, Tensor x, HalfMatrix weight, Tensor? bias = null, DType computeType = DType.F32)
     {
         if (weight.Columns != x.Columns)
             throw new ArgumentException($"Linear: input {x.ShapeText} does not match weight {weight.Name} {weight.ShapeText} (expected (out, {x.Columns})).");
@@ -80,13 +81,13 @@ public static unsafe class HalfOps
         var shape = (int[])x.Shape.Clone();
         shape[^1] = n;
         var y = tape.NewTensor(shape, tape.AnyRequiresGrad(x, bias));
-        Gemm.LinearForward(x.Data, weight.Data, weight.DType, bias == null ? null : bias.Data, y.Data, m, n, k);
+        Gemm.LinearForward(x.Data, weight.Data, weight.DType, bias == null ? null : bias.Data, y.Data, m, n, k, computeType);
         if (y.RequiresGrad)
             tape.Record(() =>
             {
                 float* dy = y.Grad;
                 if (dy == null) return;
-                if (x.RequiresGrad) Gemm.LinearBackwardInput(dy, weight.Data, weight.DType, tape.GradOf(x), m, n, k, accumulate: true);
+                if (x.RequiresGrad) Gemm.LinearBackwardInput(dy, weight.Data, weight.DType, tape.GradOf(x), m, n, k, accumulate: true, computeType);
                 if (bias != null && bias.RequiresGrad)
                 {
                     float* db = tape.GradOf(bias);

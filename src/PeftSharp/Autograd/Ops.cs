@@ -19,6 +19,16 @@ public sealed unsafe partial class Ops(Tape tape)
     /// </summary>
     public string?[]? RowAdapters { get; set; }
 
+    /// <summary>
+    /// Frozen base linears ignore a bf16 compute type (<c>bf16: true</c>) and multiply in f32. Set by a decoding session:
+    /// KV-cache decoding is GEMVs bound by reading the weights once, which bf16-rounded operands would not speed up, and
+    /// rounded operands would take them off the streaming GEMV onto the packed kernel.
+    /// </summary>
+    public bool Float32Products { get; set; }
+
+    /// <summary>The compute type a frozen base linear whose own is <paramref name="layerType"/> multiplies in here.</summary>
+    public DType ProductType(DType layerType) => Float32Products ? DType.F32 : layerType;
+
     /// <summary>table[ids[i]] → (ids.Length, C). Also the positional embedding (ids = positions).</summary>
     public Tensor Embedding(int[] ids, Tensor table)
     {
@@ -71,23 +81,30 @@ public sealed unsafe partial class Ops(Tape tape)
     /// y = x·Wᵀ + b with W (out, in) as nn.Linear stores it. Backward runs the input GEMM only when
     /// x needs a gradient and the weight GEMM only when W is trainable.
     /// </summary>
-    public Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null)
+    /// <summary>
+    /// y = x·Wᵀ + b. With <paramref name="computeType"/> BF16 (a frozen base under <c>bf16: true</c>) x and W, and in
+    /// backward dy and W, are rounded to bf16 for the products (f32 accumulation and results); W must then be frozen,
+    /// since no weight gradient is taken from rounded operands.
+    /// </summary>
+    public Tensor Linear(Tensor x, Tensor weight, Tensor? bias = null, DType computeType = DType.F32)
     {
         if (weight.Shape.Length != 2 || weight.Shape[1] != x.Columns)
             throw new ArgumentException($"Linear: input {x.ShapeText} does not match weight {weight.ShapeText} (expected (out, {x.Columns})).");
         if (bias != null && bias.Length != weight.Shape[0])
             throw new ArgumentException($"Linear: bias {bias.ShapeText} does not match weight {weight.ShapeText}.");
+        if (computeType != DType.F32 && weight.RequiresGrad)
+            throw new ArgumentException($"Linear: a trainable weight {weight.ShapeText} multiplies in F32, not {computeType}.", nameof(computeType));
         int m = x.Rows, n = weight.Shape[0], k = x.Columns;
         var shape = (int[])x.Shape.Clone();
         shape[^1] = n;
         var y = Tape.NewTensor(shape, Tape.AnyRequiresGrad(x, weight, bias));
-        Gemm.LinearForward(x.Data, weight.Data, bias == null ? null : bias.Data, y.Data, m, n, k);
+        Gemm.LinearForward(x.Data, weight.Data, bias == null ? null : bias.Data, y.Data, m, n, k, computeType);
         if (y.RequiresGrad)
             Tape.Record(() =>
             {
                 float* dy = y.Grad;
                 if (dy == null) return;
-                if (x.RequiresGrad) Gemm.LinearBackwardInput(dy, weight.Data, Tape.GradOf(x), m, n, k, accumulate: true);
+                if (x.RequiresGrad) Gemm.LinearBackwardInput(dy, weight.Data, Tape.GradOf(x), m, n, k, accumulate: true, computeType);
                 if (weight.RequiresGrad) Gemm.LinearBackwardWeight(dy, x.Data, Tape.GradOf(weight), m, n, k, accumulate: true);
                 if (bias != null && bias.RequiresGrad)
                 {

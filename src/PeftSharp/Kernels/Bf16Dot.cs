@@ -136,6 +136,39 @@ internal static unsafe class Bf16Dot
     }
 
     /// <summary>
+    /// The oracle of a whole product on the emitted kernel (<see cref="GemmDriver"/> with both operands rounded to bf16):
+    /// C[i, j] (m×n, row stride ldc) = the f32 sum, in depth order, of one VDPBF16PS chain per
+    /// <see cref="GemmBlocking.PairKC"/>-deep block (the first block stored, each later one added), the chain pairing
+    /// depths (2q, 2q + 1) of A's row i and B's column j rounded to bf16 (<see cref="ToPairs"/>). The driver splits rows
+    /// and columns among tiles and threads, never the depth, so this is its result bit for bit whatever the tiling.
+    /// Logical elements are read through <see cref="GemmOperand"/>'s indexer (F32, BF16 or F16 storage, not 4-bit).
+    /// </summary>
+    internal static void ReferenceProduct(in GemmOperand a, in GemmOperand b, int m, int n, int k, float* c, long ldc)
+    {
+        int block = Math.Min(GemmBlocking.PairKC, k);
+        for (int i = 0; i < m; i++)
+            for (int j = 0; j < n; j++)
+            {
+                float total = 0;
+                for (int p0 = 0; p0 < k; p0 += block)
+                {
+                    float sum = 0;
+                    for (int p = p0; p < Math.Min(k, p0 + block); p += 2)
+                    {
+                        bool odd = p + 1 < Math.Min(k, p0 + block);
+                        uint x = Pair(odd ? a[i, p + 1] : 0f, a[i, p]), y = Pair(odd ? b[p + 1, j] : 0f, b[p, j]);
+                        sum = DotPair(x, y, sum);
+                    }
+                    total = p0 == 0 ? sum : total + sum;
+                }
+                c[i * ldc + j] = total;
+            }
+
+        static uint Pair(float high, float low) =>
+            (Precision.RoundBf16Bits(BitConverter.SingleToUInt32Bits(high)) & 0xFFFF0000u) | (Precision.RoundBf16Bits(BitConverter.SingleToUInt32Bits(low)) >> 16);
+    }
+
+    /// <summary>
     /// One lane of VDPBF16PS: acc += x.hi·y.hi, then acc += x.lo·y.lo, each step a fused multiply-add (the product
     /// of two bf16 values is exact in f32's 24 bits) rounded to nearest even, inputs DAZ, outputs FTZ.
     /// </summary>

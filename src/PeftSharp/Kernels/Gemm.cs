@@ -15,29 +15,34 @@ public static unsafe partial class Gemm
         float* a, int lda, float* b, int ldb, float* c, int ldc, bool accumulate)
         => Run(GemmOperand.F32(a, lda, transA), GemmOperand.F32(b, ldb, transB), m, n, k, c, ldc, accumulate);
 
-    /// <summary>Y = X·Wᵀ (+ bias): X (m×k), W (n×k, as nn.Linear stores it), bias (n) or null, Y (m×n).</summary>
-    public static void LinearForward(float* x, float* w, float* bias, float* y, int m, int n, int k)
+    /// <summary>
+    /// Y = X·Wᵀ (+ bias): X (m×k), W (n×k, as nn.Linear stores it), bias (n) or null, Y (m×n). With
+    /// <paramref name="computeType"/> BF16 (or F16) both X and W are rounded to it while packing, as torch's autocast
+    /// multiplies them; the accumulation (on <see cref="Bf16Dot"/>'s kernel where it is on), the bias and Y stay f32.
+    /// </summary>
+    public static void LinearForward(float* x, float* w, float* bias, float* y, int m, int n, int k, DType computeType = DType.F32)
     {
-        Compute(false, true, m, n, k, x, k, w, k, y, n, accumulate: false);
+        Run(Rounded(GemmOperand.F32(x, k, false), computeType), GemmOperand.F32(w, k, true).RoundedTo(computeType), m, n, k, y, n, accumulate: false);
         AddBias(bias, y, m, n);
     }
 
     /// <summary>
-    /// Y = X·Wᵀ (+ bias) with W (n×k) stored as BF16 or F16 bits; W is widened to f32 panel by panel while packing.
+    /// Y = X·Wᵀ (+ bias) with W (n×k) stored as BF16 or F16 bits; W is widened to f32 panel by panel while packing
+    /// (and, with <paramref name="computeType"/> BF16 or F16, X and W rounded to it as in the f32 overload).
     /// </summary>
-    public static void LinearForward(float* x, ushort* w, DType weightType, float* bias, float* y, int m, int n, int k)
+    public static void LinearForward(float* x, ushort* w, DType weightType, float* bias, float* y, int m, int n, int k, DType computeType = DType.F32)
     {
-        Run(GemmOperand.F32(x, k, false), HalfOperand(w, k, true, weightType), m, n, k, y, n, accumulate: false);
+        Run(Rounded(GemmOperand.F32(x, k, false), computeType), HalfOperand(w, k, true, weightType).RoundedTo(computeType), m, n, k, y, n, accumulate: false);
         AddBias(bias, y, m, n);
     }
 
-    /// <summary>dX (+)= dY·W: dY (m×n), W (n×k), dX (m×k).</summary>
-    public static void LinearBackwardInput(float* dy, float* w, float* dx, int m, int n, int k, bool accumulate)
-        => Compute(false, false, m, k, n, dy, n, w, k, dx, k, accumulate);
+    /// <summary>dX (+)= dY·W: dY (m×n), W (n×k), dX (m×k); with <paramref name="computeType"/> BF16 (or F16), dY and W rounded to it.</summary>
+    public static void LinearBackwardInput(float* dy, float* w, float* dx, int m, int n, int k, bool accumulate, DType computeType = DType.F32)
+        => Run(Rounded(GemmOperand.F32(dy, n, false), computeType), GemmOperand.F32(w, k, false).RoundedTo(computeType), m, k, n, dx, k, accumulate);
 
-    /// <summary>dX (+)= dY·W with W (n×k) stored as BF16 or F16 bits.</summary>
-    public static void LinearBackwardInput(float* dy, ushort* w, DType weightType, float* dx, int m, int n, int k, bool accumulate)
-        => Run(GemmOperand.F32(dy, n, false), HalfOperand(w, k, false, weightType), m, k, n, dx, k, accumulate);
+    /// <summary>dX (+)= dY·W with W (n×k) stored as BF16 or F16 bits; with <paramref name="computeType"/> BF16 (or F16), dY and W rounded to it.</summary>
+    public static void LinearBackwardInput(float* dy, ushort* w, DType weightType, float* dx, int m, int n, int k, bool accumulate, DType computeType = DType.F32)
+        => Run(Rounded(GemmOperand.F32(dy, n, false), computeType), HalfOperand(w, k, false, weightType).RoundedTo(computeType), m, k, n, dx, k, accumulate);
 
     /// <summary>dW (+)= dYᵀ·X: dY (m×n), X (m×k), dW (n×k).</summary>
     public static void LinearBackwardWeight(float* dy, float* x, float* dw, int m, int n, int k, bool accumulate)
@@ -50,6 +55,19 @@ public static unsafe partial class Gemm
         ArgumentOutOfRangeException.ThrowIfNegative(k);
         var problem = new GemmProblem { A = a, B = b, C = c, Ldc = ldc, M = m, N = n, K = k, Accumulate = accumulate };
         GemmDriver.Run(problem, Simd.Path);
+    }
+
+    /// <summary>The activation operand of a product in <paramref name="computeType"/> (F32, BF16 or F16), checked.</summary>
+    private static GemmOperand Rounded(GemmOperand operand, DType computeType)
+    {
+        CheckComputeType(computeType);
+        return operand.RoundedTo(computeType);
+    }
+
+    private static void CheckComputeType(DType computeType)
+    {
+        if (computeType is not (DType.F32 or DType.BF16 or DType.F16))
+            throw new ArgumentException($"The compute dtype of a linear product must be F32, BF16 or F16, not {computeType}.", nameof(computeType));
     }
 
     private static GemmOperand HalfOperand(ushort* w, int ld, bool trans, DType type)

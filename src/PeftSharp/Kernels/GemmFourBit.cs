@@ -31,8 +31,7 @@ public static unsafe partial class Gemm
 
     private static (int N, int K) FourBitShape(FourBitView* w, DType computeType)
     {
-        if (computeType is not (DType.F32 or DType.BF16 or DType.F16))
-            throw new ArgumentException($"The compute dtype of a 4-bit product must be F32, BF16 or F16, not {computeType}.", nameof(computeType));
+        CheckComputeType(computeType);
         if (w->Rows > int.MaxValue || w->Columns > int.MaxValue || w->Rows <= 0 || w->Columns <= 0)
             throw new ArgumentException($"A 4-bit linear weight must be 2-D [out, in] within int range; got [{w->Rows}, {w->Columns}].", nameof(w));
         return ((int)w->Rows, (int)w->Columns);

@@ -252,12 +252,12 @@ public abstract unsafe class CausalLM : ICausalLM, IRandomStreams
             {
                 DenseLinear d => (column, width, block) =>
                 {
-                    Gemm.LinearForward(x, d.Weight.Data + (long)column * k, d.Bias == null ? null : d.Bias.Data + column, block, rows, width, k);
+                    Gemm.LinearForward(x, d.Weight.Data + (long)column * k, d.Bias == null ? null : d.Bias.Data + column, block, rows, width, k, d.ProductType(ops));
                     return block;
                 },
                 HalfLinear h => (column, width, block) =>
                 {
-                    Gemm.LinearForward(x, h.Weight.Data + (long)column * k, h.Weight.DType, h.Bias == null ? null : h.Bias.Data + column, block, rows, width, k);
+                    Gemm.LinearForward(x, h.Weight.Data + (long)column * k, h.Weight.DType, h.Bias == null ? null : h.Bias.Data + column, block, rows, width, k, h.ProductType(ops));
                     return block;
                 },
                 _ => null,

@@ -50,7 +50,7 @@ internal sealed unsafe class DecodeSession : IBatchDecodeSession
         _lengths = new int[batch];
         _scores = new NativeBuffer<float>((long)batch * model.Config.HeadCount * maxTokens, clear: false);
         _tape = new Tape(1 << 16) { GradEnabled = false, Training = false };
-        _ops = new Ops(_tape);
+        _ops = new Ops(_tape) { Float32Products = true };
         _allRows = Enumerable.Range(0, batch).ToArray();
     }
 

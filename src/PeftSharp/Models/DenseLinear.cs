@@ -32,7 +32,22 @@ public sealed unsafe class DenseLinear : IBaseLinear
     public Parameter Weight { get; }
     public Parameter? Bias { get; }
 
-    public Tensor Forward(Ops ops, Tensor x) => ops.Linear(x, Weight, Bias);
+    /// <summary>
+    /// F32 (the default) or BF16 (<c>bf16: true</c>, <see cref="BaseCompute"/>): while the weight is frozen, x, dy and W
+    /// are rounded to bf16 for the products (f32 accumulation and outputs); a trainable weight always multiplies in f32.
+    /// </summary>
+    public DType ComputeType
+    {
+        get => _computeType;
+        set => _computeType = BaseCompute.Check(Info, value);
+    }
+
+    private DType _computeType = DType.F32;
+
+    /// <summary>The compute type of this layer's products under <paramref name="ops"/>.</summary>
+    internal DType ProductType(Ops ops) => Weight.RequiresGrad ? DType.F32 : ops.ProductType(ComputeType);
+
+    public Tensor Forward(Ops ops, Tensor x) => ops.Linear(x, Weight, Bias, ProductType(ops));
 
     public IEnumerable<Parameter> Parameters => Bias == null ? [Weight] : [Weight, Bias];
 

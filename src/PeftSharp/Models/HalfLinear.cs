@@ -25,7 +25,22 @@ public sealed unsafe class HalfLinear : IBaseLinear
     public HalfMatrix Weight { get; }
     public Parameter? Bias { get; }
 
-    public Tensor Forward(Ops ops, Tensor x) => ops.Linear(x, Weight, Bias);
+    /// <summary>
+    /// F32 (the default: W widened, f32 products) or BF16 (<c>bf16: true</c>, <see cref="BaseCompute"/>): x, dy and W
+    /// rounded to bf16 for the products, on the AVX512-BF16 kernel where the CPU has it; f32 accumulation and outputs.
+    /// </summary>
+    public DType ComputeType
+    {
+        get => _computeType;
+        set => _computeType = BaseCompute.Check(Info, value);
+    }
+
+    private DType _computeType = DType.F32;
+
+    /// <summary>The compute type of this layer's products under <paramref name="ops"/>.</summary>
+    internal DType ProductType(Ops ops) => ops.ProductType(ComputeType);
+
+    public Tensor Forward(Ops ops, Tensor x) => ops.Linear(x, Weight, Bias, ProductType(ops));
 
     public IEnumerable<Parameter> Parameters => Bias == null ? [] : [Bias];
 

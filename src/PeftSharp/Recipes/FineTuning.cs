@@ -106,7 +106,6 @@ public static class FineTuning
             progress: callbacks?.OfType<IProgress<TokenizationProgress>>().FirstOrDefault());
         notices.AddRange(data.Notices);
         CheckVocabulary(data, modelConfig, config.Tokenizer ?? folder, folder);
-        if (args.PrecisionNotice(config.Dtype) is { } precision) notices.Add(precision);
         // Under an MPI launcher (mpirun -np N): one rank of a data-parallel run, checked to have been given the same run as rank 0.
         using var comm = Training.Distributed.DistributedRun.Start();
         Training.Distributed.DistributedRun.CheckSameRun(comm, () => Training.Distributed.DistributedRun.Fingerprint(config.Effective.ToJsonString(),
@@ -135,6 +134,7 @@ public static class FineTuning
             peft = PeftModel.Wrap(model, config.Lora, rng: new Rng((ulong)seed));
             notices.AddRange(peft.Notices);
         }
+        if (args.ApplyPrecision(model, config.Dtype) is { } precision) notices.Add(precision);
         var (trainable, all) = peft?.CountParameters() ?? (model.Parameters.Where(p => p.RequiresGrad).Sum(p => p.Length), model.Parameters.Sum(p => p.Length));
         string trainableLine = peft?.PrintTrainableParameters() ?? Planning.MemoryPlanner.PeftLine(trainable, all);
 

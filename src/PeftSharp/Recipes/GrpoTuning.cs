@@ -45,7 +45,6 @@ public static class GrpoTuning
             config.Data.SkipMalformed, skipped);
         var evalPrompts = string.IsNullOrEmpty(config.Data.EvalFile) ? null : LoadPrompts(config.Data.EvalFile, template, config.Data.SkipMalformed, skipped);
         if (skipped.Count > 0) notices.Add($"skipped {skipped.Count} malformed line(s); first: {skipped[0]}");
-        if (args.PrecisionNotice(config.Dtype) is { } precision) notices.Add(precision);
         var rewardFunctions = Rewards.Parse(options.RewardFuncs, hostRewards).Concat(rewards ?? []).ToList();
 
         var loadOptions = FineTuning.LoadOptionsFor(config, folder);
@@ -58,6 +57,7 @@ public static class GrpoTuning
             peft = PeftModel.Wrap(model, config.Lora, rng: new Rng((ulong)args.Seed));
             notices.AddRange(peft.Notices);
         }
+        if (args.ApplyPrecision(model, config.Dtype) is { } precision) notices.Add(precision);
         IReferenceModel? reference = peft != null ? new DisabledAdapterReference(peft) : null;
         var (trainable, all) = peft?.CountParameters() ?? (model.Parameters.Where(p => p.RequiresGrad).Sum(p => p.Length), model.Parameters.Sum(p => p.Length));
         string trainableLine = peft?.PrintTrainableParameters() ?? Planning.MemoryPlanner.PeftLine(trainable, all);

@@ -48,7 +48,6 @@ public static class PreferenceTuning
             notices.Add($"dataset {sources.Description}: {train.Count} training examples (split \"{sources.TrainSplit}\")" +
                 (eval != null && sources.EvalFiles != null ? $", {eval.Count} evaluation examples (split \"{sources.EvalSplit}\")" : "") + ".");
         if (skipped.Count > 0) notices.Add($"skipped {skipped.Count} malformed line(s); first: {skipped[0]}");
-        if (args.PrecisionNotice(config.Dtype) is { } precision) notices.Add(precision);
         var prefTokenizer = new PreferenceTokenizer(tokenizer, options);
 
         var loadOptions = FineTuning.LoadOptionsFor(config, folder);
@@ -64,6 +63,7 @@ public static class PreferenceTuning
             peft = PeftModel.Wrap(model, config.Lora, rng: new Rng((ulong)args.Seed));
             notices.AddRange(peft.Notices);
         }
+        if (args.ApplyPrecision(model, config.Dtype) is { } precision) notices.Add(precision);
         IReferenceModel? reference = peft != null ? new DisabledAdapterReference(peft) : null;
         if (options.RefAdapter is { } refAdapter)
         {

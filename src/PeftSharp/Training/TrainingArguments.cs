@@ -1,5 +1,7 @@
 using System.Text.Json.Nodes;
 using PeftSharp.Config;
+using PeftSharp.Models;
+using PeftSharp.Tensors;
 
 namespace PeftSharp.Training;
 
@@ -55,7 +57,7 @@ public sealed class TrainingArguments
     public string? LoggingDir { get; set; }
     public IReadOnlyList<string> ReportTo { get; set; } = ["jsonl"];
     public string? RunName { get; set; }
-    /// <summary>bf16 / fp16 mixed precision as asked for (see <see cref="PrecisionNotice"/>).</summary>
+    /// <summary>bf16 / fp16 mixed precision as asked for (see <see cref="ApplyPrecision"/>).</summary>
     public bool Bf16 { get; set; }
     public bool Fp16 { get; set; }
     /// <summary>NEFTune: uniform noise of magnitude alpha/√(L·d) added to the input embeddings in training (null: off).</summary>
@@ -83,13 +85,42 @@ public sealed class TrainingArguments
     public static string BestMetricKey(string? metricForBestModel) => metricForBestModel is null or "loss" or "eval_loss" ? "eval_loss"
         : metricForBestModel.StartsWith("eval_", StringComparison.Ordinal) ? metricForBestModel : "eval_" + metricForBestModel;
 
-    /// <summary>What bf16 / fp16 mean on this CPU, as a notice (null when neither is set).</summary>
-    public string? PrecisionNotice(string modelDtype) => (Bf16, Fp16) switch
+    /// <summary>
+    /// Applies bf16 / fp16 to a loaded model (after quantizing and wrapping it) and says what they mean for this run, as a
+    /// notice (null when neither is set). <c>bf16: true</c> is torch's autocast to bfloat16 for the frozen base linears
+    /// (<see cref="BaseCompute.UseBf16"/>): their products round activations and weights to bf16 and accumulate in f32, on
+    /// the CPU's AVX512-BF16 dot products where it has them, else on the f32 kernel over the same rounded operands (the
+    /// same rounding everywhere; the sums in another order). <c>fp16: true</c> changes nothing (no f16 dot product on these
+    /// CPUs; float32 compute).
+    /// </summary>
+    public string? ApplyPrecision(ICausalLM model, string modelDtype)
     {
-        (false, false) => null,
-        _ => $"{(Bf16 ? "bf16" : "fp16")}: true asks for {(Bf16 ? "bfloat16" : "float16")} mixed precision; on CPU PeftSharp computes in float32 " +
-             $"(the same results, no autocast) and keeps frozen weights in model.dtype ({modelDtype}; bfloat16 halves their memory).",
-    };
+        if (Fp16)
+            return "fp16: true asks for float16 mixed precision; on CPU PeftSharp computes in float32 " +
+                   $"(no f16 autocast) and keeps frozen weights in model.dtype ({modelDtype}; bfloat16 halves their memory).";
+        if (!Bf16) return null;
+        var found = BaseCompute.UseBf16(model.Linears);
+        var text = new System.Text.StringBuilder("bf16: true (autocast to bfloat16): ");
+        if (found.Rounded == 0) text.Append("no frozen dense or 16-bit base linear to compute in bf16, so every product stays float32");
+        else
+        {
+            var kinds = new[] { (found.Bf16Weights, "bf16"), (found.F16Weights, "f16"), (found.F32Weights, "f32") }.Where(k => k.Item1 > 0).Select(k => $"{k.Item1} with {k.Item2} weights");
+            text.Append($"{found.Rounded} frozen base linears ({string.Join(", ", kinds)}; storage stays model.dtype {modelDtype}) multiply bf16-rounded ")
+                .Append("activations and weights, forward and input gradient, accumulating in float32 with float32 outputs, ")
+                .Append(Kernels.Bf16Dot.Enabled ? "on this CPU's AVX512-BF16 dot products"
+                    : Kernels.Bf16Dot.HardwareSupported ? "on the float32 kernel (the AVX512-BF16 kernel is off: PEFTSHARP_BF16_DOT=0 or AVX-512 disabled; the same rounded operands, no speed-up)"
+                    : "on the float32 kernel (this CPU has no AVX512-BF16: the same rounded operands, no speed-up)")
+                .Append("; LoRA adapters, trainable weights, norms, attention, activations, the loss and KV-cache generation stay float32");
+        }
+        if (found.Quantized > 0)
+        {
+            var types = model.Linears.Select(s => s.Base).OfType<Quantization.Linear4Bit>().Select(l => l.ComputeType).Distinct().ToList();
+            text.Append($"; {found.Quantized} 4-bit layers compute in bnb_4bit_compute_dtype ({string.Join(", ", types.Select(t => t switch { DType.BF16 => "bfloat16", DType.F16 => "float16", _ => "float32" }))})");
+            if (!types.Contains(DType.BF16)) text.Append(", which bf16 does not override: set it to bfloat16 for bf16 products there");
+        }
+        if (found.Trainable > 0 && found.Rounded == 0) text.Append($" ({found.Trainable} trainable base linears multiply in float32)");
+        return text.Append('.').ToString();
+    }
 
     /// <summary>The number of warmup steps for a run of <paramref name="totalSteps"/> optimizer steps.</summary>
     public int WarmupStepsFor(int totalSteps) =>
@@ -137,7 +168,7 @@ public sealed class TrainingArguments
         new("report_to", ValueKind.StringOrStringList, "where logs go besides metrics.jsonl: none, jsonl, tensorboard (event files in logging_dir), all"),
         new("logging_dir", ValueKind.String, "TensorBoard event files (default: output_dir/runs)"),
         new("run_name", ValueKind.String, "a name for the run (report title, TensorBoard folder)"),
-        new("bf16", ValueKind.Bool, "bfloat16 mixed precision (CPU: computes in float32; see model.dtype for 16-bit weights)"),
+        new("bf16", ValueKind.Bool, "bfloat16 autocast: frozen base linears multiply bf16-rounded activations and weights (f32 accumulation; AVX512-BF16 where present); LoRA, norms, attention and the loss stay f32"),
         new("fp16", ValueKind.Bool, "float16 mixed precision (CPU: computes in float32; see model.dtype for 16-bit weights)"),
         new("neftune_noise_alpha", ValueKind.Number, "NEFTune: noise on the input embeddings in training (5 is typical)", Min: 0, MinExclusive: true),
     ];
