@@ -18,6 +18,13 @@ public sealed record JudgeOptions
     public string RankTemplate { get; init; } = JudgePrompts.Rank;
     /// <summary>Most tokens of a pairwise answer (TRL asks for 1); a rank answer gets 4 per answer ranked.</summary>
     public int PairwiseMaxTokens { get; init; } = 1;
+    /// <summary>With <see cref="RankByScore"/>: the question about one answer, fields {prompt} and {completion}, answered by a number.</summary>
+    public string ScoreTemplate { get; init; } = JudgePrompts.Score;
+    /// <summary>With <see cref="RankByScore"/>: the valid scores; any other answer is unparseable.</summary>
+    public double ScoreMin { get; init; }
+    public double ScoreMax { get; init; } = 10;
+    /// <summary>With <see cref="RankByScore"/>: most tokens of a score answer.</summary>
+    public int ScoreMaxTokens { get; init; } = 8;
     public float Temperature { get; init; }
     /// <summary>Calls in flight at once.</summary>
     public int MaxConcurrency { get; init; } = 4;
@@ -44,7 +51,12 @@ public sealed record JudgeOptions
     /// (Copeland's count); only the pairwise answer is asked, so a judge fine-tuned for pairs can rank K answers.
     /// </summary>
     public const string RankByRoundRobin = "round_robin";
-    public static readonly string[] Rankings = [RankByPrompt, RankByRoundRobin];
+    /// <summary>
+    /// Each answer on its own through <see cref="ScoreTemplate"/> (a pointwise judge, as a reward model scores), ranked by score: a
+    /// judge fine-tuned to grade one answer needs K calls for K answers instead of a round robin's K(K − 1)/2 pairs.
+    /// </summary>
+    public const string RankByScore = "score";
+    public static readonly string[] Rankings = [RankByPrompt, RankByRoundRobin, RankByScore];
 
     public void Validate()
     {
@@ -56,6 +68,9 @@ public sealed record JudgeOptions
         if (WorstLostAll && Ranking != RankByRoundRobin) throw new PeftSharpException($"judge.worst_lost_all is for judge.ranking: {RankByRoundRobin}, but judge.ranking is {Ranking}.");
         JudgePrompts.Check(PairwiseTemplate, ["prompt", "response0", "response1"], ["response0", "response1"], "judge.system_prompt");
         JudgePrompts.Check(RankTemplate, ["prompt", "outputs"], ["outputs"], "judge.rank_prompt");
+        JudgePrompts.Check(ScoreTemplate, ["prompt", "completion"], ["completion"], "judge.score_prompt");
+        if (!(ScoreMin < ScoreMax)) throw new PeftSharpException($"judge.score_min ({ScoreMin.ToString(CultureInfo.InvariantCulture)}) must be below judge.score_max ({ScoreMax.ToString(CultureInfo.InvariantCulture)}).");
+        if (ScoreMaxTokens < 1) throw new PeftSharpException("judge.max_tokens must be at least 1.");
     }
 }
 
@@ -168,7 +183,13 @@ public sealed class ChatJudge
         }
         int[] order;
         string raw;
-        if (distinct.Count == 2)
+        if (Options.Ranking == JudgeOptions.RankByScore)
+        {
+            var graded = await ScoreRankAsync(prompt, answers, distinct, cancellation).ConfigureAwait(false);
+            if (graded.Ranking == null) return graded;
+            (order, raw) = (graded.Ranking, graded.Raw);
+        }
+        else if (distinct.Count == 2)
         {
             var pair = await JudgePairAsync(prompt, answers[distinct[0]], answers[distinct[1]], index, cancellation).ConfigureAwait(false);
             if (pair.Choice < 0) return new RankVerdict(null, pair.Outcome, pair.Raw);
@@ -253,6 +274,34 @@ public sealed class ChatJudge
             return new RankVerdict(null, JudgeOutcome.Tie, raw);
         }
         return new RankVerdict(order.Select(i => distinct[i]).ToArray(), JudgeOutcome.Judged, raw);
+    }
+
+    /// <summary>
+    /// The ranking of <see cref="JudgeOptions.RankByScore"/>: each of the <paramref name="distinct"/> answers scored alone, ordered by
+    /// score (equal scores in the order given). The best must score above the worst, else the prompt is a tie; an answer whose score
+    /// is unparseable (not a number in [score_min, score_max]) or whose call failed makes the prompt so (never guessed).
+    /// Raw: each answer's "i:answer".
+    /// </summary>
+    private async Task<RankVerdict> ScoreRankAsync(string prompt, IReadOnlyList<string> answers, List<int> distinct, CancellationToken cancellation)
+    {
+        var texts = await Task.WhenAll(distinct.Select(d => AskAsync("score", JudgePrompts.Format(Options.ScoreTemplate,
+            new Dictionary<string, string> { ["prompt"] = prompt, ["completion"] = answers[d] }, "judge.score_prompt"),
+            Options.ScoreMaxTokens, cancellation))).ConfigureAwait(false);
+        string raw = string.Join("; ", distinct.Select((d, n) => $"{d}:{texts[n]}"));
+        if (texts.Any(t => t == null)) return new RankVerdict(null, JudgeOutcome.Failed, raw);
+        var scores = texts.Select(t => JudgePrompts.ParseScore(t, Options.ScoreMin, Options.ScoreMax)).ToArray();
+        if (scores.Any(double.IsNaN))
+        {
+            Counts.NotParsed();
+            return new RankVerdict(null, JudgeOutcome.Unparseable, raw);
+        }
+        var order = Enumerable.Range(0, distinct.Count).OrderByDescending(n => scores[n]).ToArray();
+        if (scores[order[0]] == scores[order[^1]])
+        {
+            Counts.Tie();
+            return new RankVerdict(null, JudgeOutcome.Tie, raw);
+        }
+        return new RankVerdict(order.Select(n => distinct[n]).ToArray(), JudgeOutcome.Judged, raw);
     }
 
     /// <summary>TRL's BasePairwiseJudge.judge: one result per pair, 0 or 1, −1 where there is no verdict (unparseable, tie or failed).</summary>

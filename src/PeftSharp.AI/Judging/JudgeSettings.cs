@@ -21,9 +21,12 @@ public sealed class JudgeSettings
         new("api_key_env", ValueKind.String, $"openai: the environment variable holding the API key (default {JudgeEndpoints.DefaultApiKeyVariable}; a loopback URL may go without)"),
         new("system_prompt", ValueKind.String, "the pairwise template, fields {prompt} {response0} {response1} (default TRL's DEFAULT_PAIRWISE_SYSTEM_PROMPT)"),
         new("rank_prompt", ValueKind.String, "the rank template for more than two answers, fields {prompt} {outputs}"),
-        new("ranking", ValueKind.Enum, "how more than two answers are ranked: prompt (one rank_prompt call, default) or round_robin (every pair through the pairwise prompt, ranked by wins - losses; a judge that only knows pairs can rank)", Allowed: JudgeOptions.Rankings),
+        new("ranking", ValueKind.Enum, "how more than two answers are ranked: prompt (one rank_prompt call, default), round_robin (every pair through the pairwise prompt, ranked by wins - losses; a judge that only knows pairs can rank) or score (each answer alone through score_prompt, ranked by its score; two answers too)", Allowed: JudgeOptions.Rankings),
+        new("score_prompt", ValueKind.String, "ranking score: the question about one answer, fields {prompt} {completion}, answered by a number (default: a 0-10 score)"),
+        new("score_min", ValueKind.Number, "ranking score: the lowest valid score (default 0)"),
+        new("score_max", ValueKind.Number, "ranking score: the highest valid score (default 10)"),
         new("worst_lost_all", ValueKind.Bool, "round_robin: a pair only when the worst answer lost every game (a clear loser), else a tie (default false)"),
-        new("max_tokens", ValueKind.Int, "most tokens of a pairwise answer (default 1, as TRL)", Min: 1),
+        new("max_tokens", ValueKind.Int, "most tokens of a pairwise answer (default 1, as TRL), or of a score answer with ranking score (default 8)", Min: 1),
         new("temperature", ValueKind.Number, "the judge's sampling temperature (default 0)", Min: 0),
         new("shuffle_order", ValueKind.Bool, "show each pair in a seeded random order, against position bias (default true, as TRL)"),
         new("both_orders", ValueKind.Bool, "ask each pair in both orders; a verdict that flips with the order is a tie, skipped (default false)"),
@@ -68,6 +71,10 @@ public sealed class JudgeSettings
             ShuffleOrder = o.Bool("shuffle_order", d.ShuffleOrder),
             BothOrders = o.Bool("both_orders", d.BothOrders),
             Ranking = o.Str("ranking", d.Ranking)!,
+            ScoreTemplate = o.Str("score_prompt", d.ScoreTemplate)!,
+            ScoreMin = o.Num("score_min", d.ScoreMin),
+            ScoreMax = o.Num("score_max", d.ScoreMax),
+            ScoreMaxTokens = o.Int("max_tokens", d.ScoreMaxTokens),
             WorstLostAll = o.Bool("worst_lost_all", d.WorstLostAll),
             Seed = (ulong)o.Int("seed", 0),
             MaxConcurrency = o.Int("max_concurrency", d.MaxConcurrency),
@@ -76,6 +83,10 @@ public sealed class JudgeSettings
             Backoff = TimeSpan.FromSeconds(o.Num("backoff", d.Backoff.TotalSeconds)),
         };
         options.Validate();
+        string ranking = options.Ranking;
+        foreach (var key in new[] { "score_prompt", "score_min", "score_max" })
+            if (o.ContainsKey(key) && ranking != JudgeOptions.RankByScore)
+                throw new PeftSharpException($"judge.{key} is for judge.ranking: {JudgeOptions.RankByScore}, but judge.ranking is {ranking}.");
         return new JudgeSettings
         {
             Type = type, Model = model, Adapter = o.Str("adapter"), BaseUrl = baseUrl, ApiKeyEnv = o.Str("api_key_env", JudgeEndpoints.DefaultApiKeyVariable)!,

@@ -201,7 +201,49 @@ public sealed class ChatJudgeTests : IDisposable
         Assert.Equal(JudgeOutcome.Unparseable, missing.Outcome);
         Assert.Null(missing.Ranking);
         var e = Assert.Throws<PeftSharpException>(() => JudgeSettings.Read(new System.Text.Json.Nodes.JsonObject { ["type"] = "openai", ["model"] = "m", ["ranking"] = "elo" }));
-        Assert.Contains("judge.ranking must be prompt or round_robin, got 'elo'", e.Message);
+        Assert.Contains("judge.ranking must be prompt or round_robin or score, got 'elo'", e.Message);
+    }
+
+    [Fact]
+    public async Task ScoreRankingAsksEachDistinctAnswerAloneAndNeverGuessesAMissingScore()
+    {
+        var options = Fast() with { Ranking = JudgeOptions.RankByScore, ScoreTemplate = "Request: {prompt}\nAnswer:{completion}\nScore?", ScoreMin = 0, ScoreMax = 1 };
+        var asked = new System.Collections.Concurrent.ConcurrentBag<string>();
+        // A pointwise judge: 1 for an answer with GOOD in it, 0 otherwise.
+        string Grade(string content)
+        {
+            asked.Add(content);
+            return content.Contains("GOOD", StringComparison.Ordinal) ? "1" : "0";
+        }
+        var judge = new ChatJudge(new FakeChatClient(Grade), options);
+        var v = await judge.RankAsync("p", ["bad a", "GOOD b", "bad a", "bad c"]);
+        Assert.Equal(JudgeOutcome.Judged, v.Outcome);
+        // One call per distinct answer, the template filled in; equal scores keep the order given, duplicates follow their text.
+        Assert.Equal(3, judge.Counts.Calls);
+        Assert.Contains("Request: p\nAnswer:GOOD b\nScore?", asked);
+        Assert.Equal([1, 0, 2, 3], v.Ranking!);
+        Assert.Equal("0:0; 1:1; 3:0", v.Raw);
+        // Two answers are scored too (not asked as a pair); equal scores are a tie.
+        var two = await judge.RankAsync("q", ["bad", "GOOD"]);
+        Assert.Equal([1, 0], two.Ranking!);
+        var tie = await judge.RankAsync("r", ["bad 1", "bad 2", "bad 3"]);
+        Assert.Equal(JudgeOutcome.Tie, tie.Outcome);
+        Assert.Null(tie.Ranking);
+        // A score outside [score_min, score_max] or not a number makes the prompt unparseable; a failed call makes it failed.
+        var unsure = await new ChatJudge(new FakeChatClient(c => c.Contains("maybe") ? "2" : Grade(c)), options).RankAsync("p", ["GOOD", "maybe", "bad"]);
+        Assert.Equal(JudgeOutcome.Unparseable, unsure.Outcome);
+        var down = new FakeChatClient((c, _, _) => c.Contains("bad") ? throw new HttpRequestException("refused") : Task.FromResult("1"));
+        Assert.Equal(JudgeOutcome.Failed, (await new ChatJudge(down, options with { MaxRetries = 0 }).RankAsync("p", ["GOOD", "bad"])).Outcome);
+        // The settings: the score keys belong to ranking score, and a bad range is refused by name.
+        var settings = JudgeSettings.Read(new System.Text.Json.Nodes.JsonObject { ["type"] = "openai", ["model"] = "m", ["ranking"] = "score",
+            ["score_prompt"] = "{prompt}|{completion}", ["score_max"] = 1 });
+        Assert.Equal((0.0, 1.0, 8, "{prompt}|{completion}"), (settings.Options.ScoreMin, settings.Options.ScoreMax, settings.Options.ScoreMaxTokens, settings.Options.ScoreTemplate));
+        Assert.Contains("judge.score_prompt is for judge.ranking: score, but judge.ranking is round_robin", Assert.Throws<PeftSharpException>(() => JudgeSettings.Read(
+            new System.Text.Json.Nodes.JsonObject { ["type"] = "openai", ["model"] = "m", ["ranking"] = "round_robin", ["score_prompt"] = "{completion}" })).Message);
+        Assert.Contains("judge.score_min (1) must be below judge.score_max (1)", Assert.Throws<PeftSharpException>(() => JudgeSettings.Read(
+            new System.Text.Json.Nodes.JsonObject { ["type"] = "openai", ["model"] = "m", ["ranking"] = "score", ["score_min"] = 1, ["score_max"] = 1 })).Message);
+        Assert.Contains("unknown field {answer}", Assert.Throws<PeftSharpException>(() => JudgeSettings.Read(
+            new System.Text.Json.Nodes.JsonObject { ["type"] = "openai", ["model"] = "m", ["ranking"] = "score", ["score_prompt"] = "{answer} {completion}" })).Message);
     }
 
     [Fact]
