@@ -2,7 +2,8 @@
 """Makes the GRPO example's prompts from the demo's recommendation data (../youtube-recs/make_data.py): every interest in
 the phrasings of the demo's templates, each row with "titles", the interest's three videos (contains:titles checks for
 one), and "keywords", the words of those titles that no other interest's titles use and that are not in the interest's
-name (contains:keywords: a partial answer, which the small base model hits often enough for GRPO to have a signal). Four phrasings train (160 prompts); two are held out (80 prompts), so the held-out reward
+name (contains:keywords: a partial answer, which the small base model hits often enough for GRPO to have a signal), and
+"answers", the three answers in the demo's exact format (exact_match:answers, config-sft.yaml). Four phrasings train (160 prompts); two are held out (80 prompts), so the held-out reward
 measures whether the policy learned the interest -> title mapping rather than the prompts. Deterministic. Run from the
 repository root: python3 examples/grpo-verifiable/make_prompts.py"""
 import collections
@@ -27,7 +28,8 @@ KEYWORDS = {interest: sorted({w.lower() for w in re.findall(r"[A-Za-z]+", " ".jo
 
 
 def rows(templates):
-    out = [{"prompt": t.format(x=interest) + "\nRecommendation:", "titles": titles, "keywords": KEYWORDS[interest]}
+    out = [{"prompt": t.format(x=interest) + "\nRecommendation:", "titles": titles, "keywords": KEYWORDS[interest],
+            "answers": [f" I recommend '{title}'" for title in titles]}
            for interest, titles in data.INTERESTS.items() for t in templates]
     random.Random(0).shuffle(out)
     return out
