@@ -14,7 +14,7 @@ namespace PeftSharp.Bench;
 
 /// <summary>
 /// `train --model distilgpt2|gpt2|stories15m|qwen2.5-0.5b --target c_attn|q_proj,v_proj|all-linear [-r 8] [--batch 4] [--seq 256]
-/// [--quant nf4 [--compute-dtype bfloat16|float32|float16] [--ab-bf16-dot]] [--steps 5] [--checkpointing] [--dropout 0] [--threads N]`: LoRA training steps (forward, loss, backward, AdamW) on a model of that shape
+/// [--quant nf4 [--compute-dtype bfloat16|float32|float16] [--ab-bf16-dot]] [--steps 5] [--checkpointing] [--dropout 0] [--threads N] [--profile]`: LoRA training steps (forward, loss, backward, AdamW) on a model of that shape
 /// with random f32 weights (the base optionally quantized to NF4 with double quantization and bf16 compute first) and random
 /// token batches. After one warm-up step, times the rest; one JSON line with tokens/s, ms per step, peak RSS and the arena peak.
 /// `--objective dpo|reward` runs a preference step instead of the SFT loss: --batch pairs of --seq tokens per side (prompt half,
@@ -89,11 +89,17 @@ public static class TrainBench
             var tokens = new TokenBatch(batch, seq, Enumerable.Range(0, batch * seq).Select(_ => rng.NextInt(config.VocabSize)).ToArray());
             tape.Backward(peft.Model.Loss(ops, tokens));
             tape.Reset();
+            using var part = StepProfiler.Enter(StepPart.Optimizer);
             optimizer.Step();
             optimizer.ZeroGrad();
         }
         Step();
         if (args.Contains("--ab-bf16-dot")) return AlternateBf16Dot(Step, steps, name, target, batch, seq, computeDtype);
+        if (args.Contains("--profile")) return Profile(Step, steps, new
+        {
+            model = name, layers = config.LayerCount, target, r, lora_dropout = dropout, batch, seq, checkpointing,
+            quant = quant ?? (folder != null ? QuantizedCheckpoint.ReadConfig(folder)?.Bnb4bitQuantType : null) ?? "none",
+        });
         var watch = Stopwatch.StartNew();
         for (int i = 0; i < steps; i++) Step();
         double seconds = watch.Elapsed.TotalSeconds / steps;
@@ -144,6 +150,38 @@ public static class TrainBench
             bf16_dot = PeftSharp.Kernels.Bf16Dot.Enabled, steps_each = steps,
             step_ms_dot = Math.Round(Median(dot), 1), step_ms_f32_kernel = Math.Round(Median(f32Kernel), 1),
             ratio = Math.Round(Median(dot) / Median(f32Kernel), 3),
+        }));
+        return 0;
+    }
+
+    /// <summary>
+    /// `--profile`: the steps after the warm-up under <see cref="StepProfiler"/>; one JSON line per part with its seconds per
+    /// step in each phase (first forward, recomputation under checkpointing, backward) and its share of the step, then the
+    /// phases' totals and the step's wall time measured outside the profiler beside the parts' sum.
+    /// </summary>
+    private static int Profile(Action step, int steps, object run)
+    {
+        var watch = Stopwatch.StartNew();
+        StepProfiler.Start();
+        for (int i = 0; i < steps; i++) step();
+        var profile = StepProfiler.Stop();
+        double wall = watch.Elapsed.TotalSeconds / steps, total = profile.TotalSeconds / steps;
+        static double Round(double seconds) => Math.Round(seconds, 4);
+        foreach (var part in Enum.GetValues<StepPart>())
+            Console.WriteLine(JsonSerializer.Serialize(new
+            {
+                op = "train_profile", run, part = StepProfile.Name(part),
+                forward_s = Round(profile.Seconds(part, StepPhase.Forward) / steps),
+                recompute_s = Round(profile.Seconds(part, StepPhase.Recompute) / steps),
+                backward_s = Round(profile.Seconds(part, StepPhase.Backward) / steps),
+                seconds = Round(profile.Seconds(part) / steps), share = Math.Round(profile.Seconds(part) / profile.TotalSeconds, 4),
+            }));
+        Console.WriteLine(JsonSerializer.Serialize(new
+        {
+            op = "train_profile_total", run, steps, threads = Kernels.Parallelism.MaxThreads, bf16_dot = PeftSharp.Kernels.Bf16Dot.Enabled,
+            forward_s = Round(profile.Seconds(StepPhase.Forward) / steps), recompute_s = Round(profile.Seconds(StepPhase.Recompute) / steps),
+            backward_s = Round(profile.Seconds(StepPhase.Backward) / steps), parts_s = Round(total), step_s = Round(wall),
+            parts_over_step = Math.Round(total / wall, 4),
         }));
         return 0;
     }

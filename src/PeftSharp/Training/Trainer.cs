@@ -205,8 +205,11 @@ public sealed class Trainer<TBatch>
                 if (!double.IsFinite(lr) || lr < 0)
                     throw new PeftSharpException($"training: the learning rate at step {step} is {lr.ToString(CultureInfo.InvariantCulture)}; check learning_rate and lr_scheduler_kwargs.");
                 optimizer.LearningRate = (float)lr;
-                optimizer.Step();
-                optimizer.ZeroGrad();
+                using (StepProfiler.Enter(StepPart.Optimizer))
+                {
+                    optimizer.Step();
+                    optimizer.ZeroGrad();
+                }
 
                 state.GlobalStep = step;
                 state.StepInEpoch = s + 1;
