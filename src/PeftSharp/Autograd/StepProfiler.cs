@@ -75,6 +75,17 @@ public static class StepProfiler
         return new StepProfile(seconds, (double)(_since - _started) / Stopwatch.Frequency);
     }
 
+    /// <summary>Stops profiling the calling thread, if it is, when disposed, keeping nothing: for a run that ends with an exception mid-step.</summary>
+    public static IDisposable CancelOnDispose() => new Canceller();
+
+    private sealed class Canceller : IDisposable
+    {
+        public void Dispose()
+        {
+            if (IsProfiling) _active = false;
+        }
+    }
+
     /// <summary>Charges the time until the returned scope is disposed to <paramref name="part"/> (nothing when not profiling).</summary>
     public static Scope Enter(StepPart part)
     {
@@ -140,19 +151,28 @@ public static class StepProfiler
 }
 
 /// <summary>The seconds of each part and phase of a <see cref="StepProfiler"/> run, and its wall time.</summary>
-public sealed class StepProfile(double[] seconds, double wallSeconds)
+public sealed class StepProfile(double[] seconds, double wallSeconds, int spans = 1)
 {
+    /// <summary>How many Start–Stop spans were summed into this profile (a trainer profiles each step as one).</summary>
+    public int Spans { get; } = spans;
+
     /// <summary>Seconds between Start and Stop; the cells sum to it.</summary>
     public double WallSeconds { get; } = wallSeconds;
 
-    public double Seconds(StepPart part, StepPhase phase) => seconds[(int)part * 3 + (int)phase];
+    public double Seconds(StepPart part, StepPhase phase) => _seconds[(int)part * 3 + (int)phase];
 
     public double Seconds(StepPart part) => Enum.GetValues<StepPhase>().Sum(phase => Seconds(part, phase));
 
     public double Seconds(StepPhase phase) => Enum.GetValues<StepPart>().Sum(part => Seconds(part, phase));
 
+    /// <summary>The cell-by-cell sum of two profiles (e.g. of successive steps); null counts as empty.</summary>
+    public static StepProfile Sum(StepProfile? a, StepProfile b) =>
+        a == null ? b : new StepProfile(a._seconds.Zip(b._seconds, (x, y) => x + y).ToArray(), a.WallSeconds + b.WallSeconds, a.Spans + b.Spans);
+
+    private readonly double[] _seconds = seconds;
+
     /// <summary>The sum of every cell (equal to <see cref="WallSeconds"/> up to rounding).</summary>
-    public double TotalSeconds => seconds.Sum();
+    public double TotalSeconds => _seconds.Sum();
 
     /// <summary>The part's name in reports: snake case (<c>linear4bit</c>, <c>norms_activations</c>, <c>head_loss</c>).</summary>
     public static string Name(StepPart part) => part switch

@@ -86,9 +86,12 @@ public static class FineTuning
     /// <summary>Where a run keeps its tokenized training examples (<see cref="TokenizationCache"/>): output_dir/tokenized.</summary>
     public static string TokenizationCacheDirectory(TrainingArguments args) => Path.Combine(args.OutputDir, "tokenized");
 
+    /// <param name="profileSteps">Profile each optimizer step by part (<see cref="TrainerOptions.ProfileSteps"/>; the sft trainer only).</param>
     public static FineTuningResult Run(RunConfig config, IEnumerable<ITrainerCallback>? callbacks = null, CancellationToken cancellation = default,
-        int generationSamples = 8, int maxNewTokens = 32)
+        int generationSamples = 8, int maxNewTokens = 32, bool profileSteps = false)
     {
+        if (profileSteps && config.Trainer != "sft")
+            throw new PeftSharpException($"a step profile is taken of the sft trainer only; the config's trainer is '{config.Trainer}'.");
         if (config.Trainer == "grpo") return GrpoTuning.Run(config, callbacks, cancellation);
         if (config.Trainer != "sft") return PreferenceTuning.Run(config, callbacks, cancellation);
         var args = config.Training;
@@ -150,6 +153,7 @@ public static class FineTuning
             {
                 Trainable = output.State, Callbacks = allCallbacks, Shuffle = config.Data.Shuffle, SaveFinal = output.SaveFinal,
                 Communicator = comm, ShardOptimizerState = Training.Distributed.DistributedRun.ShardOptimizerState(peft == null),
+                ProfileSteps = profileSteps,
             });
         var result = trainer.Train();
         bool interrupted = cancellation.IsCancellationRequested;

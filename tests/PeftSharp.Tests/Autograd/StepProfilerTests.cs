@@ -1,7 +1,10 @@
 using System.Diagnostics;
 using PeftSharp.Autograd;
+using PeftSharp.Cli.Commands;
+using PeftSharp.Config;
 using PeftSharp.Formats.HfConfig;
 using PeftSharp.Models;
+using PeftSharp.Models.Init;
 using PeftSharp.Peft;
 using PeftSharp.Quantization;
 using PeftSharp.Tensors;
@@ -105,5 +108,51 @@ public class StepProfilerTests
         var profile = StepProfiler.Stop();
         Assert.False(other);
         Assert.Equal(profile.WallSeconds, profile.Seconds(StepPart.Other, StepPhase.Forward), 9);
+    }
+
+    [Fact]
+    public void TrainProfileProfilesEachOptimizerStep()
+    {
+        string root = Directory.CreateTempSubdirectory("peftsharp-profile").FullName;
+        try
+        {
+            string model = Path.Combine(root, "model"), data = Path.Combine(root, "data.jsonl");
+            ModelInitializer.Write(model, new InitModelOptions { Architecture = "llama", Preset = "tiny", Seed = 2 });
+            File.WriteAllLines(data, Enumerable.Range(0, 8).Select(i => $$"""{"prompt": "Topic {{i}}?", "completion": " Video {{i}}."}"""));
+            var config = RunConfig.FromTree(ConfigTree.ParseYaml($"""
+                model:
+                  name_or_path: "{model}"
+                quantization:
+                  load_in_4bit: true
+                  bnb_4bit_quant_type: nf4
+                  bnb_4bit_use_double_quant: true
+                  bnb_4bit_compute_dtype: bfloat16
+                lora:
+                  r: 4
+                  lora_alpha: 8
+                  target_modules: [q_proj, v_proj]
+                data:
+                  train_file: "{data}"
+                training:
+                  output_dir: "{Path.Combine(root, "out")}"
+                  max_steps: 3
+                  per_device_train_batch_size: 2
+                  gradient_checkpointing: true
+                  report_to: none
+                """));
+            var output = new StringWriter();
+            var profile = TrainCommand.Run(config, output, profileSteps: true).Train.Profile!;
+            Assert.False(StepProfiler.IsProfiling);
+            Assert.Equal(3, profile.Spans);
+            Assert.True(profile.Seconds(StepPart.Linear4Bit, StepPhase.Recompute) > 0);
+            Assert.True(profile.Seconds(StepPart.Optimizer) > 0);
+            Assert.Equal(profile.WallSeconds, profile.TotalSeconds, 9);
+            Assert.Contains("step profile: ", output.ToString());
+            Assert.Matches(@"\n  linear4bit +\d+\.\d{3} s", output.ToString());
+        }
+        finally
+        {
+            Directory.Delete(root, true);
+        }
     }
 }
