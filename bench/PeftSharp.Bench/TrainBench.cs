@@ -95,7 +95,7 @@ public static class TrainBench
         }
         Step();
         if (args.Contains("--ab-bf16-dot")) return AlternateBf16Dot(Step, steps, name, target, batch, seq, computeDtype);
-        if (args.Contains("--profile")) return Profile(Step, steps, new
+        if (args.Contains("--profile")) return Profile(Step, steps, peft.Model, batch * seq, new
         {
             model = name, layers = config.LayerCount, target, r, lora_dropout = dropout, batch, seq, checkpointing,
             quant = quant ?? (folder != null ? QuantizedCheckpoint.ReadConfig(folder)?.Bnb4bitQuantType : null) ?? "none",
@@ -159,7 +159,9 @@ public static class TrainBench
     /// step in each phase (first forward, recomputation under checkpointing, backward) and its share of the step, then the
     /// phases' totals and the step's wall time measured outside the profiler beside the parts' sum.
     /// </summary>
-    private static int Profile(Action step, int steps, object run)
+    /// Then each frozen 4-bit layer's forward and input gradient at the step's rows timed alone, one call each (the same
+    /// weights, right after the steps, so under the same machine load): the products' rate in the step beside their rate alone.
+    private static int Profile(Action step, int steps, ICausalLM model, int rows, object run)
     {
         var watch = Stopwatch.StartNew();
         StepProfiler.Start();
@@ -183,7 +185,44 @@ public static class TrainBench
             backward_s = Round(profile.Seconds(StepPhase.Backward) / steps), parts_s = Round(total), step_s = Round(wall),
             parts_over_step = Math.Round(total / wall, 4),
         }));
+        var (aloneForward, aloneBackward, flops) = FourBitAlone(model, rows);
+        if (flops == 0) return 0;
+        double inStepForward = profile.Seconds(StepPart.Linear4Bit, StepPhase.Forward) / steps;
+        double inStepRecompute = profile.Seconds(StepPart.Linear4Bit, StepPhase.Recompute) / steps;
+        double inStepBackward = profile.Seconds(StepPart.Linear4Bit, StepPhase.Backward) / steps;
+        static double Rate(double flop, double seconds) => seconds > 0 ? Math.Round(flop / seconds / 1e9, 1) : 0;
+        Console.WriteLine(JsonSerializer.Serialize(new
+        {
+            op = "train_profile_linear4bit", run, gflop_per_pass = Math.Round(flops / 1e9, 1),
+            in_step_gflops = new { forward = Rate(flops, inStepForward), recompute = Rate(flops, inStepRecompute), backward = Rate(flops, inStepBackward) },
+            alone_gflops = new { forward = Rate(flops, aloneForward), backward = Rate(flops, aloneBackward) },
+            alone_s = new { forward = Round(aloneForward), backward = Round(aloneBackward) },
+        }));
         return 0;
+    }
+
+    /// <summary>Seconds of one forward and one input gradient of every frozen 4-bit layer on <paramref name="rows"/> rows, and the FLOPs of one pass.</summary>
+    private static unsafe (double Forward, double Backward, double Flops) FourBitAlone(ICausalLM model, int rows)
+    {
+        var layers = model.Linears.Select(slot => slot.Base).OfType<Linear4Bit>().ToList();
+        if (layers.Count == 0) return (0, 0, 0);
+        int widest = layers.Max(l => Math.Max(l.Info.InFeatures, l.Info.OutFeatures));
+        using var a = new NativeBuffer<float>((long)rows * widest);
+        using var b = new NativeBuffer<float>((long)rows * widest);
+        a.Span.Fill(0.01f);
+        b.Span.Fill(0.01f);
+        double forward = 0, backward = 0, flops = 0;
+        foreach (var layer in layers)
+        {
+            long start = Stopwatch.GetTimestamp();
+            FourBitGemm.LinearForward4Bit(a.Pointer, layer.Weight, null, b.Pointer, rows, layer.ComputeType);
+            forward += Stopwatch.GetElapsedTime(start).TotalSeconds;
+            start = Stopwatch.GetTimestamp();
+            FourBitGemm.LinearBackwardInput4Bit(a.Pointer, layer.Weight, b.Pointer, rows, accumulate: false, layer.ComputeType);
+            backward += Stopwatch.GetElapsedTime(start).TotalSeconds;
+            flops += 2.0 * rows * layer.Info.InFeatures * layer.Info.OutFeatures;
+        }
+        return (forward, backward, flops);
     }
 
     private static string Option(string[] args, string name, string fallback)
