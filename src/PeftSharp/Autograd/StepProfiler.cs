@@ -38,7 +38,8 @@ public enum StepPhase { Forward, Recompute, Backward }
 /// </summary>
 public static class StepProfiler
 {
-    private const int Parts = 8, Phases = 3, MaxDepth = 64;
+    private const int MaxDepth = 64;
+    private static readonly int Parts = Enum.GetValues<StepPart>().Length, Phases = Enum.GetValues<StepPhase>().Length;
     private static bool _active;
     private static int _owner;
     private static readonly long[] Ticks = new long[Parts * Phases];
@@ -151,15 +152,25 @@ public static class StepProfiler
 }
 
 /// <summary>The seconds of each part and phase of a <see cref="StepProfiler"/> run, and its wall time.</summary>
-public sealed class StepProfile(double[] seconds, double wallSeconds, int spans = 1)
+public sealed class StepProfile
 {
+    private static readonly int Phases = Enum.GetValues<StepPhase>().Length;
+    private readonly double[] _seconds;
+
+    internal StepProfile(double[] seconds, double wallSeconds, int spans = 1)
+    {
+        _seconds = seconds;
+        WallSeconds = wallSeconds;
+        Spans = spans;
+    }
+
     /// <summary>How many Start–Stop spans were summed into this profile (a trainer profiles each step as one).</summary>
-    public int Spans { get; } = spans;
+    public int Spans { get; }
 
     /// <summary>Seconds between Start and Stop; the cells sum to it.</summary>
-    public double WallSeconds { get; } = wallSeconds;
+    public double WallSeconds { get; }
 
-    public double Seconds(StepPart part, StepPhase phase) => _seconds[(int)part * 3 + (int)phase];
+    public double Seconds(StepPart part, StepPhase phase) => _seconds[(int)part * Phases + (int)phase];
 
     public double Seconds(StepPart part) => Enum.GetValues<StepPhase>().Sum(phase => Seconds(part, phase));
 
@@ -168,8 +179,6 @@ public sealed class StepProfile(double[] seconds, double wallSeconds, int spans 
     /// <summary>The cell-by-cell sum of two profiles (e.g. of successive steps); null counts as empty.</summary>
     public static StepProfile Sum(StepProfile? a, StepProfile b) =>
         a == null ? b : new StepProfile(a._seconds.Zip(b._seconds, (x, y) => x + y).ToArray(), a.WallSeconds + b.WallSeconds, a.Spans + b.Spans);
-
-    private readonly double[] _seconds = seconds;
 
     /// <summary>The sum of every cell (equal to <see cref="WallSeconds"/> up to rounding).</summary>
     public double TotalSeconds => _seconds.Sum();
