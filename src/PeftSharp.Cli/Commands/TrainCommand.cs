@@ -72,7 +72,8 @@ public static class TrainCommand
     public static void PrintProfile(StepProfile profile, TextWriter output)
     {
         int steps = profile.Spans;
-        output.WriteLine($"step profile: {profile.WallSeconds / steps:F3} s/step over {steps} step(s) (the first includes start-up); s/step, share, forward / recompute / backward:");
+        output.WriteLine($"step profile: {profile.WallSeconds / steps:F3} s/step over {steps} step(s) (the first includes start-up); s/step, share, " +
+            string.Join(" / ", Enum.GetValues<StepPhase>().Select(StepProfile.Name)) + ":");
         foreach (var part in Enum.GetValues<StepPart>().OrderByDescending(p => profile.Seconds(p)))
             output.WriteLine($"  {StepProfile.Name(part),-18} {profile.Seconds(part) / steps,9:F3} s {100 * profile.Seconds(part) / profile.TotalSeconds,6:F1}%   " +
                 string.Join(" / ", Enum.GetValues<StepPhase>().Select(phase => (profile.Seconds(part, phase) / steps).ToString("F3", System.Globalization.CultureInfo.InvariantCulture))));
