@@ -71,12 +71,11 @@ public static class TrainCommand
     /// <summary>The step profile: seconds per step of each part, its share, and its first-forward / recomputation / backward split.</summary>
     public static void PrintProfile(StepProfile profile, TextWriter output)
     {
-        int steps = profile.Spans;
-        output.WriteLine($"step profile: {profile.WallSeconds / steps:F3} s/step over {steps} step(s) (the first includes start-up); s/step, share, " +
+        var invariant = System.Globalization.CultureInfo.InvariantCulture;
+        output.WriteLine(string.Create(invariant, $"step profile: {profile.WallSeconds / profile.Spans:F3} s/step over {profile.Spans} step(s) (the first includes start-up); s/step, share, ") +
             string.Join(" / ", Enum.GetValues<StepPhase>().Select(StepProfile.Name)) + ":");
-        foreach (var part in Enum.GetValues<StepPart>().OrderByDescending(p => profile.Seconds(p)))
-            output.WriteLine($"  {StepProfile.Name(part),-18} {profile.Seconds(part) / steps,9:F3} s {100 * profile.Seconds(part) / profile.TotalSeconds,6:F1}%   " +
-                string.Join(" / ", Enum.GetValues<StepPhase>().Select(phase => (profile.Seconds(part, phase) / steps).ToString("F3", System.Globalization.CultureInfo.InvariantCulture))));
+        foreach (var (part, seconds, share, phases) in profile.PerSpan())
+            output.WriteLine(string.Create(invariant, $"  {part,-18} {seconds,9:F3} s {100 * share,6:F1}%   ") + string.Join(" / ", phases.Select(p => p.ToString("F3", invariant))));
     }
 
     public static void PrintSummary(FineTuningResult r, TextWriter output, int skipNotices = 0)

@@ -180,6 +180,14 @@ public sealed class StepProfile
     public static StepProfile Sum(StepProfile? a, StepProfile b) =>
         a == null ? b : new StepProfile(a._seconds.Zip(b._seconds, (x, y) => x + y).ToArray(), a.WallSeconds + b.WallSeconds, a.Spans + b.Spans);
 
+    /// <summary>
+    /// Each part's seconds per span (per step for a trainer's profile), its share of the total and its seconds per span in
+    /// each <see cref="StepPhase"/> (in the enum's order), the largest part first: what the CLI and report.html show.
+    /// </summary>
+    public IEnumerable<(string Part, double Seconds, double Share, double[] PhaseSeconds)> PerSpan() =>
+        Enum.GetValues<StepPart>().OrderByDescending(Seconds).Select(part => (Name(part), Seconds(part) / Spans,
+            TotalSeconds > 0 ? Seconds(part) / TotalSeconds : 0, Enum.GetValues<StepPhase>().Select(phase => Seconds(part, phase) / Spans).ToArray()));
+
     /// <summary>The sum of every cell (equal to <see cref="WallSeconds"/> up to rounding).</summary>
     public double TotalSeconds => _seconds.Sum();
 

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json.Nodes;
 using PeftSharp.Config;
 using PeftSharp.Data;
@@ -177,6 +178,10 @@ public static class FineTuning
         var final = new List<(string, string)> { ("train loss", $"{result.TrainingLoss:F4}"), ("steps", result.GlobalStep.ToString()) };
         if (eval != null) final.AddRange([("eval loss", $"{eval.Loss:F4}"), ("perplexity", $"{eval.Perplexity:F3}"), ("mean token accuracy", $"{eval.MeanTokenAccuracy:F4}")]);
         if (generation != null) final.AddRange([("BLEU", $"{generation.Bleu.Score:F2}"), ("ROUGE-L F1", $"{generation.RougeL:F4}")]);
+        if (result.Profile is { } profile)
+            foreach (var (part, seconds, share, phases) in profile.PerSpan())
+                final.Add(($"step time: {part}", string.Create(CultureInfo.InvariantCulture,
+                    $"{seconds:F3} s/step ({100 * share:F1}%; first forward / recomputation / backward {phases[0]:F3} / {phases[1]:F3} / {phases[2]:F3} s)")));
         final.Add((peft != null ? "adapter size" : "model size", $"{output.Bytes / 1024.0:F1} KiB ({100.0 * output.Bytes / Math.Max(1, modelBytes):F2}% of the base model's {modelBytes / 1048576.0:F1} MiB)"));
 
         var logPath = Path.Combine(args.OutputDir, "metrics.jsonl");

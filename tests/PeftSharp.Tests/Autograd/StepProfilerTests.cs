@@ -141,7 +141,8 @@ public class StepProfilerTests
                   report_to: none
                 """));
             var output = new StringWriter();
-            var profile = TrainCommand.Run(config, output, profileSteps: true).Train.Profile!;
+            var result = TrainCommand.Run(config, output, profileSteps: true);
+            var profile = result.Train.Profile!;
             Assert.False(StepProfiler.IsProfiling);
             Assert.Equal(3, profile.Spans);
             Assert.True(profile.Seconds(StepPart.Linear4Bit, StepPhase.Recompute) > 0);
@@ -149,6 +150,7 @@ public class StepProfilerTests
             Assert.Equal(profile.WallSeconds, profile.TotalSeconds, 9);
             Assert.Contains("step profile: ", output.ToString());
             Assert.Matches(@"\n  linear4bit +\d+\.\d{3} s", output.ToString());
+            Assert.Contains("step time: linear4bit", File.ReadAllText(result.ReportPath)); // report.html's final metrics
         }
         finally
         {
