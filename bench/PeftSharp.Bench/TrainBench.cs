@@ -14,7 +14,7 @@ namespace PeftSharp.Bench;
 
 /// <summary>
 /// `train --model distilgpt2|gpt2|stories15m|qwen2.5-0.5b --target c_attn|q_proj,v_proj|all-linear [-r 8] [--batch 4] [--seq 256]
-/// [--quant nf4 [--compute-dtype bfloat16|float32|float16]] [--bf16] [--ab-bf16-dot | --ab-bf16] [--steps 5] [--checkpointing] [--dropout 0] [--threads N]`: LoRA training steps (forward, loss, backward, AdamW) on a model of that shape
+/// [--quant nf4 [--compute-dtype bfloat16|float32|float16]] [--bf16] [--ab-bf16-dot | --ab-bf16] [--steps 5] [--checkpointing] [--dropout 0] [--threads N] [--profile]`: LoRA training steps (forward, loss, backward, AdamW) on a model of that shape
 /// with random f32 weights (the base optionally quantized to NF4 with double quantization and bf16 compute first) and random
 /// token batches. After one warm-up step, times the rest; one JSON line with tokens/s, ms per step, peak RSS and the arena peak.
 /// `--objective dpo|reward` runs a preference step instead of the SFT loss: --batch pairs of --seq tokens per side (prompt half,
@@ -95,6 +95,7 @@ public static class TrainBench
             var tokens = new TokenBatch(batch, seq, Enumerable.Range(0, batch * seq).Select(_ => rng.NextInt(config.VocabSize)).ToArray());
             tape.Backward(peft.Model.Loss(ops, tokens));
             tape.Reset();
+            using var part = StepProfiler.Enter(StepPart.Optimizer);
             optimizer.Step();
             optimizer.ZeroGrad();
         }
@@ -103,6 +104,11 @@ public static class TrainBench
             return Alternate(Step, steps, "train_ab_bf16_dot", name, target, batch, seq, computeDtype, bf16, odd => odd ? PeftSharp.Kernels.Bf16Dot.Disable() : null);
         if (args.Contains("--ab-bf16"))
             return Alternate(Step, steps, "train_ab_bf16", name, target, batch, seq, computeDtype, bf16, odd => new Float32Products(ops, odd));
+        if (args.Contains("--profile")) return Profile(Step, steps, peft.Model, batch * seq, new
+        {
+            model = name, layers = config.LayerCount, target, r, lora_dropout = dropout, batch, seq, checkpointing,
+            quant = quant ?? (folder != null ? QuantizedCheckpoint.ReadConfig(folder)?.Bnb4bitQuantType : null) ?? "none",
+        });
         var watch = Stopwatch.StartNew();
         for (int i = 0; i < steps; i++) Step();
         double seconds = watch.Elapsed.TotalSeconds / steps;
@@ -182,6 +188,77 @@ public static class TrainBench
         "auto" => null,
         var d => throw new ArgumentException($"--dtype {d}: expected auto, bfloat16 or float16."),
     };
+
+    /// <summary>
+    /// `--profile`: the steps after the warm-up under <see cref="StepProfiler"/>; one JSON line per part with its seconds per
+    /// step in each phase (first forward, recomputation under checkpointing, backward) and its share of the step, then the
+    /// phases' totals and the step's wall time measured outside the profiler beside the parts' sum.
+    /// </summary>
+    /// Then each frozen 4-bit layer's forward and input gradient at the step's rows timed alone, one call each (the same
+    /// weights, right after the steps, so under the same machine load): the products' rate in the step beside their rate alone.
+    private static int Profile(Action step, int steps, ICausalLM model, int rows, object run)
+    {
+        var watch = Stopwatch.StartNew();
+        StepProfiler.Start();
+        for (int i = 0; i < steps; i++) step();
+        var profile = StepProfiler.Stop();
+        double wall = watch.Elapsed.TotalSeconds / steps, total = profile.TotalSeconds / steps;
+        static double Round(double seconds) => Math.Round(seconds, 4);
+        foreach (var part in Enum.GetValues<StepPart>())
+            Console.WriteLine(JsonSerializer.Serialize(new
+            {
+                op = "train_profile", run, part = StepProfile.Name(part),
+                forward_s = Round(profile.Seconds(part, StepPhase.Forward) / steps),
+                recompute_s = Round(profile.Seconds(part, StepPhase.Recompute) / steps),
+                backward_s = Round(profile.Seconds(part, StepPhase.Backward) / steps),
+                seconds = Round(profile.Seconds(part) / steps), share = Math.Round(profile.Seconds(part) / profile.TotalSeconds, 4),
+            }));
+        Console.WriteLine(JsonSerializer.Serialize(new
+        {
+            op = "train_profile_total", run, steps, threads = Kernels.Parallelism.MaxThreads, bf16_dot = PeftSharp.Kernels.Bf16Dot.Enabled,
+            forward_s = Round(profile.Seconds(StepPhase.Forward) / steps), recompute_s = Round(profile.Seconds(StepPhase.Recompute) / steps),
+            backward_s = Round(profile.Seconds(StepPhase.Backward) / steps), parts_s = Round(total), step_s = Round(wall),
+            parts_over_step = Math.Round(total / wall, 4),
+        }));
+        var (aloneForward, aloneBackward, flops) = FourBitAlone(model, rows);
+        if (flops == 0) return 0;
+        double inStepForward = profile.Seconds(StepPart.Linear4Bit, StepPhase.Forward) / steps;
+        double inStepRecompute = profile.Seconds(StepPart.Linear4Bit, StepPhase.Recompute) / steps;
+        double inStepBackward = profile.Seconds(StepPart.Linear4Bit, StepPhase.Backward) / steps;
+        static double Rate(double flop, double seconds) => seconds > 0 ? Math.Round(flop / seconds / 1e9, 1) : 0;
+        Console.WriteLine(JsonSerializer.Serialize(new
+        {
+            op = "train_profile_linear4bit", run, gflop_per_pass = Math.Round(flops / 1e9, 1),
+            in_step_gflops = new { forward = Rate(flops, inStepForward), recompute = Rate(flops, inStepRecompute), backward = Rate(flops, inStepBackward) },
+            alone_gflops = new { forward = Rate(flops, aloneForward), backward = Rate(flops, aloneBackward) },
+            alone_s = new { forward = Round(aloneForward), backward = Round(aloneBackward) },
+        }));
+        return 0;
+    }
+
+    /// <summary>Seconds of one forward and one input gradient of every frozen 4-bit layer on <paramref name="rows"/> rows, and the FLOPs of one pass.</summary>
+    private static unsafe (double Forward, double Backward, double Flops) FourBitAlone(ICausalLM model, int rows)
+    {
+        var layers = model.Linears.Select(slot => slot.Base).OfType<Linear4Bit>().ToList();
+        if (layers.Count == 0) return (0, 0, 0);
+        int widest = layers.Max(l => Math.Max(l.Info.InFeatures, l.Info.OutFeatures));
+        using var a = new NativeBuffer<float>((long)rows * widest);
+        using var b = new NativeBuffer<float>((long)rows * widest);
+        a.Span.Fill(0.01f);
+        b.Span.Fill(0.01f);
+        double forward = 0, backward = 0, flops = 0;
+        foreach (var layer in layers)
+        {
+            long start = Stopwatch.GetTimestamp();
+            FourBitGemm.LinearForward4Bit(a.Pointer, layer.Weight, null, b.Pointer, rows, layer.ComputeType);
+            forward += Stopwatch.GetElapsedTime(start).TotalSeconds;
+            start = Stopwatch.GetTimestamp();
+            FourBitGemm.LinearBackwardInput4Bit(a.Pointer, layer.Weight, b.Pointer, rows, accumulate: false, layer.ComputeType);
+            backward += Stopwatch.GetElapsedTime(start).TotalSeconds;
+            flops += 2.0 * rows * layer.Info.InFeatures * layer.Info.OutFeatures;
+        }
+        return (forward, backward, flops);
+    }
 
     private static string Option(string[] args, string name, string fallback)
     {

@@ -1,4 +1,5 @@
 using System.CommandLine;
+using PeftSharp.Autograd;
 using PeftSharp.Config;
 using PeftSharp.Recipes;
 
@@ -11,7 +12,8 @@ public static class TrainCommand
     {
         var configFile = new Argument<string>("config") { Description = "A YAML or JSON config (sections model, lora, quantization, data, training)" };
         var set = new Option<string[]>("--set") { Description = "Override a key: section.key=value (repeatable)", AllowMultipleArgumentsPerToken = true };
-        var command = new Command("train", "Fine-tune a model (LoRA, QLoRA or full) from a config file.") { configFile, set };
+        var profile = new Option<bool>("--profile") { Description = "Time each optimizer step by part (4-bit products, LoRA, attention, head and loss, ...) and print the split (sft trainer)" };
+        var command = new Command("train", "Fine-tune a model (LoRA, QLoRA or full) from a config file.") { configFile, set, profile };
         command.SetAction(r =>
         {
             string path = r.GetValue(configFile)!;
@@ -26,14 +28,16 @@ public static class TrainCommand
             Console.CancelKeyPress += onCancel;
             // Under mpirun every rank runs this command; rank 0 alone prints (errors still reach stderr on every rank).
             var output = PeftSharp.Training.Distributed.MpiLauncher.Rank() > 0 ? TextWriter.Null : Console.Out;
-            try { Run(config, output, cts.Token, Path.GetDirectoryName(Path.GetFullPath(path))); }
+            try { Run(config, output, cts.Token, Path.GetDirectoryName(Path.GetFullPath(path)), r.GetValue(profile)); }
             finally { Console.CancelKeyPress -= onCancel; }
         });
         return command;
     }
 
     /// <param name="configFolder">Where a grpo reward's judge:FILE is read from when relative (default: the working directory).</param>
-    public static FineTuningResult Run(RunConfig config, TextWriter output, CancellationToken cancellation = default, string? configFolder = null)
+    /// <param name="profileSteps">Profile the optimizer steps by part and print the split after the summary.</param>
+    public static FineTuningResult Run(RunConfig config, TextWriter output, CancellationToken cancellation = default, string? configFolder = null,
+        bool profileSteps = false)
     {
         foreach (var notice in config.Notices) output.WriteLine($"notice: {notice}");
         output.WriteLine($"{config.Method} fine-tuning of {config.ModelNameOrPath} → {config.Training.OutputDir}");
@@ -51,8 +55,9 @@ public static class TrainCommand
             }
             var result = view.Run($"{config.Method}", () => config.Trainer == "grpo"
                 ? GrpoTuning.Run(config, [view], cancellation, hostRewards: Host)
-                : FineTuning.Run(config, [view], cancellation));
+                : FineTuning.Run(config, [view], cancellation, profileSteps: profileSteps));
             PrintSummary(result, output, skipNotices: config.Notices.Count);
+            if (result.Train.Profile is { } stepProfile) PrintProfile(stepProfile, output);
             foreach (var j in judgeRewards)
                 output.WriteLine($"{j.Name}: {j.Scored} completions scored, {j.Unparseable} unparseable or failed (NaN); {j.Judge.Counts}");
             return result;
@@ -61,6 +66,16 @@ public static class TrainCommand
         {
             foreach (var d in judges) d.Dispose();
         }
+    }
+
+    /// <summary>The step profile: seconds per step of each part, its share, and its first-forward / recomputation / backward split.</summary>
+    public static void PrintProfile(StepProfile profile, TextWriter output)
+    {
+        var invariant = System.Globalization.CultureInfo.InvariantCulture;
+        output.WriteLine(string.Create(invariant, $"step profile: {profile.WallSeconds / profile.Spans:F3} s/step over {profile.Spans} step(s) (the first includes start-up); s/step, share, ") +
+            string.Join(" / ", Enum.GetValues<StepPhase>().Select(StepProfile.Name)) + ":");
+        foreach (var (part, seconds, share, phases) in profile.PerSpan())
+            output.WriteLine(string.Create(invariant, $"  {part,-18} {seconds,9:F3} s {100 * share,6:F1}%   ") + string.Join(" / ", phases.Select(p => p.ToString("F3", invariant))));
     }
 
     public static void PrintSummary(FineTuningResult r, TextWriter output, int skipNotices = 0)

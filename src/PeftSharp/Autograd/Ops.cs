@@ -177,6 +177,7 @@ public sealed unsafe partial class Ops(Tape tape)
             throw new ArgumentException($"Attention: k {k.ShapeText} does not match q {q.ShapeText}.");
         if ((attentionMask != null && attentionMask.Length != b * t) || (segmentIds != null && segmentIds.Length != b * t))
             throw new ArgumentException($"Attention: masks must have B·T = {b * t} entries.");
+        using var part = StepProfiler.Enter(StepPart.Attention);
         var y = Tape.NewTensor(q.Shape, Tape.AnyRequiresGrad(q, k, v));
         float* lse = Tape.Scratch((long)b * h * t);
         fixed (int* pm = attentionMask, ps = segmentIds)
@@ -324,6 +325,7 @@ public sealed unsafe partial class Ops(Tape tape)
                     if (chunkTargets[i] != Kernels.CrossEntropy.IgnoreIndex) sum += losses[i];
                 if (grad)
                 {
+                    using var phase = StepProfiler.EnterPhase(StepPhase.Backward);
                     float* dx = dHidden + (long)r0 * columns;
                     int valid = Kernels.CrossEntropy.CountTargets(chunkTargets, n);
                     if (logits.RequiresGrad && valid > 0)

@@ -14,6 +14,7 @@ public static unsafe class Ops4Bit
     /// </summary>
     public static Tensor Linear4Bit(this Ops ops, Tensor x, Quantized4BitTensor weight, Tensor? bias, DType computeType = DType.F32)
     {
+        using var part = StepProfiler.Enter(StepPart.Linear4Bit);
         var tape = ops.Tape;
         var shape = weight.State.Shape;
         if (shape.Length != 2 || shape[1] != x.Columns)

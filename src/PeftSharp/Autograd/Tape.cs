@@ -51,7 +51,7 @@ public sealed unsafe class Tape : IDisposable
     internal bool AnyRequiresGrad(Tensor a, Tensor? b = null, Tensor? c = null)
         => GradEnabled && (a.RequiresGrad || (b?.RequiresGrad ?? false) || (c?.RequiresGrad ?? false));
 
-    internal void Record(Action backward) => _backward.Add(backward);
+    internal void Record(Action backward) => _backward.Add(StepProfiler.IsProfiling ? StepProfiler.Attribute(backward) : backward);
 
     /// <summary>The tensor's gradient buffer, allocated zeroed on first use; null when it needs none.</summary>
     internal float* GradOf(Tensor t)
@@ -69,6 +69,7 @@ public sealed unsafe class Tape : IDisposable
         if (loss.Length != 1) throw new ArgumentException($"Backward needs a scalar loss; got shape {loss.ShapeText}.", nameof(loss));
         if (!loss.RequiresGrad) throw new InvalidOperationException("The loss does not depend on any tensor that requires a gradient.");
         *GradOf(loss) += 1f;
+        using var phase = StepProfiler.EnterPhase(StepPhase.Backward);
         for (int i = _backward.Count - 1; i >= 0; i--) _backward[i]();
     }
 
@@ -121,7 +122,8 @@ public sealed unsafe class Tape : IDisposable
         try
         {
             var x = new Tensor(input.Shape, input.Data, input.RequiresGrad);
-            var output = body(x);
+            Tensor output;
+            using (StepProfiler.EnterPhase(StepPhase.Recompute)) output = body(x);
             Kernels.Elementwise.Axpy(y.Length, 1f, y.Grad, GradOf(output));
             for (int i = _backward.Count - 1; i >= 0; i--) _backward[i]();
             if (dInput != null && x.Grad != null) Kernels.Elementwise.Axpy(input.Length, 1f, x.Grad, dInput);
@@ -141,6 +143,7 @@ public sealed unsafe class Tape : IDisposable
     /// </summary>
     internal void BackwardNow(int nodes)
     {
+        using var phase = StepProfiler.EnterPhase(StepPhase.Backward);
         for (int i = _backward.Count - 1; i >= nodes; i--) _backward[i]();
         _backward.RemoveRange(nodes, _backward.Count - nodes);
     }

@@ -115,6 +115,7 @@ public abstract unsafe class CausalLM : ICausalLM, IRandomStreams
         if (ops.Tape.GradEnabled)
         {
             var hidden = FinalHidden(ops, batch);
+            using var part = StepProfiler.Enter(StepPart.HeadLoss);
             var head = _slots[^1].Layer;
             int chunk = LossChunkRows(hidden.Rows, VocabSize);
             if (chunk < hidden.Rows && !head.Parameters.Any(p => p.RequiresGrad))
@@ -180,6 +181,7 @@ public abstract unsafe class CausalLM : ICausalLM, IRandomStreams
     /// </summary>
     private Tensor HeadLogProbs(Ops ops, Tensor hidden, int[] targets)
     {
+        using var part = StepProfiler.Enter(StepPart.HeadLoss);
         var head = _slots[^1].Layer;
         int chunk = LossChunkRows(hidden.Rows, VocabSize);
         if ((long)hidden.Rows * VocabSize > LossLogitsBudget) chunk = (int)Math.Min(chunk, Math.Max(1, LossLogitsBudget / VocabSize));
@@ -292,9 +294,14 @@ public abstract unsafe class CausalLM : ICausalLM, IRandomStreams
     /// <summary>The final hidden states (rows, C) after the last norm.</summary>
     internal Tensor Hidden(Ops ops, int[] ids, AttentionContext context)
     {
-        var h = Embed(ops, ids, context.Positions);
-        if (NeftuneNoiseAlpha is double alpha && ops.Tape.Training && ops.Tape.GradEnabled)
-            h = ops.AddUniformNoise(h, (float)(alpha / Math.Sqrt((double)context.Tokens * h.Columns)), _neftuneRng);
+        Tensor h;
+        using (StepProfiler.Enter(StepPart.Embedding))
+        {
+            h = Embed(ops, ids, context.Positions);
+            if (NeftuneNoiseAlpha is double alpha && ops.Tape.Training && ops.Tape.GradEnabled)
+                h = ops.AddUniformNoise(h, (float)(alpha / Math.Sqrt((double)context.Tokens * h.Columns)), _neftuneRng);
+        }
+        using var part = StepProfiler.Enter(StepPart.NormsActivations);
         ArenaMark? keptAt = null;
         for (int i = 0; i < LayerCount; i++)
         {

@@ -155,6 +155,7 @@ public sealed unsafe class LoraLinear : IWrappedLinear, IRandomStreams
         }
         if (ops.RowAdapters is { } rowAdapters) return ForwardRows(ops, x, rowAdapters);
         var y = BaseLayer.Forward(ops, x);
+        using var part = StepProfiler.Enter(StepPart.Lora);
         if (!Merged)
             foreach (var name in _active)
             {

@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Text.Json.Nodes;
 using PeftSharp.Config;
 using PeftSharp.Data;
@@ -86,9 +87,12 @@ public static class FineTuning
     /// <summary>Where a run keeps its tokenized training examples (<see cref="TokenizationCache"/>): output_dir/tokenized.</summary>
     public static string TokenizationCacheDirectory(TrainingArguments args) => Path.Combine(args.OutputDir, "tokenized");
 
+    /// <param name="profileSteps">Profile each optimizer step by part (<see cref="TrainerOptions.ProfileSteps"/>; the sft trainer only).</param>
     public static FineTuningResult Run(RunConfig config, IEnumerable<ITrainerCallback>? callbacks = null, CancellationToken cancellation = default,
-        int generationSamples = 8, int maxNewTokens = 32)
+        int generationSamples = 8, int maxNewTokens = 32, bool profileSteps = false)
     {
+        if (profileSteps && config.Trainer != "sft")
+            throw new PeftSharpException($"a step profile is taken of the sft trainer only; the config's trainer is '{config.Trainer}'.");
         if (config.Trainer == "grpo") return GrpoTuning.Run(config, callbacks, cancellation);
         if (config.Trainer != "sft") return PreferenceTuning.Run(config, callbacks, cancellation);
         var args = config.Training;
@@ -150,6 +154,7 @@ public static class FineTuning
             {
                 Trainable = output.State, Callbacks = allCallbacks, Shuffle = config.Data.Shuffle, SaveFinal = output.SaveFinal,
                 Communicator = comm, ShardOptimizerState = Training.Distributed.DistributedRun.ShardOptimizerState(peft == null),
+                ProfileSteps = profileSteps,
             });
         var result = trainer.Train();
         bool interrupted = cancellation.IsCancellationRequested;
@@ -173,6 +178,10 @@ public static class FineTuning
         var final = new List<(string, string)> { ("train loss", $"{result.TrainingLoss:F4}"), ("steps", result.GlobalStep.ToString()) };
         if (eval != null) final.AddRange([("eval loss", $"{eval.Loss:F4}"), ("perplexity", $"{eval.Perplexity:F3}"), ("mean token accuracy", $"{eval.MeanTokenAccuracy:F4}")]);
         if (generation != null) final.AddRange([("BLEU", $"{generation.Bleu.Score:F2}"), ("ROUGE-L F1", $"{generation.RougeL:F4}")]);
+        if (result.Profile is { } profile)
+            foreach (var (part, seconds, share, phases) in profile.PerSpan())
+                final.Add(($"step time: {part}", string.Create(CultureInfo.InvariantCulture,
+                    $"{seconds:F3} s/step ({100 * share:F1}%; first forward / recomputation / backward {phases[0]:F3} / {phases[1]:F3} / {phases[2]:F3} s)")));
         final.Add((peft != null ? "adapter size" : "model size", $"{output.Bytes / 1024.0:F1} KiB ({100.0 * output.Bytes / Math.Max(1, modelBytes):F2}% of the base model's {modelBytes / 1048576.0:F1} MiB)"));
 
         var logPath = Path.Combine(args.OutputDir, "metrics.jsonl");

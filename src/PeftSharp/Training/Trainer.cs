@@ -18,6 +18,9 @@ public sealed record TrainResult(int GlobalStep, double TrainingLoss, IReadOnlyL
 
     /// <summary>What the run noticed and the user should know (a loss that exploded without reaching NaN).</summary>
     public IReadOnlyList<string> Warnings { get; init; } = [];
+
+    /// <summary>With <see cref="TrainerOptions.ProfileSteps"/>: the optimizer steps' time by part, summed over the run's steps.</summary>
+    public StepProfile? Profile { get; init; }
 }
 
 /// <summary>Optional parts of a <see cref="Trainer{TBatch}"/>.</summary>
@@ -41,6 +44,11 @@ public sealed class TrainerOptions
     /// trainer_state.json and metrics.jsonl are written only once it has succeeded.
     /// </summary>
     public Action<string>? SaveFinal { get; init; }
+    /// <summary>
+    /// Runs each optimizer step (collation through the optimizer; not logging, evaluation or saving) under
+    /// <see cref="StepProfiler"/> and returns the sum in <see cref="TrainResult.Profile"/>.
+    /// </summary>
+    public bool ProfileSteps { get; init; }
 }
 
 /// <summary>
@@ -75,6 +83,7 @@ public sealed class Trainer<TBatch>
     private readonly Action<string>? _saveFinal;
     private readonly List<IRandomStreams> _randomStreams;
     private readonly bool _shardOptimizer;
+    private readonly bool _profileSteps;
     private readonly IRolloutObjective? _rollout;
     private float[]? _gradientBucket;
 
@@ -92,6 +101,7 @@ public sealed class Trainer<TBatch>
         _shuffle = options.Shuffle;
         _saveFinal = options.SaveFinal;
         _shardOptimizer = options.ShardOptimizerState;
+        _profileSteps = options.ProfileSteps;
         if (objective is IShardedEvaluation sharded && _comm.Size > 1) sharded.EvaluationCommunicator = _comm;
         _randomStreams = model.Linears.Select(s => s.Layer).OfType<IRandomStreams>().ToList();
         if (model is IRandomStreams m) _randomStreams.Add(m);
@@ -174,6 +184,8 @@ public sealed class Trainer<TBatch>
         var stepLosses = new List<double>();
         var warnings = new List<string>();
         using var tape = new Tape();
+        using var stopProfiling = _profileSteps ? StepProfiler.CancelOnDispose() : null;
+        StepProfile? profile = null;
         var clock = Stopwatch.StartNew();
         long tokensThisRun = 0;
         int stepsThisRun = 0;
@@ -193,6 +205,7 @@ public sealed class Trainer<TBatch>
             for (int s = firstStep; s < perEpoch && state.GlobalStep < total; s++)
             {
                 cancellation.ThrowIfCancellationRequested();
+                if (_profileSteps) StepProfiler.Start();
                 batches.Clear();
                 int step = state.GlobalStep + 1;
                 ulong stepKey = Rng.FoldIn(seedKey, (ulong)step);
@@ -218,8 +231,12 @@ public sealed class Trainer<TBatch>
                 if (!double.IsFinite(lr) || lr < 0)
                     throw new PeftSharpException($"training: the learning rate at step {step} is {lr.ToString(CultureInfo.InvariantCulture)}; check learning_rate and lr_scheduler_kwargs.");
                 optimizer.LearningRate = (float)lr;
-                optimizer.Step();
-                optimizer.ZeroGrad();
+                using (StepProfiler.Enter(StepPart.Optimizer))
+                {
+                    optimizer.Step();
+                    optimizer.ZeroGrad();
+                }
+                if (_profileSteps) profile = StepProfile.Sum(profile, StepProfiler.Stop());
 
                 state.GlobalStep = step;
                 state.StepInEpoch = s + 1;
@@ -306,7 +323,7 @@ public sealed class Trainer<TBatch>
         log.Write(state, summary);
         log.Finish(state);
         return new TrainResult(state.GlobalStep, state.GlobalStep == 0 ? 0 : state.TotalLoss / state.GlobalStep, stepLosses,
-            state.BestModelCheckpoint, stoppedEarly, state) { ResumedFrom = resume, Warnings = warnings };
+            state.BestModelCheckpoint, stoppedEarly, state) { ResumedFrom = resume, Warnings = warnings, Profile = profile };
     }
 
     /// <summary>
