@@ -7,7 +7,7 @@ using PeftSharp.Tensors;
 namespace PeftSharp.Bench;
 
 /// <summary>
-/// `gemm [--threads 1,2] [--rounds 5] [--quick] [--only SUBSTRING] [--cpu-time] [--grouped-rows N] [--decode] [--bf16] [--bf16-kernel] [--pair-kc N]`: GFLOP/s of <see cref="Gemm"/> on square, training and
+/// `gemm [--threads 1,2] [--rounds 5] [--quick] [--only SUBSTRING] [--cpu-time] [--grouped-rows N] [--decode] [--bf16] [--bf16-kernel] [--pair-kc N] [--parts-per-thread N]`: GFLOP/s of <see cref="Gemm"/> on square, training and
 /// LoRA shapes, alternating case by case with OpenBLAS's cblas_sgemm when libopenblas.so.0 is installed (run with
 /// OPENBLAS_CORETYPE=SkylakeX to compare with its AVX-512 kernels). One JSON line per case, medians over rounds.
 /// `--bf16` instead times each case with both operands rounded to bfloat16 (what a bf16 compute dtype multiplies) on the
@@ -40,6 +40,7 @@ public static unsafe class GemmBench
                 case "--bf16": bf16 = true; break;
                 case "--bf16-kernel": kernelOnly = true; break;
                 case "--pair-kc": GemmBlocking.PairKC = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+                case "--parts-per-thread": GemmBlocking.PartsPerThread = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 default:
                     Console.Error.WriteLine($"gemm: unknown option '{args[i]}' (expected --threads LIST, --rounds N, --quick, --only TEXT, --cpu-time, --grouped-rows N, --decode, --bf16, --pair-kc N, --bf16-kernel)");
                     return 1;

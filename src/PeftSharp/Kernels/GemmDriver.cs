@@ -16,6 +16,11 @@ internal static class GemmBlocking
     public static int NC = 768;
     /// <summary>Below this many multiply-adds a product runs on one thread.</summary>
     public static long ParallelMinMacs = 1L << 20;
+    /// <summary>
+    /// Parts of a parallel product per thread: more let a thread that finishes early (or loses its core) take another, but each
+    /// part packs the whole operand it does not split, so every part adds one more packing of it.
+    /// </summary>
+    public static int PartsPerThread = 2;
 }
 
 /// <summary>
@@ -120,8 +125,7 @@ internal static unsafe class GemmDriver
         int threads = macs < GemmBlocking.ParallelMinMacs ? 1 : Parallelism.MaxThreads;
         bool splitN = pb.N >= pb.M;
         int tiles = splitN ? (pb.N + mk.Cols - 1) / mk.Cols : (pb.M + mk.Rows - 1) / mk.Rows;
-        // Twice as many parts as threads: a thread that finishes early (or whose partner core was taken away) takes another.
-        int parts = threads <= 1 ? 1 : Math.Min(2 * threads, tiles);
+        int parts = threads <= 1 ? 1 : Math.Min(GemmBlocking.PartsPerThread * threads, tiles);
         if (parts <= 1)
         {
             Block(pb, mk, 0, pb.M, 0, pb.N);
