@@ -252,10 +252,13 @@ public static unsafe class GemmBench
     }
 
     /// <summary>Seconds per call: one warm-up call, then as many calls as fill minSeconds.</summary>
-    private static double Time(Action action, double minSeconds)
+    private static double Time(Action action, double minSeconds) => Time(action, minSeconds, _cpuTime);
+
+    /// <summary>The same, timed by the calling thread's CPU clock when <paramref name="cpuTime"/> and the product runs on one thread.</summary>
+    internal static double Time(Action action, double minSeconds, bool cpuTime)
     {
         action();
-        bool cpu = _cpuTime && Parallelism.MaxThreads == 1;
+        bool cpu = cpuTime && Parallelism.MaxThreads == 1;
         double start = cpu ? ThreadCpuSeconds() : 0;
         long wallStart = Stopwatch.GetTimestamp();
         int calls = 0;

@@ -43,7 +43,7 @@ internal static unsafe class GemmSkinny
     public static bool Applies(in GemmProblem pb, SimdPath path)
         => path == SimdPath.Vector512 && pb.K >= 16
            && !pb.A.Trans && pb.A.Type == DType.F32 && pb.B.Trans
-           && pb.M <= (pb.B.FourBit == null && pb.B.Type is DType.F32 or DType.BF16 ? MaxGroupedRows : MaxGroupedWidenedRows)
+           && pb.M <= (pb.B.FourBit != null || pb.B.Type is DType.F32 or DType.BF16 ? MaxGroupedRows : MaxGroupedWidenedRows)
            && (pb.B.FourBit != null
                ? pb.A.RoundTo == pb.B.RoundTo
                : pb.B.Type is DType.F32 or DType.BF16 or DType.F16 && pb.B.RoundTo == DType.F32 && pb.A.RoundTo == DType.F32);
@@ -81,6 +81,11 @@ internal static unsafe class GemmSkinny
             RunColumns(job, j0, j1, streamed: true);
             return;
         }
+        if (job.FourBit != null)
+        {
+            RunWidenedBlocks(job, j0, j1);
+            return;
+        }
         for (int jb = j0; jb < j1; jb += GroupedBlock)
             for (int r0 = 0; r0 < job.M; r0 += MaxRows)
             {
@@ -90,6 +95,51 @@ internal static unsafe class GemmSkinny
                 group.M = Math.Min(MaxRows, job.M - r0);
                 RunColumns(group, jb, Math.Min(j1, jb + GroupedBlock), streamed: r0 == 0);
             }
+    }
+
+    /// <summary>
+    /// W rows [j0, j1) that are not read in place (4-bit): each block of <see cref="WidenedBlockRows"/> W rows is
+    /// dequantized (and rounded to the compute dtype) once into a per-thread f32 buffer that stays in L2, and every row
+    /// group of X is then multiplied by that buffer as by F32 rows in place (the 4×4 tile, W from cache): one
+    /// dequantization per W element whatever the number of rows, and the sums of <see cref="RunColumns{TRows}"/>, so
+    /// each row's result is still the single-row product's.
+    /// </summary>
+    private static void RunWidenedBlocks(in Job job, int j0, int j1)
+    {
+        int k = job.K, blockRows = WidenedBlockRows(k);
+        float* block = GemmScratch.Current.Dequant((long)blockRows * k);
+        var widened = job with { B = block, Ldb = k, BType = DType.F32, FourBit = null, RoundTo = DType.F32 };
+        for (int jb = j0; jb < j1; jb += blockRows)
+        {
+            int rows = Math.Min(blockRows, j1 - jb);
+            WidenRows(job, jb, rows, block);
+            for (int r0 = 0; r0 < job.M; r0 += MaxRows)
+            {
+                var group = widened;
+                group.A = job.A + r0 * job.Lda;
+                group.C = job.C + r0 * job.Ldc + jb;
+                group.M = Math.Min(MaxRows, job.M - r0);
+                RunColumns<F32Rows>(group, 0, rows, streamed: false);
+            }
+        }
+    }
+
+    /// <summary>W rows per dequantized block: about 256 KiB of f32 (64 rows up to k = 1,024), a multiple of <see cref="Cols"/>.</summary>
+    private static int WidenedBlockRows(int k) => Math.Clamp((WidenedBlockFloats / k) & ~(Cols - 1), Cols, GroupedBlock);
+
+    internal static int WidenedBlockFloats = 1 << 16;
+
+    /// <summary>W rows [j, j + rows) widened or dequantized into f32 rows of k at <paramref name="destination"/>, then rounded to the compute dtype.</summary>
+    private static void WidenRows(in Job job, int j, int rows, float* destination)
+    {
+        int k = job.K;
+        int elementSize = job.BType == DType.F32 ? 4 : 2;
+        for (int c = 0; c < rows; c++)
+        {
+            if (job.FourBit != null) job.FourBit->Dequantize((long)(j + c) * k, k, destination + (long)c * k);
+            else GemmPacking.Widen((byte*)job.B + (j + c) * job.Ldb * elementSize, job.BType, destination + (long)c * k, k);
+        }
+        if (job.RoundTo != DType.F32) GemmPacking.Round(destination, (long)rows * k, job.RoundTo);
     }
 
     private struct Job
@@ -145,12 +195,7 @@ internal static unsafe class GemmSkinny
             }
             else
             {
-                for (int c = 0; c < cols; c++)
-                {
-                    if (job.FourBit != null) job.FourBit->Dequantize((long)(j + c) * k, k, widened + (long)c * k);
-                    else GemmPacking.Widen((byte*)job.B + (j + c) * job.Ldb * elementSize, job.BType, widened + (long)c * k, k);
-                }
-                if (job.RoundTo != DType.F32) GemmPacking.Round(widened, (long)cols * k, job.RoundTo);
+                WidenRows(job, j, cols, widened);
                 w0 = (byte*)widened;
                 w1 = (byte*)(widened + (long)Math.Min(1, cols - 1) * k);
                 w2 = (byte*)(widened + (long)Math.Min(2, cols - 1) * k);
