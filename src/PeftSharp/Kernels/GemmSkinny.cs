@@ -14,7 +14,8 @@ namespace PeftSharp.Kernels;
 /// last one; their results are dropped. F32 and BF16 rows are read in
 /// place (bf16 widened in registers); F16 rows are widened, and 4-bit rows dequantized (then rounded to a bf16/f16
 /// compute dtype, with X rounded likewise once up front), four rows at a time into a per-thread buffer that stays in
-/// L1/L2. Every path sums each output in the same order (one accumulator per output, 16 lanes at a time, then the
+/// L1/L2; with more than four X rows, 4-bit W is dequantized once per block of W rows into an L2-resident buffer that
+/// every row group then reads as f32 rows in place (<see cref="RunWidenedBlocks"/>). Every path sums each output in the same order (one accumulator per output, 16 lanes at a time, then the
 /// tail), so a widened or dequantized W gives exactly the f32 product with the widened W. The n rows are split over the threads.
 /// </summary>
 internal static unsafe class GemmSkinny
@@ -24,14 +25,16 @@ internal static unsafe class GemmSkinny
     /// Up to this many rows (a batched decoding step of several sequences, a short prompt's prefill) run as groups of
     /// <see cref="MaxRows"/> over each block of <see cref="GroupedBlock"/> W rows in turn, so W comes from memory once and
     /// from L2 for the later groups: cheaper than packing all of W for the blocked GEMM, and each row's sums are the
-    /// single-row path's whatever the batch. For W read in place (F32, BF16); the bench's `gemm --grouped-rows N` measures
-    /// the crossover against the blocked GEMM (1.1-2.6x at 16-64 rows on one and two threads, equal at 128-256).
+    /// single-row path's whatever the batch. For W read in place (F32, BF16) and 4-bit W (dequantized once per block,
+    /// shared by the groups); the bench's `gemm --grouped-rows N` measures the crossover against the blocked GEMM
+    /// (1.1-2.6x at 16-64 rows on one and two threads, equal at 128-256); `quant --gemm --tokens N` the 4-bit case.
     /// </summary>
     internal static int MaxGroupedRows = 64;
 
     /// <summary>
-    /// The same for W that is widened (F16) or dequantized (4-bit) into a scratch row first: every row group widens the
-    /// block again, so past two groups the blocked GEMM, which widens each panel once while packing, is cheaper.
+    /// The same for F16 W, widened into a scratch row first: every row group widens the block again, so past two groups
+    /// the blocked GEMM, which widens each panel once while packing, is cheaper. (4-bit W shares one dequantized block
+    /// among the groups instead and takes <see cref="MaxGroupedRows"/>; F16 could do the same.)
     /// </summary>
     private const int MaxGroupedWidenedRows = 8;
     /// <summary>W rows per block that every row group passes over before the next (64 rows of 4,096 f32: 1 MiB).</summary>
