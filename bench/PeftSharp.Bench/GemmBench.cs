@@ -279,7 +279,7 @@ public static unsafe class GemmBench
     private static extern int ClockGetTime(int clock, out TimeSpec time);
 
     /// <summary>CLOCK_THREAD_CPUTIME_ID (3 on Linux).</summary>
-    private static double ThreadCpuSeconds()
+    internal static double ThreadCpuSeconds()
     {
         if (ClockGetTime(3, out var t) != 0) throw new InvalidOperationException("clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed.");
         return t.Seconds + t.Nanoseconds * 1e-9;
