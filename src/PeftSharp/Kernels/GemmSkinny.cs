@@ -15,8 +15,10 @@ namespace PeftSharp.Kernels;
 /// place (bf16 widened in registers); F16 rows are widened, and 4-bit rows dequantized (then rounded to a bf16/f16
 /// compute dtype, with X rounded likewise once up front), four rows at a time into a per-thread buffer that stays in
 /// L1/L2; with more than four X rows, 4-bit W is dequantized once per block of W rows into an L2-resident buffer that
-/// every row group then reads as f32 rows in place (<see cref="RunWidenedBlocks"/>). Every path sums each output in the same order (one accumulator per output, 16 lanes at a time, then the
-/// tail), so a widened or dequantized W gives exactly the f32 product with the widened W. The n rows are split over the threads.
+/// every row group then reads as f32 rows in place (<see cref="RunWidenedBlocks"/>). Every path sums each output in the
+/// same order (one accumulator per output, 16 lanes at a time, reduced as <see cref="Vector512.Sum{T}"/> does, then the
+/// tail), so a widened or dequantized W gives exactly the f32 product with the widened W. The n rows are split over the
+/// threads.
 /// </summary>
 internal static unsafe class GemmSkinny
 {
@@ -139,10 +141,11 @@ internal static unsafe class GemmSkinny
         }
     }
 
-    /// <summary>W rows per dequantized block: about 256 KiB of f32 (64 rows up to k = 1,024), a multiple of <see cref="Cols"/>.</summary>
+    /// <summary>W rows per dequantized block: about <see cref="WidenedBlockFloats"/> f32 (64 rows up to k = 1,024), a multiple of <see cref="Cols"/>.</summary>
     private static int WidenedBlockRows(int k) => Math.Clamp((WidenedBlockFloats / k) & ~(Cols - 1), Cols, GroupedBlock);
 
-    internal static int WidenedBlockFloats = 1 << 16;
+    /// <summary>256 KiB of f32: with the X rows it stays in a 1 MiB L2 (64 KiB and 1 MiB blocks measured no better).</summary>
+    private const int WidenedBlockFloats = 1 << 16;
 
     /// <summary>W rows [j, j + rows) widened or dequantized into f32 rows of k at <paramref name="destination"/>, then rounded to the compute dtype.</summary>
     private static void WidenRows(in Job job, int j, int rows, float* destination)
@@ -383,7 +386,9 @@ internal static unsafe class GemmSkinny
     /// <summary>
     /// Four accumulators' lanes summed pairwise in <see cref="Vector512.Sum{T}"/>'s order up to their 128-bit quarters:
     /// quarter q of the result holds ((v0 + v1) + (v2 + v3)) of lanes 4q..4q+3 of a, b, c, d in turn. Each addition is one
-    /// of the additions Sum makes (adjacent lanes, then adjacent pairs), four accumulators per instruction.
+    /// of the additions Sum makes (adjacent lanes, then adjacent pairs), four accumulators per instruction. (.NET sums a
+    /// Vector512 of floats as Sum(lower half) + Sum(upper half), recursively down to adjacent pairs; the batch-invariance
+    /// tests, which compare with the one-row path's Vector512.Sum, fail if that ever changes.)
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     private static Vector512<float> Sum4(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d)
