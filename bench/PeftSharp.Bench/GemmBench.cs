@@ -253,10 +253,13 @@ public static unsafe class GemmBench
     }
 
     /// <summary>Seconds per call: one warm-up call, then as many calls as fill minSeconds.</summary>
-    private static double Time(Action action, double minSeconds)
+    private static double Time(Action action, double minSeconds) => Time(action, minSeconds, _cpuTime);
+
+    /// <summary>The same, timed by the calling thread's CPU clock when <paramref name="cpuTime"/> and the product runs on one thread.</summary>
+    internal static double Time(Action action, double minSeconds, bool cpuTime)
     {
         action();
-        bool cpu = _cpuTime && Parallelism.MaxThreads == 1;
+        bool cpu = cpuTime && Parallelism.MaxThreads == 1;
         double start = cpu ? ThreadCpuSeconds() : 0;
         long wallStart = Stopwatch.GetTimestamp();
         int calls = 0;
@@ -277,7 +280,7 @@ public static unsafe class GemmBench
     private static extern int ClockGetTime(int clock, out TimeSpec time);
 
     /// <summary>CLOCK_THREAD_CPUTIME_ID (3 on Linux).</summary>
-    private static double ThreadCpuSeconds()
+    internal static double ThreadCpuSeconds()
     {
         if (ClockGetTime(3, out var t) != 0) throw new InvalidOperationException("clock_gettime(CLOCK_THREAD_CPUTIME_ID) failed.");
         return t.Seconds + t.Nanoseconds * 1e-9;

@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Text.Json;
 using LLama;
 using LLama.Common;
@@ -14,7 +13,7 @@ namespace PeftSharp.Bench;
 
 /// <summary>
 /// `llama --model-dir DIR [--pairs f32:f32,f16:bf16,q8_0:nf4] [--rounds 5] [--threads 2] [--prompt 32] [--generate 128]
-/// [--gguf-dir /tmp] [--stream-mib 256]`: PeftSharp's greedy decode against llama.cpp's (LLamaSharp 0.30's CPU build)
+/// [--gguf-dir /tmp] [--stream-mib 256] [--cpu-time]`: PeftSharp's greedy decode against llama.cpp's (LLamaSharp 0.30's CPU build)
 /// on the same checkpoint, side by side in one process. Each pair names a GGUF type, written by our own exporter from
 /// DIR (kept in --gguf-dir and reused), and the PeftSharp load it is compared with: f32 (the checkpoint as is), bf16 or
 /// f16 (model.dtype: the frozen matrices rounded to 16 bits on load), nf4 (bf16 load, then every linear but the tied
@@ -24,7 +23,9 @@ namespace PeftSharp.Bench;
 /// so decode's bandwidth share comes from the same minutes. JSON lines: per pair and engine the median prefill and
 /// decode tok/s, the bytes of weight matrices a decode step streams (every linear's out × in at its storage size, the
 /// output layer included), GB/s = that × tok/s, and its share of the STREAM figures; then the per-round ratios'
-/// median (PeftSharp / llama.cpp) and how many of the greedy tokens the two engines agree on.
+/// median (PeftSharp / llama.cpp) and how many of the greedy tokens the two engines agree on. With --cpu-time (one
+/// thread only: both engines then compute on the calling thread) prefill and decode are timed by that thread's CPU
+/// clock, so time spent descheduled on a shared machine is not counted (cache and memory contention still are).
 /// </summary>
 public static class LlamaPeerBench
 {
@@ -37,6 +38,10 @@ public static class LlamaPeerBench
         int threads = int.Parse(ModelBench.Option(args, "--threads", "2"));
         int promptTokens = int.Parse(ModelBench.Option(args, "--prompt", "32"));
         int generate = int.Parse(ModelBench.Option(args, "--generate", "128"));
+        bool cpuTime = args.Contains("--cpu-time");
+        if (cpuTime && threads != 1)
+            throw new ArgumentException($"llama --cpu-time: only with --threads 1 (got {threads}); the calling thread's CPU clock does not count other threads' work.");
+        Func<double> clock = cpuTime ? GemmBench.ThreadCpuSeconds : ModelBench.WallSeconds;
         string ggufDir = ModelBench.Option(args, "--gguf-dir", Path.GetTempPath());
         long streamMib = long.Parse(ModelBench.Option(args, "--stream-mib", "256"));
         Parallelism.MaxThreads = threads;
@@ -57,14 +62,14 @@ public static class LlamaPeerBench
             double ourBytes = ours.Linears.Sum(s => StoredBytes(s.Layer, s.Info));
             double peerBytes = ours.Linears.Sum(s => (double)s.Info.OutFeatures * s.Info.InFeatures) * BytesPerElement(ggufType);
 
-            peer.Greedy(ids, 4);
-            ModelBench.Greedy(ours, ids, 4);
+            peer.Greedy(ids, 4, clock);
+            ModelBench.Greedy(ours, ids, 4, clock);
             var peerRuns = new List<(double Prefill, double Decode, int[] Tokens)>();
             var ourRuns = new List<(double Prefill, double Decode, int[] Tokens)>();
             for (int round = 0; round < rounds; round++)
             {
-                peerRuns.Add(peer.Greedy(ids, generate));
-                ourRuns.Add(ModelBench.Greedy(ours, ids, generate));
+                peerRuns.Add(peer.Greedy(ids, generate, clock));
+                ourRuns.Add(ModelBench.Greedy(ours, ids, generate, clock));
             }
             void Line(string engine, string type, List<(double Prefill, double Decode, int[] Tokens)> runs, double bytes)
             {
@@ -73,7 +78,7 @@ public static class LlamaPeerBench
                 double gbs = bytes * decode / 1e9;
                 Console.WriteLine(JsonSerializer.Serialize(new
                 {
-                    bench = "llama", engine, weights = type, threads, rounds, prompt_tokens = promptTokens, new_tokens = generate,
+                    bench = "llama", engine, weights = type, threads, rounds, clock = cpuTime ? "thread_cpu" : "wall", prompt_tokens = promptTokens, new_tokens = generate,
                     prefill_tokens_per_s = Math.Round(prefill, 1), decode_tokens_per_s = Math.Round(decode, 1),
                     weight_mb_per_token = Math.Round(bytes / 1e6, 1), decode_gbs = Math.Round(gbs, 2),
                     share_of_stream_read = Math.Round(gbs / read, 3), share_of_stream_triad = Math.Round(gbs / triad, 3),
@@ -157,17 +162,17 @@ public static class LlamaPeerBench
             _context = _weights.CreateContext(p);
         }
 
-        public (double Prefill, double Decode, int[] Tokens) Greedy(int[] ids, int generate)
+        public (double Prefill, double Decode, int[] Tokens) Greedy(int[] ids, int generate, Func<double> clock)
         {
             var handle = _context.NativeHandle;
             handle.MemoryClear(true);
             var batch = new LLamaBatch();
             var tokens = new int[generate];
-            var watch = Stopwatch.StartNew();
+            double start = clock();
             for (int i = 0; i < ids.Length; i++) batch.Add(ids[i], i, LLamaSeqId.Zero, i == ids.Length - 1);
             Check(handle.Decode(batch));
             var logits = handle.GetLogitsIth(batch.TokenCount - 1);
-            double prefill = watch.Elapsed.TotalSeconds;
+            double prefill = clock() - start;
             for (int step = 0; step < generate; step++)
             {
                 tokens[step] = ModelBench.ArgMax(logits);
@@ -176,7 +181,7 @@ public static class LlamaPeerBench
                 Check(handle.Decode(batch));
                 logits = handle.GetLogitsIth(0);
             }
-            return (prefill, watch.Elapsed.TotalSeconds - prefill, tokens);
+            return (prefill, clock() - start - prefill, tokens);
         }
 
         private static void Check(DecodeResult result)

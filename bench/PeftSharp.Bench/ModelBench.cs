@@ -232,21 +232,25 @@ public static class ModelBench
     }
 
     /// <summary>Prefill of <paramref name="ids"/>, then <paramref name="generate"/> greedy steps (each one Append): seconds of each phase and the tokens chosen.</summary>
-    internal static (double Prefill, double Decode, int[] Tokens) Greedy(CausalLM lm, int[] ids, int generate)
+    /// <summary>A prompt's prefill, then greedy steps: seconds of each by <paramref name="clock"/> (the wall clock when null).</summary>
+    internal static (double Prefill, double Decode, int[] Tokens) Greedy(CausalLM lm, int[] ids, int generate, Func<double>? clock = null)
     {
+        clock ??= WallSeconds;
         var logits = new float[lm.VocabSize];
         var tokens = new int[generate];
         using var session = lm.StartDecoding(1, ids.Length + generate);
-        var watch = Stopwatch.StartNew();
+        double start = clock();
         session.Append(ids, [], ids.Length, logits);
-        double prefill = watch.Elapsed.TotalSeconds;
+        double prefill = clock() - start;
         for (int i = 0; i < generate; i++)
         {
             int next = tokens[i] = ArgMax(logits);
             session.Append([next], [], 1, logits);
         }
-        return (prefill, watch.Elapsed.TotalSeconds - prefill, tokens);
+        return (prefill, clock() - start - prefill, tokens);
     }
+
+    internal static double WallSeconds() => Stopwatch.GetTimestamp() / (double)Stopwatch.Frequency;
 
     internal static int ArgMax(ReadOnlySpan<float> values)
     {

@@ -10,7 +10,7 @@ namespace PeftSharp.Bench;
 /// `quant [--size N] [--reps R]`: 4-bit quantize and dequantize throughput on an N × N N(0, 1) matrix
 /// (default 4096) for nf4/fp4 with and without double quantization, dequantize per SIMD path and as
 /// 64 × 256 GEMM panels, and the round-trip error. One JSON line per case.
-/// `quant --gemm [--threads 1,2] [--rounds 5] [--tokens 512] [--shapes OUTxIN,...]`, `quant --bits [CONFIG_DIR]` and `quant --error`:
+/// `quant --gemm [--threads 1,2] [--rounds 5] [--tokens 512] [--shapes OUTxIN,...] [--cpu-time] [--forward]`, `quant --bits [CONFIG_DIR]` and `quant --error`:
 /// the QLoRA measurements of <see cref="QuantGemmBench"/>.
 /// </summary>
 public static unsafe class QuantBench

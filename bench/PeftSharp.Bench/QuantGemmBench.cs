@@ -1,4 +1,3 @@
-using System.Diagnostics;
 using System.Globalization;
 using PeftSharp.Formats.HfConfig;
 using PeftSharp.Formats.Safetensors;
@@ -24,13 +23,19 @@ public static unsafe class QuantGemmBench
         int rounds = 5, tokens = 512;
         var threadCounts = new List<int> { 1, 2 };
         var shapes = new[] { (2304, 768), (768, 768), (768, 3072) };
-        for (int i = 0; i + 1 < args.Length; i += 2)
+        bool cpuTime = false, forwardOnly = false;
+        for (int i = 0; i < args.Length; i++)
         {
-            if (args[i] == "--rounds") rounds = int.Parse(args[i + 1], CultureInfo.InvariantCulture);
+            if (args[i] == "--cpu-time") cpuTime = true;
+            else if (args[i] == "--forward") forwardOnly = true;
+            else if (i + 1 == args.Length) throw new ArgumentException($"quant --gemm: '{args[i]}' needs a value (or is unknown; expected --rounds N, --tokens N, --threads LIST, --shapes OUTxIN,..., --cpu-time, --forward).");
+            else if (args[i] == "--rounds") rounds = int.Parse(args[i + 1], CultureInfo.InvariantCulture);
             else if (args[i] == "--tokens") tokens = int.Parse(args[i + 1], CultureInfo.InvariantCulture);
             else if (args[i] == "--threads") threadCounts = args[i + 1].Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToList();
             else if (args[i] == "--shapes")
                 shapes = args[i + 1].Split(',').Select(s => s.Split('x')).Select(p => (int.Parse(p[0], CultureInfo.InvariantCulture), int.Parse(p[1], CultureInfo.InvariantCulture))).ToArray();
+            else throw new ArgumentException($"quant --gemm: unknown option '{args[i]}' (expected --rounds N, --tokens N, --threads LIST, --shapes OUTxIN,..., --cpu-time, --forward).");
+            if (args[i] is "--rounds" or "--tokens" or "--threads" or "--shapes") i++;
         }
         int saved = Parallelism.MaxThreads;
         try
@@ -55,7 +60,7 @@ public static unsafe class QuantGemmBench
                         if (Bf16Dot.Enabled) variants.Add(($"nf4{(dq ? "_dq" : "")}_bf16_f32_kernel", q, DType.BF16, true));
                     }
                     double flops = 2.0 * tokens * outF * inF;
-                    foreach (bool backward in new[] { false, true })
+                    foreach (bool backward in forwardOnly ? new[] { false } : new[] { false, true })
                     {
                         Action dense = backward
                             ? () => Gemm.LinearBackwardInput(dy.Pointer, w.Pointer, dx.Pointer, tokens, outF, inF, accumulate: false)
@@ -64,14 +69,14 @@ public static unsafe class QuantGemmBench
                         var times = variants.Select(_ => new List<double>()).ToArray();
                         for (int r = 0; r < rounds; r++)
                         {
-                            denseTimes.Add(Time(dense));
+                            denseTimes.Add(GemmBench.Time(dense, 0.1, cpuTime));
                             for (int v = 0; v < variants.Count; v++)
                             {
                                 var (_, q, compute, noDot) = variants[v];
                                 using var off = noDot ? Bf16Dot.Disable() : null;
-                                times[v].Add(Time(backward
+                                times[v].Add(GemmBench.Time(backward
                                     ? () => FourBitGemm.LinearBackwardInput4Bit(dy.Pointer, q, dx.Pointer, tokens, accumulate: false, compute)
-                                    : () => FourBitGemm.LinearForward4Bit(x.Pointer, q, null, y.Pointer, tokens, compute)));
+                                    : () => FourBitGemm.LinearForward4Bit(x.Pointer, q, null, y.Pointer, tokens, compute), 0.1, cpuTime));
                             }
                         }
                         double denseGflops = flops / Median(denseTimes) / 1e9;
@@ -183,22 +188,6 @@ public static unsafe class QuantGemmBench
             abs += Math.Abs(d);
         }
         return (Math.Sqrt(errSq / normSq), abs / n);
-    }
-
-    /// <summary>Seconds per call: the action repeated until 0.1 s have passed (after one untimed call).</summary>
-    private static double Time(Action action)
-    {
-        action();
-        int calls = 0;
-        long start = Stopwatch.GetTimestamp();
-        double elapsed;
-        do
-        {
-            action();
-            calls++;
-            elapsed = Stopwatch.GetElapsedTime(start).TotalSeconds;
-        } while (elapsed < 0.1);
-        return elapsed / calls;
     }
 
     private static double Median(List<double> values)

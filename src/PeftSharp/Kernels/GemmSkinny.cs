@@ -14,8 +14,11 @@ namespace PeftSharp.Kernels;
 /// last one; their results are dropped. F32 and BF16 rows are read in
 /// place (bf16 widened in registers); F16 rows are widened, and 4-bit rows dequantized (then rounded to a bf16/f16
 /// compute dtype, with X rounded likewise once up front), four rows at a time into a per-thread buffer that stays in
-/// L1/L2. Every path sums each output in the same order (one accumulator per output, 16 lanes at a time, then the
-/// tail), so a widened or dequantized W gives exactly the f32 product with the widened W. The n rows are split over the threads.
+/// L1/L2; with more than four X rows, 4-bit W is dequantized once per block of W rows into an L2-resident buffer that
+/// every row group then reads as f32 rows in place (<see cref="RunWidenedBlocks"/>). Every path sums each output in the
+/// same order (one accumulator per output, 16 lanes at a time, reduced as <see cref="Vector512.Sum{T}"/> does, then the
+/// tail), so a widened or dequantized W gives exactly the f32 product with the widened W. The n rows are split over the
+/// threads.
 /// </summary>
 internal static unsafe class GemmSkinny
 {
@@ -24,14 +27,16 @@ internal static unsafe class GemmSkinny
     /// Up to this many rows (a batched decoding step of several sequences, a short prompt's prefill) run as groups of
     /// <see cref="MaxRows"/> over each block of <see cref="GroupedBlock"/> W rows in turn, so W comes from memory once and
     /// from L2 for the later groups: cheaper than packing all of W for the blocked GEMM, and each row's sums are the
-    /// single-row path's whatever the batch. For W read in place (F32, BF16); the bench's `gemm --grouped-rows N` measures
-    /// the crossover against the blocked GEMM (1.1-2.6x at 16-64 rows on one and two threads, equal at 128-256).
+    /// single-row path's whatever the batch. For W read in place (F32, BF16) and 4-bit W (dequantized once per block,
+    /// shared by the groups); the bench's `gemm --grouped-rows N` measures the crossover against the blocked GEMM
+    /// (1.1-2.6x at 16-64 rows on one and two threads, equal at 128-256); `quant --gemm --tokens N` the 4-bit case.
     /// </summary>
     internal static int MaxGroupedRows = 64;
 
     /// <summary>
-    /// The same for W that is widened (F16) or dequantized (4-bit) into a scratch row first: every row group widens the
-    /// block again, so past two groups the blocked GEMM, which widens each panel once while packing, is cheaper.
+    /// The same for F16 W, widened into a scratch row first: every row group widens the block again, so past two groups
+    /// the blocked GEMM, which widens each panel once while packing, is cheaper. (4-bit W shares one dequantized block
+    /// among the groups instead and takes <see cref="MaxGroupedRows"/>; F16 could do the same.)
     /// </summary>
     private const int MaxGroupedWidenedRows = 8;
     /// <summary>W rows per block that every row group passes over before the next (64 rows of 4,096 f32: 1 MiB).</summary>
@@ -43,10 +48,22 @@ internal static unsafe class GemmSkinny
     public static bool Applies(in GemmProblem pb, SimdPath path)
         => path == SimdPath.Vector512 && pb.K >= 16
            && !pb.A.Trans && pb.A.Type == DType.F32 && pb.B.Trans
-           && pb.M <= (pb.B.FourBit == null && pb.B.Type is DType.F32 or DType.BF16 ? MaxGroupedRows : MaxGroupedWidenedRows)
+           && pb.M <= GroupedRowLimit(pb)
            && (pb.B.FourBit != null
                ? pb.A.RoundTo == pb.B.RoundTo
                : pb.B.Type is DType.F32 or DType.BF16 or DType.F16 && pb.B.RoundTo == DType.F32 && pb.A.RoundTo == DType.F32);
+
+    /// <summary>
+    /// <see cref="MaxGroupedRows"/> for W read in place and for 4-bit W; 4-bit W with bf16 compute keeps
+    /// <see cref="MaxGroupedWidenedRows"/> while the VDPBF16PS kernel (<see cref="Bf16Dot"/>) is on, so that its blocked
+    /// GEMM takes every bf16-compute product past eight rows; F16 W keeps <see cref="MaxGroupedWidenedRows"/>.
+    /// </summary>
+    private static int GroupedRowLimit(in GemmProblem pb)
+    {
+        if (pb.B.FourBit != null)
+            return pb.A.RoundTo == DType.BF16 && pb.B.RoundTo == DType.BF16 && Bf16Dot.Enabled ? MaxGroupedWidenedRows : MaxGroupedRows;
+        return pb.B.Type is DType.F32 or DType.BF16 ? MaxGroupedRows : MaxGroupedWidenedRows;
+    }
 
     public static void Run(in GemmProblem pb)
     {
@@ -81,6 +98,11 @@ internal static unsafe class GemmSkinny
             RunColumns(job, j0, j1, streamed: true);
             return;
         }
+        if (job.FourBit != null)
+        {
+            RunWidenedBlocks(job, j0, j1);
+            return;
+        }
         for (int jb = j0; jb < j1; jb += GroupedBlock)
             for (int r0 = 0; r0 < job.M; r0 += MaxRows)
             {
@@ -90,6 +112,55 @@ internal static unsafe class GemmSkinny
                 group.M = Math.Min(MaxRows, job.M - r0);
                 RunColumns(group, jb, Math.Min(j1, jb + GroupedBlock), streamed: r0 == 0);
             }
+    }
+
+    /// <summary>
+    /// W rows [j0, j1) that are not read in place (4-bit): each block of <see cref="WidenedBlockRows"/> W rows is
+    /// dequantized (and rounded to the compute dtype) once into a per-thread f32 buffer that stays in L2, and every row
+    /// group of X is then multiplied by that buffer as by F32 rows in place (the 4×4 tile, W from cache): one
+    /// dequantization per W element whatever the number of rows, and the sums of <see cref="RunColumns{TRows}"/>, so
+    /// each row's result is still the single-row product's.
+    /// </summary>
+    private static void RunWidenedBlocks(in Job job, int j0, int j1)
+    {
+        int k = job.K, blockRows = WidenedBlockRows(k);
+        float* block = GemmScratch.Current.Dequant((long)blockRows * k);
+        var widened = job with { B = block, Ldb = k, BType = DType.F32, FourBit = null, RoundTo = DType.F32 };
+        for (int jb = j0; jb < j1; jb += blockRows)
+        {
+            int rows = Math.Min(blockRows, j1 - jb);
+            WidenRows(job, jb, rows, block);
+            for (int r0 = 0; r0 < job.M; r0 += MaxRows)
+            {
+                var group = widened;
+                group.A = job.A + r0 * job.Lda;
+                group.C = job.C + r0 * job.Ldc + jb;
+                group.M = Math.Min(MaxRows, job.M - r0);
+                RunColumns<F32Rows>(group, 0, rows, streamed: false);
+            }
+        }
+    }
+
+    /// <summary>W rows per dequantized block: about <see cref="WidenedBlockFloats"/> f32 (64 rows up to k = 1,024), a multiple of <see cref="Cols"/>.</summary>
+    private static int WidenedBlockRows(int k) => Math.Clamp((WidenedBlockFloats / k) & ~(Cols - 1), Cols, GroupedBlock);
+
+    /// <summary>256 KiB of f32: with the X rows it stays in a 1 MiB L2 (64 KiB and 1 MiB blocks measured no better).</summary>
+    private const int WidenedBlockFloats = 1 << 16;
+
+    /// <summary>W rows [j, j + rows) widened or dequantized into f32 rows of k at <paramref name="destination"/>, then rounded to the compute dtype.</summary>
+    private static void WidenRows(in Job job, int j, int rows, float* destination)
+    {
+        int k = job.K;
+        int elementSize = job.BType == DType.F32 ? 4 : 2;
+        if (job.FourBit != null && job.FourBit->BlockSize % 32 == 0 && k % job.FourBit->BlockSize == 0)
+            DequantizeRows(job.FourBit, j, rows, k, destination);
+        else
+            for (int c = 0; c < rows; c++)
+            {
+                if (job.FourBit != null) job.FourBit->Dequantize((long)(j + c) * k, k, destination + (long)c * k);
+                else GemmPacking.Widen((byte*)job.B + (j + c) * job.Ldb * elementSize, job.BType, destination + (long)c * k, k);
+            }
+        if (job.RoundTo != DType.F32) GemmPacking.Round(destination, (long)rows * k, job.RoundTo);
     }
 
     private struct Job
@@ -145,12 +216,7 @@ internal static unsafe class GemmSkinny
             }
             else
             {
-                for (int c = 0; c < cols; c++)
-                {
-                    if (job.FourBit != null) job.FourBit->Dequantize((long)(j + c) * k, k, widened + (long)c * k);
-                    else GemmPacking.Widen((byte*)job.B + (j + c) * job.Ldb * elementSize, job.BType, widened + (long)c * k, k);
-                }
-                if (job.RoundTo != DType.F32) GemmPacking.Round(widened, (long)cols * k, job.RoundTo);
+                WidenRows(job, j, cols, widened);
                 w0 = (byte*)widened;
                 w1 = (byte*)(widened + (long)Math.Min(1, cols - 1) * k);
                 w2 = (byte*)(widened + (long)Math.Min(2, cols - 1) * k);
@@ -211,10 +277,48 @@ internal static unsafe class GemmSkinny
     {
         var raw = Vector128.Load(codes);
         var high = (raw.AsUInt16() >> 4).AsByte();
-        var w0 = Avx512F.PermuteVar16x32(scaledTable, Avx512F.ConvertToVector512Int32(Sse2.UnpackLow(high, raw)));
-        acc = Vector512.FusedMultiplyAdd(xLow, w0, acc);
-        var w1 = Avx512F.PermuteVar16x32(scaledTable, Avx512F.ConvertToVector512Int32(Sse2.UnpackHigh(high, raw)));
-        acc = Vector512.FusedMultiplyAdd(xHigh, w1, acc);
+        acc = Vector512.FusedMultiplyAdd(xLow, LookupLow(raw, high, scaledTable), acc);
+        acc = Vector512.FusedMultiplyAdd(xHigh, LookupHigh(raw, high, scaledTable), acc);
+    }
+
+    /// <summary>The first 16 of the 32 codes in <paramref name="raw"/> (<paramref name="high"/>: raw's 16-bit lanes shifted right by four) looked up in the scaled table (see <see cref="Accumulate"/>).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> LookupLow(Vector128<byte> raw, Vector128<byte> high, Vector512<float> scaledTable) =>
+        Avx512F.PermuteVar16x32(scaledTable, Avx512F.ConvertToVector512Int32(Sse2.UnpackLow(high, raw)));
+
+    /// <summary>The last 16 of the 32 codes looked up likewise.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> LookupHigh(Vector128<byte> raw, Vector128<byte> high, Vector512<float> scaledTable) =>
+        Avx512F.PermuteVar16x32(scaledTable, Avx512F.ConvertToVector512Int32(Sse2.UnpackHigh(high, raw)));
+
+    /// <summary>
+    /// 4-bit W rows [j, j + rows) of k codes whose blocks tile each row (k a multiple of the block size, a block size of
+    /// 32 or more) dequantized into f32 rows: the block's scale multiplies the 16-entry table once per block, then 32
+    /// codes at a time are looked up as in <see cref="Accumulate"/>: the values <see cref="FourBitView.Dequantize"/>
+    /// writes (table[code] · absmax), without its per-call and per-value work.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void DequantizeRows(FourBitView* view, int j, int rows, int k, float* destination)
+    {
+        int blockSize = view->BlockSize, blocksPerRow = k / blockSize;
+        var lut = Vector512.Load(view->Table);
+        for (int r = 0; r < rows; r++)
+        {
+            long row = j + r;
+            byte* q = view->Packed + row * k / 2;
+            float* d = destination + (long)r * k;
+            for (int b = 0; b < blocksPerRow; b++)
+            {
+                var scaled = lut * Vector512.Create(view->BlockScale(row * blocksPerRow + b));
+                for (int p = b * blockSize, end = p + blockSize; p < end; p += 32)
+                {
+                    var raw = Vector128.Load(q + p / 2);
+                    var high = (raw.AsUInt16() >> 4).AsByte();
+                    Vector512.Store(LookupLow(raw, high, scaled), d + p);
+                    Vector512.Store(LookupHigh(raw, high, scaled), d + p + 16);
+                }
+            }
+        }
     }
 
     /// <summary>How a tile reads 16 (or one) f32 values at element p of a W row.</summary>
@@ -280,6 +384,34 @@ internal static unsafe class GemmSkinny
     }
 
     /// <summary>
+    /// Four accumulators' lanes summed pairwise in <see cref="Vector512.Sum{T}"/>'s order up to their 128-bit quarters:
+    /// quarter q of the result holds ((v0 + v1) + (v2 + v3)) of lanes 4q..4q+3 of a, b, c, d in turn. Each addition is one
+    /// of the additions Sum makes (adjacent lanes, then adjacent pairs), four accumulators per instruction. (.NET sums a
+    /// Vector512 of floats as Sum(lower half) + Sum(upper half), recursively down to adjacent pairs; the batch-invariance
+    /// tests, which compare with the one-row path's Vector512.Sum, fail if that ever changes.)
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Sum4(Vector512<float> a, Vector512<float> b, Vector512<float> c, Vector512<float> d)
+    {
+        var ab = Avx512F.Shuffle(a, b, 0x88) + Avx512F.Shuffle(a, b, 0xDD);
+        var cd = Avx512F.Shuffle(c, d, 0x88) + Avx512F.Shuffle(c, d, 0xDD);
+        return Avx512F.Shuffle(ab, cd, 0x88) + Avx512F.Shuffle(ab, cd, 0xDD);
+    }
+
+    /// <summary>
+    /// Sixteen accumulators' <see cref="Vector512.Sum{T}"/> at once from four <see cref="Sum4"/> results: adjacent
+    /// quarters, then the two halves, as Sum adds them, so element i is exactly Sum of the i-th accumulator (a, b, c, d
+    /// of the first argument, then of the second, ...). 45 shuffles and adds for 16 sums instead of about 10 per sum.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    private static Vector512<float> Sum16(Vector512<float> s0, Vector512<float> s1, Vector512<float> s2, Vector512<float> s3)
+    {
+        var h01 = Avx512F.Shuffle4x128(s0, s1, 0x88) + Avx512F.Shuffle4x128(s0, s1, 0xDD);
+        var h23 = Avx512F.Shuffle4x128(s2, s3, 0x88) + Avx512F.Shuffle4x128(s2, s3, 0xDD);
+        return Avx512F.Shuffle4x128(h01, h23, 0x88) + Avx512F.Shuffle4x128(h01, h23, 0xDD);
+    }
+
+    /// <summary>
     /// The 4×4 tile of <see cref="DotTile{TRows}"/> with its four W rows read one after the other (each against the four
     /// X rows): W as one stream, as in <see cref="DotRow{TRows}"/>, for W coming from memory; the interleaved tile loads
     /// less per multiply-add and is kept for W that later row groups read from L2. Every sum in the tile's order.
@@ -336,10 +468,7 @@ internal static unsafe class GemmSkinny
             var w3 = TRows.Load(b3, p);
             c03 = Vector512.FusedMultiplyAdd(x0, w3, c03); c13 = Vector512.FusedMultiplyAdd(x1, w3, c13); c23 = Vector512.FusedMultiplyAdd(x2, w3, c23); c33 = Vector512.FusedMultiplyAdd(x3, w3, c33);
         }
-        result[0] = Vector512.Sum(c00); result[1] = Vector512.Sum(c01); result[2] = Vector512.Sum(c02); result[3] = Vector512.Sum(c03);
-        result[4] = Vector512.Sum(c10); result[5] = Vector512.Sum(c11); result[6] = Vector512.Sum(c12); result[7] = Vector512.Sum(c13);
-        result[8] = Vector512.Sum(c20); result[9] = Vector512.Sum(c21); result[10] = Vector512.Sum(c22); result[11] = Vector512.Sum(c23);
-        result[12] = Vector512.Sum(c30); result[13] = Vector512.Sum(c31); result[14] = Vector512.Sum(c32); result[15] = Vector512.Sum(c33);
+        Vector512.Store(Sum16(Sum4(c00, c01, c02, c03), Sum4(c10, c11, c12, c13), Sum4(c20, c21, c22, c23), Sum4(c30, c31, c32, c33)), result);
         for (; p < k; p++)
         {
             float x0 = a0[p], x1 = a1[p], x2 = a2[p], x3 = a3[p];

@@ -1,4 +1,5 @@
 using PeftSharp.Kernels;
+using PeftSharp.Quantization;
 using PeftSharp.Tensors;
 
 namespace PeftSharp.Tests.Kernels;
@@ -165,49 +166,64 @@ public unsafe class GemmTests
     /// <summary>
     /// Batch invariance, which serving relies on (a request's tokens must not depend on the requests batched with it):
     /// on the skinny path every row of X·Wᵀ is bit-for-bit the product of that row alone, whatever the number of rows
-    /// (direct rows, row groups, a prompt's prefill), the threads, and whether W is F32 or BF16.
+    /// (direct rows, row groups, a prompt's prefill), the threads, and whether W is F32, BF16 or 4-bit (NF4 with f32
+    /// or bf16 compute, FP4 with double quantization; a depth that is a multiple of the 4-bit block, where one row
+    /// takes the in-register 4-bit path, and one that is not). Bf16 compute runs with the VDPBF16PS kernel off, which
+    /// otherwise takes it past eight rows (its own tests cover that kernel).
     /// </summary>
     [Theory]
-    [InlineData(1)]
-    [InlineData(2)]
-    public void EveryRowOfASkinnyProductEqualsThatRowAlone(int threads)
+    [InlineData(1, 200)]
+    [InlineData(2, 200)]
+    [InlineData(1, 256)]
+    [InlineData(2, 256)]
+    public void EveryRowOfASkinnyProductEqualsThatRowAlone(int threads, int k)
     {
         int saved = Parallelism.MaxThreads;
         Parallelism.MaxThreads = threads;
+        using var noBf16Dot = Bf16Dot.Disable();
         try
         {
             var rng = new Random(11);
-            const int n = 301, k = 200;
+            const int n = 301;
             float[] x = Matrix(rng, 64, k, k), w = Matrix(rng, n, k, k);
             var bits = new ushort[n * k];
             for (int i = 0; i < bits.Length; i++) bits[i] = (ushort)(BitConverter.SingleToInt32Bits(w[i]) >> 16);
-            fixed (float* px = x, pw = w)
-            fixed (ushort* pbits = bits)
-                foreach (bool half in new[] { false, true })
+            using var nf4 = Quantized4BitTensor.Quantize(w, [n, k], QuantType.Nf4, 64, doubleQuant: false);
+            using var fp4 = Quantized4BitTensor.Quantize(w, [n, k], QuantType.Fp4, 64, doubleQuant: true);
+            fixed (float* px = x)
+                foreach (string weights in new[] { "f32", "bf16", "nf4", "nf4 (bf16 compute)", "fp4" })
                 {
                     var alone = new float[64 * n];
                     fixed (float* pa = alone)
                         for (int r = 0; r < 64; r++)
-                            Product(half, px + r * k, pw, pbits, pa + r * n, 1);
-                    foreach (int m in new[] { 2, 3, 4, 5, 8, 13, 32, 33, 64 })
+                            Product(weights, px + r * k, pa + r * n, 1);
+                    foreach (int m in new[] { 2, 3, 4, 5, 8, 9, 13, 17, 32, 33, 63, 64 })
                     {
                         var y = new float[m * n];
-                        fixed (float* py = y) Product(half, px, pw, pbits, py, m);
+                        fixed (float* py = y) Product(weights, px, py, m);
                         for (int i = 0; i < m * n; i++)
                             if (BitConverter.SingleToInt32Bits(y[i]) != BitConverter.SingleToInt32Bits(alone[i]))
-                                Assert.Fail($"bf16={half} m={m} threads={threads}: C[{i / n},{i % n}] = {y[i]:R}, alone {alone[i]:R}");
+                                Assert.Fail($"{weights} m={m} k={k} threads={threads}: C[{i / n},{i % n}] = {y[i]:R}, alone {alone[i]:R}");
                     }
                 }
+
+            void Product(string weights, float* rows, float* result, int m)
+            {
+                fixed (float* pw = w)
+                fixed (ushort* pbits = bits)
+                    switch (weights)
+                    {
+                        case "f32": Gemm.LinearForward(rows, pw, null, result, m, n, k); break;
+                        case "bf16": Gemm.LinearForward(rows, pbits, DType.BF16, null, result, m, n, k); break;
+                        case "nf4": FourBitGemm.LinearForward4Bit(rows, nf4, null, result, m); break;
+                        case "nf4 (bf16 compute)": FourBitGemm.LinearForward4Bit(rows, nf4, null, result, m, DType.BF16); break;
+                        default: FourBitGemm.LinearForward4Bit(rows, fp4, null, result, m); break;
+                    }
+            }
         }
         finally
         {
             Parallelism.MaxThreads = saved;
-        }
-
-        static void Product(bool half, float* rows, float* w, ushort* bits, float* result, int m)
-        {
-            if (half) Gemm.LinearForward(rows, bits, DType.BF16, null, result, m, 301, 200);
-            else Gemm.LinearForward(rows, w, null, result, m, 301, 200);
         }
     }
 
