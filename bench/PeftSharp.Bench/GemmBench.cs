@@ -7,7 +7,7 @@ using PeftSharp.Tensors;
 namespace PeftSharp.Bench;
 
 /// <summary>
-/// `gemm [--threads 1,2] [--rounds 5] [--quick] [--only SUBSTRING] [--cpu-time] [--grouped-rows N] [--decode] [--bf16] [--bf16-kernel] [--pair-kc N] [--parts-per-thread N]`: GFLOP/s of <see cref="Gemm"/> on square, training and
+/// `gemm [--threads 1,2] [--rounds 5] [--quick] [--only SUBSTRING] [--cpu-time] [--grouped-rows N] [--decode] [--bf16] [--bf16-kernel] [--pair-kc N] [--parts-per-thread N] [--profile-parts]`: GFLOP/s of <see cref="Gemm"/> on square, training and
 /// LoRA shapes, alternating case by case with OpenBLAS's cblas_sgemm when libopenblas.so.0 is installed (run with
 /// OPENBLAS_CORETYPE=SkylakeX to compare with its AVX-512 kernels). One JSON line per case, medians over rounds.
 /// `--bf16` instead times each case with both operands rounded to bfloat16 (what a bf16 compute dtype multiplies) on the
@@ -41,8 +41,9 @@ public static unsafe class GemmBench
                 case "--bf16-kernel": kernelOnly = true; break;
                 case "--pair-kc": GemmBlocking.PairKC = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--parts-per-thread": GemmBlocking.PartsPerThread = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
+                case "--profile-parts": _profileParts = true; break;
                 default:
-                    Console.Error.WriteLine($"gemm: unknown option '{args[i]}' (expected --threads LIST, --rounds N, --quick, --only TEXT, --cpu-time, --grouped-rows N, --decode, --bf16, --pair-kc N, --bf16-kernel)");
+                    Console.Error.WriteLine($"gemm: unknown option '{args[i]}' (expected --threads LIST, --rounds N, --quick, --only TEXT, --cpu-time, --grouped-rows N, --decode, --bf16, --pair-kc N, --bf16-kernel, --parts-per-thread N, --profile-parts)");
                     return 1;
             }
         }
@@ -166,6 +167,33 @@ public static unsafe class GemmBench
         if (_groupedRows > 0)
             line += FormattableString.Invariant($",\"grouped_rows\":{_groupedRows},\"grouped_gflops\":{Median(grouped):F1},\"grouped_ratio\":{Median(grouped) / g:F2}");
         Console.WriteLine(line + FormattableString.Invariant($",\"median_of\":{rounds}}}"));
+        if (_profileParts) ProfileParts(c, threads, Ours, minSeconds);
+    }
+
+    private static bool _profileParts;
+
+    /// <summary>
+    /// `--profile-parts`: the blocked product again under <see cref="GemmPartProfile"/>: per call, each thread's milliseconds
+    /// packing B̃, packing Ã, in the micro-kernel loops and in its parts (the rest of a part: edge tiles, loop overhead), and
+    /// the call's wall time; a thread's idle time is the wall time minus its parts.
+    /// </summary>
+    private static void ProfileParts(Case c, int threads, Action ours, double minSeconds)
+    {
+        ours();
+        GemmPartProfile.TakeAndReset();
+        GemmPartProfile.Enabled = true;
+        int calls = 0;
+        long start = Stopwatch.GetTimestamp();
+        try
+        {
+            do { ours(); calls++; } while (Stopwatch.GetElapsedTime(start).TotalSeconds < 3 * minSeconds);
+        }
+        finally { GemmPartProfile.Enabled = false; }
+        double wallMs = Stopwatch.GetElapsedTime(start).TotalMilliseconds / calls;
+        var perThread = GemmPartProfile.TakeAndReset().OrderByDescending(t => t[3]).Select(t => FormattableString.Invariant(
+            $"{{\"pack_b_ms\":{t[0] * 1e3 / calls:F3},\"pack_a_ms\":{t[1] * 1e3 / calls:F3},\"kernel_ms\":{t[2] * 1e3 / calls:F3},\"parts_ms\":{t[3] * 1e3 / calls:F3},\"parts\":{t[4] / calls:F2}}}"));
+        Console.WriteLine(FormattableString.Invariant(
+            $"{{\"op\":\"gemm_parts\",\"form\":\"{c.Form}\",\"m\":{c.M},\"n\":{c.N},\"k\":{c.K},\"threads\":{threads},\"parts_per_thread\":{GemmBlocking.PartsPerThread},\"wall_ms\":{wallMs:F3},\"calls\":{calls},\"per_thread\":[{string.Join(",", perThread)}]}}"));
     }
 
     /// <summary>

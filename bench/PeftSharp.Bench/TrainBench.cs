@@ -14,7 +14,7 @@ namespace PeftSharp.Bench;
 
 /// <summary>
 /// `train --model distilgpt2|gpt2|stories15m|qwen2.5-0.5b --target c_attn|q_proj,v_proj|all-linear [-r 8] [--batch 4] [--seq 256]
-/// [--quant nf4 [--compute-dtype bfloat16|float32|float16]] [--bf16] [--ab-bf16-dot | --ab-bf16] [--steps 5] [--checkpointing] [--dropout 0] [--threads N] [--profile]`: LoRA training steps (forward, loss, backward, AdamW) on a model of that shape
+/// [--quant nf4 [--compute-dtype bfloat16|float32|float16]] [--bf16] [--ab-bf16-dot | --ab-bf16] [--steps 5] [--checkpointing] [--dropout 0] [--threads N] [--parts-per-thread N] [--profile]`: LoRA training steps (forward, loss, backward, AdamW) on a model of that shape
 /// with random f32 weights (the base optionally quantized to NF4 with double quantization and bf16 compute first) and random
 /// token batches. After one warm-up step, times the rest; one JSON line with tokens/s, ms per step, peak RSS and the arena peak.
 /// `--objective dpo|reward` runs a preference step instead of the SFT loss: --batch pairs of --seq tokens per side (prompt half,
@@ -41,6 +41,7 @@ public static class TrainBench
         bool checkpointing = args.Contains("--checkpointing");
         double dropout = double.Parse(Option(args, "--dropout", "0"), System.Globalization.CultureInfo.InvariantCulture);
         if (args.Contains("--threads")) Kernels.Parallelism.MaxThreads = int.Parse(Option(args, "--threads", "2"));
+        if (args.Contains("--parts-per-thread")) Kernels.GemmBlocking.PartsPerThread = int.Parse(Option(args, "--parts-per-thread", "1"));
         string objective = Option(args, "--objective", "sft");
         if (objective is not ("sft" or "dpo" or "reward")) throw new ArgumentException($"--objective {objective}: expected sft, dpo or reward.");
         if (quant is not (null or "nf4" or "fp4")) throw new ArgumentException($"--quant {quant}: expected nf4 or fp4.");

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.CompilerServices;
 using PeftSharp.Tensors;
 
@@ -17,10 +18,13 @@ internal static class GemmBlocking
     /// <summary>Below this many multiply-adds a product runs on one thread.</summary>
     public static long ParallelMinMacs = 1L << 20;
     /// <summary>
-    /// Parts of a parallel product per thread: more let a thread that finishes early (or loses its core) take another, but each
-    /// part packs the whole operand it does not split, so every part adds one more packing of it.
+    /// Parts of a parallel product per thread. More let a thread that finishes early (or loses its core to another process) take
+    /// another, but each part packs the whole operand it does not split: with two parts a thread, Ã packing took 18-25% of
+    /// the 2-thread wall time of the training shapes where A is repacked (`gemm --profile-parts`, quiet machine), and one
+    /// part a thread made them 1.0-1.2x faster and the distilgpt2 LoRA step 6-17% (docs/PERFORMANCE.md). Each output's sum is
+    /// the same whatever the parts, so results do not depend on it.
     /// </summary>
-    public static int PartsPerThread = 2;
+    public static int PartsPerThread = 1;
 }
 
 /// <summary>
@@ -168,12 +172,14 @@ internal static unsafe class GemmDriver
     private static void RunPart(int part, void* state)
     {
         ref var job = ref *(Job*)state;
+        long start = GemmPartProfile.Enabled ? Stopwatch.GetTimestamp() : 0;
         int t0 = (int)((long)job.Tiles * part / job.Parts), t1 = (int)((long)job.Tiles * (part + 1) / job.Parts);
         ref var pb = ref job.Problem;
         if (job.SplitN)
             Block(pb, job.MicroKernel, 0, pb.M, t0 * job.MicroKernel.Cols, Math.Min(pb.N, t1 * job.MicroKernel.Cols));
         else
             Block(pb, job.MicroKernel, t0 * job.MicroKernel.Rows, Math.Min(pb.M, t1 * job.MicroKernel.Rows), 0, pb.N);
+        if (GemmPartProfile.Enabled) GemmPartProfile.Part(start);
     }
 
     /// <summary>Computes the C block rows [m0, m1) × columns [n0, n1) on the calling thread.</summary>
@@ -199,11 +205,14 @@ internal static unsafe class GemmDriver
             {
                 int kc = Math.Min(kcMax, pb.K - pc);
                 bool accumulate = pb.Accumulate || pc > 0;
+                long t = GemmPartProfile.Enabled ? Stopwatch.GetTimestamp() : 0;
                 GemmPacking.Pack(pb.B, pc, kc, jc, nc, nr, packB, row, mk.Pairs);
+                if (GemmPartProfile.Enabled) t = GemmPartProfile.PackB(t);
                 for (int ic = m0; ic < m1; ic += mcMax)
                 {
                     int mc = Math.Min(mcMax, m1 - ic);
                     GemmPacking.Pack(aT, pc, kc, ic, mc, mr, packA, row, mk.Pairs);
+                    if (GemmPartProfile.Enabled) t = GemmPartProfile.PackA(t);
                     for (int ir = 0; ir < mc; ir += mr)
                     {
                         float* aStrip = packA + (long)ir * kc;
@@ -227,10 +236,63 @@ internal static unsafe class GemmDriver
                             }
                         }
                     }
+                    if (GemmPartProfile.Enabled) t = GemmPartProfile.Kernel(t);
                 }
             }
         }
     }
 
     private static int RoundUp(int value, int multiple) => (value + multiple - 1) / multiple * multiple;
+}
+
+/// <summary>
+/// Where a blocked product's time goes, per thread (bench `gemm --profile-parts`): packing B̃, packing Ã, the micro-kernel
+/// loops, and each part's wall time, accumulated by the thread that ran it. Off (the default) it costs a static read per
+/// packed block. Not for concurrent products: the counters are global.
+/// </summary>
+internal static class GemmPartProfile
+{
+    public static bool Enabled;
+    private static readonly object Gate = new();
+    private static readonly Dictionary<int, double[]> ByThread = [];
+    [ThreadStatic] private static double[]? _mine;
+
+    private static double[] Mine()
+    {
+        if (_mine != null) return _mine;
+        lock (Gate)
+        {
+            int id = Environment.CurrentManagedThreadId;
+            if (!ByThread.TryGetValue(id, out var c)) ByThread[id] = c = new double[5];
+            return _mine = c;
+        }
+    }
+
+    private static long Add(int slot, long since)
+    {
+        long now = Stopwatch.GetTimestamp();
+        Mine()[slot] += (now - since) / (double)Stopwatch.Frequency;
+        return now;
+    }
+
+    public static long PackB(long since) => Add(0, since);
+    public static long PackA(long since) => Add(1, since);
+    public static long Kernel(long since) => Add(2, since);
+
+    public static void Part(long since)
+    {
+        Add(3, since);
+        Mine()[4] += 1;
+    }
+
+    /// <summary>Seconds in B̃ packing, Ã packing, kernels and parts, and the part count, per thread that ran a part; then cleared.</summary>
+    public static List<double[]> TakeAndReset()
+    {
+        lock (Gate)
+        {
+            var list = ByThread.Values.Where(c => c[4] > 0).Select(c => (double[])c.Clone()).ToList();
+            foreach (var c in ByThread.Values) Array.Clear(c);
+            return list;
+        }
+    }
 }

@@ -46,6 +46,57 @@ public unsafe class GemmTests
         }
     }
 
+    [Fact]
+    public void ThePartsOfAParallelProductDoNotChangeItsBitsAndTheirProfileAccountsForTheirTime()
+    {
+        int savedThreads = Parallelism.MaxThreads, savedParts = GemmBlocking.PartsPerThread;
+        Parallelism.MaxThreads = 2;
+        var rng = new Random(7);
+        try
+        {
+            // Split along N (N >= M) and along M, with edge tiles, K across two KC blocks.
+            foreach (var (m, n, k) in new[] { (200, 410, 300), (410, 200, 300) })
+            {
+                float[] a = Enumerable.Range(0, m * k).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
+                float[] b = Enumerable.Range(0, k * n).Select(_ => (float)rng.NextDouble() - 0.5f).ToArray();
+                var results = new List<float[]>();
+                foreach (int parts in new[] { 1, 2, 3 })
+                {
+                    GemmBlocking.PartsPerThread = parts;
+                    var c = new float[m * n];
+                    fixed (float* pa = a, pb = b, pc = c) Gemm.Compute(false, false, m, n, k, pa, k, pb, n, pc, n, false);
+                    results.Add(c);
+                }
+                Assert.Equal(results[0], results[1]);
+                Assert.Equal(results[0], results[2]);
+
+                // The profile: every part counted (at least: the counters are global, and other tests may run products meanwhile),
+                // and each thread's packing and kernel time within its parts'.
+                GemmBlocking.PartsPerThread = 2;
+                GemmPartProfile.TakeAndReset();
+                GemmPartProfile.Enabled = true;
+                try
+                {
+                    var c = new float[m * n];
+                    fixed (float* pa = a, pb = b, pc = c) Gemm.Compute(false, false, m, n, k, pa, k, pb, n, pc, n, false);
+                }
+                finally { GemmPartProfile.Enabled = false; }
+                var threads = GemmPartProfile.TakeAndReset();
+                Assert.True(threads.Sum(t => t[4]) >= 4, "two threads × two parts each");
+                foreach (var t in threads)
+                {
+                    Assert.True(t[0] > 0 && t[1] > 0 && t[2] > 0, "packing B, packing A and the kernels each take time");
+                    Assert.True(t[0] + t[1] + t[2] <= t[3] * 1.0001, $"the parts' {t[3]} s hold their packing and kernels ({t[0]} + {t[1]} + {t[2]} s)");
+                }
+            }
+        }
+        finally
+        {
+            Parallelism.MaxThreads = savedThreads;
+            GemmBlocking.PartsPerThread = savedParts;
+        }
+    }
+
     private static void CheckOne(Random rng, int m, int n, int k, bool transA, bool transB, bool accumulate, int pad)
     {
         int aRows = transA ? k : m, aCols = transA ? m : k;
