@@ -168,7 +168,10 @@ public sealed class MpiRunTests : IDisposable
             var (code, output, seconds) = Train2(Config(name, 1), ("PEFTSHARP_MPI_FAULT", $"{action}:1:22"));
             Assert.True(code != 0, output);
             Assert.True(seconds < 45, $"{action}: the run took {seconds:F0} s to end\n{output}");
-            Assert.Contains($"rank 1 {action} at collective 22", output);
+            // A frozen rank's own last line reaches mpirun through its daemon's forwarding, which the teardown can cut short under
+            // load (seen once in a full suite): for "stop" the surviving rank's diagnosis is the proof; a killed rank's line
+            // is written before its process ends.
+            if (action == "kill") Assert.Contains($"rank 1 {action} at collective 22", output);
             if (action == "stop") Assert.Contains("rank 1 (host", output);
             Assert.True(File.Exists(Out(name, "checkpoint-3/adapter_model.safetensors")), output);
             Assert.False(File.Exists(Out(name, "adapter_model.safetensors")));
