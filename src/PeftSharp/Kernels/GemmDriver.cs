@@ -19,9 +19,9 @@ internal static class GemmBlocking
     public static long ParallelMinMacs = 1L << 20;
     /// <summary>
     /// Parts of a parallel product per thread. More let a thread that finishes early (or loses its core to another process) take
-    /// another, but each part packs the whole operand it does not split: with two parts a thread, Ã packing took 18-25% of
-    /// the 2-thread wall time of the training shapes where A is repacked (`gemm --profile-parts`, quiet machine), and one
-    /// part a thread made them 1.0-1.2x faster and the distilgpt2 LoRA step 6-17% (docs/PERFORMANCE.md). Each output's sum is
+    /// another, but each part packs the whole operand it does not split: with two parts a thread, Ã packing took 15-22% of
+    /// the 2-thread wall time of the training shapes where Ã is repacked (`gemm --profile-parts`, quiet machine), and one
+    /// part a thread raised most of their ratios to OpenBLAS and the distilgpt2 LoRA step 6-17% (docs/PERFORMANCE.md). Each output's sum is
     /// the same whatever the parts, so results do not depend on it.
     /// </summary>
     public static int PartsPerThread = 1;
