@@ -21,13 +21,28 @@ public static class CliRunner
         catch (Exception e) when (IsUserError(Unwrap(e)))
         {
             error.WriteLine($"error: {Unwrap(e).Message}");
+            LetTheLauncherForward(error);
             return UserError;
         }
         catch (Exception e)
         {
             error.WriteLine($"internal error: {e}");
+            LetTheLauncherForward(error);
             return InternalError;
         }
+    }
+
+    /// <summary>
+    /// Under mpirun the first rank to exit non-zero ends the job, and a line another rank (or this one) wrote just before
+    /// can be lost in the launcher's teardown (seen under load: a refused run whose message never reached the terminal).
+    /// The message is written after MPI has been finalized, so a rank that fails waits a moment before exiting to let the
+    /// launcher forward it.
+    /// </summary>
+    private static void LetTheLauncherForward(TextWriter error)
+    {
+        if (!Training.Distributed.MpiLauncher.IsLaunched()) return;
+        error.Flush();
+        Thread.Sleep(TimeSpan.FromMilliseconds(500));
     }
 
     /// <summary>The exception parallel work wrapped (a single inner exception of an AggregateException).</summary>
