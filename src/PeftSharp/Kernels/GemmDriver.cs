@@ -124,10 +124,19 @@ internal static unsafe class GemmDriver
             RunNarrow(pb, path);
             return;
         }
+        if (GemmFewRows.Applies(pb, path))
+        {
+            GemmFewRows.Run(pb);
+            return;
+        }
         var mk = GemmMicroKernel.For(pb, path);
         long macs = (long)pb.M * pb.N * pb.K;
         int threads = macs < GemmBlocking.ParallelMinMacs ? 1 : Parallelism.MaxThreads;
-        bool splitN = pb.N >= pb.M;
+        // Split the columns when they are the longer side, unless the depth is small (a LoRA rank update H·Bᵀ, dH·A):
+        // there each thread's share of C is written once with few multiply-adds per element, and two threads writing the
+        // two halves of the same rows ran slower together than one alone (0.65-0.7x a thread's rate, `gemm --profile-parts`);
+        // by rows, each writes its own contiguous block, and the unsplit operand each then packs (B̃, n × k) is small.
+        bool splitN = pb.N >= pb.M && pb.K > SmallDepth;
         int tiles = splitN ? (pb.N + mk.Cols - 1) / mk.Cols : (pb.M + mk.Rows - 1) / mk.Rows;
         int parts = threads <= 1 ? 1 : Math.Min(GemmBlocking.PartsPerThread * threads, tiles);
         if (parts <= 1)
@@ -138,6 +147,9 @@ internal static unsafe class GemmDriver
         var job = new Job { Problem = pb, MicroKernel = mk, Parts = parts, Tiles = tiles, SplitN = splitN };
         Parallelism.For(parts, &RunPart, &job);
     }
+
+    /// <summary>Depth up to which a parallel product is split by rows whatever its shape (see <see cref="Run"/>).</summary>
+    private const int SmallDepth = 64;
 
     /// <summary>Products at most this wide (LoRA ranks) are computed transposed, so the rank becomes the kernel's row strip.</summary>
     private const int NarrowColumns = 16;
@@ -184,7 +196,7 @@ internal static unsafe class GemmDriver
 
     /// <summary>Computes the C block rows [m0, m1) × columns [n0, n1) on the calling thread.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
-    private static void Block(in GemmProblem pb, in GemmMicroKernel mk, int m0, int m1, int n0, int n1)
+    internal static void Block(in GemmProblem pb, in GemmMicroKernel mk, int m0, int m1, int n0, int n1)
     {
         int mr = mk.Rows, nr = mk.Cols;
         int kcMax = Math.Min(mk.Pairs ? GemmBlocking.PairKC : GemmBlocking.KC, pb.K);

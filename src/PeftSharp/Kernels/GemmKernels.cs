@@ -21,6 +21,15 @@ internal static unsafe class GemmKernels
     /// <summary>8×48: 24 zmm accumulators, 3 B̃ loads and 8 broadcasts per step.</summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     public static void Vector512Kernel(float* a, float* b, int kc, float* c, long ldc, bool accumulate)
+        => Vector512Kernel(a, b, Vector512Cols, kc, c, ldc, accumulate);
+
+    /// <summary>
+    /// The 8×48 kernel reading its 48 columns of B in place, <paramref name="ldb"/> floats from one depth step to the next
+    /// (<see cref="GemmFewRows"/>: a product of at most a few row strips, where packing B̃ would cost more than it saves).
+    /// The same operations in the same order as the packed kernel, so the same bits.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining | MethodImplOptions.AggressiveOptimization)]
+    public static void Vector512Kernel(float* a, float* b, long ldb, int kc, float* c, long ldc, bool accumulate)
     {
         var c00 = Vector512<float>.Zero; var c01 = Vector512<float>.Zero; var c02 = Vector512<float>.Zero;
         var c10 = Vector512<float>.Zero; var c11 = Vector512<float>.Zero; var c12 = Vector512<float>.Zero;
@@ -42,7 +51,7 @@ internal static unsafe class GemmKernels
             var a6 = Vector512.Create(a[6]); c60 = Vector512.FusedMultiplyAdd(a6, b0, c60); c61 = Vector512.FusedMultiplyAdd(a6, b1, c61); c62 = Vector512.FusedMultiplyAdd(a6, b2, c62);
             var a7 = Vector512.Create(a[7]); c70 = Vector512.FusedMultiplyAdd(a7, b0, c70); c71 = Vector512.FusedMultiplyAdd(a7, b1, c71); c72 = Vector512.FusedMultiplyAdd(a7, b2, c72);
             a += 8;
-            b += 48;
+            b += ldb;
         }
         if (accumulate)
         {

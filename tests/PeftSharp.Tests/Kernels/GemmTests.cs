@@ -16,12 +16,13 @@ public unsafe class GemmTests
         return data;
     }
 
-    // Odd sizes exercise every edge tile; the larger ones cross the KC/MC blocks, use the skinny paths and run in parallel.
+    // Odd sizes exercise every edge tile; the larger ones cross the KC/MC blocks, use the skinny, narrow and few-row paths and
+    // run in parallel (130×1100×9: a rank update, split by rows).
     private static readonly (int M, int N, int K)[] Shapes =
     [
         (1, 1, 1), (1, 7, 33), (7, 1, 33), (7, 33, 1), (33, 7, 7), (33, 33, 33), (7, 7, 1023),
         (1023, 7, 33), (33, 1023, 7), (200, 100, 300), (70, 130, 520), (300, 16, 200), (16, 300, 200), (8, 200, 300), (2000, 9, 70),
-        (1, 1023, 33), (3, 70, 1000), (4, 37, 17), (2, 2000, 100), (61, 150, 40), (64, 70, 33),
+        (1, 1023, 33), (3, 70, 1000), (4, 37, 17), (2, 2000, 100), (61, 150, 40), (64, 70, 33), (130, 1100, 9),
     ];
 
     [Theory]
@@ -94,6 +95,44 @@ public unsafe class GemmTests
         {
             Parallelism.MaxThreads = savedThreads;
             GemmBlocking.PartsPerThread = savedParts;
+        }
+    }
+
+    /// <summary>
+    /// A product of few rows (a LoRA weight gradient dA = dHᵀ·X, m = the rank) reads B in place (<see cref="GemmFewRows"/>);
+    /// each of its outputs must have the bits the same rows get inside a taller product on the packed path, over two depth
+    /// blocks, with and without accumulation, on one and two threads.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void AFewRowProductHasTheBitsOfThoseRowsInATallerProduct(int threads)
+    {
+        using var forced = Simd.Force(SimdPath.Vector512);
+        int saved = Parallelism.MaxThreads;
+        Parallelism.MaxThreads = threads;
+        try
+        {
+            var rng = new Random(21);
+            const int tall = 40, n = 1000, k = 300;
+            float[] aT = Matrix(rng, k, tall, tall), b = Matrix(rng, k, n, n), c0 = Matrix(rng, tall, n, n);
+            foreach (bool accumulate in new[] { false, true })
+            {
+                var whole = (float[])c0.Clone();
+                fixed (float* pa = aT, pb = b, pc = whole) Gemm.Compute(true, false, tall, n, k, pa, tall, pb, n, pc, n, accumulate);
+                foreach (int m in new[] { 1, 5, 8, 13, 16 })
+                {
+                    var few = (float[])c0.Clone();
+                    fixed (float* pa = aT, pb = b, pc = few) Gemm.Compute(true, false, m, n, k, pa, tall, pb, n, pc, n, accumulate);
+                    for (int i = 0; i < m * n; i++)
+                        if (BitConverter.SingleToInt32Bits(few[i]) != BitConverter.SingleToInt32Bits(whole[i]))
+                            Assert.Fail($"m={m} accumulate={accumulate} threads={threads}: C[{i / n},{i % n}] = {few[i]:R}, in the taller product {whole[i]:R}");
+                }
+            }
+        }
+        finally
+        {
+            Parallelism.MaxThreads = saved;
         }
     }
 
