@@ -221,33 +221,38 @@ public static class TrainBench
             backward_s = Round(profile.Seconds(StepPhase.Backward) / steps), parts_s = Round(total), step_s = Round(wall),
             parts_over_step = Math.Round(total / wall, 4),
         }));
-        var (aloneForward, aloneBackward, flops) = FourBitAlone(model, rows);
+        var (aloneForward, aloneBackward, flops, lastFlops) = FourBitAlone(model, rows);
         if (flops == 0) return 0;
+        // The recomputation skips each layer's last product (Tape.UnreadOutput: its values are never read).
+        double recomputedFlops = flops - lastFlops;
         double inStepForward = profile.Seconds(StepPart.Linear4Bit, StepPhase.Forward) / steps;
         double inStepRecompute = profile.Seconds(StepPart.Linear4Bit, StepPhase.Recompute) / steps;
         double inStepBackward = profile.Seconds(StepPart.Linear4Bit, StepPhase.Backward) / steps;
         static double Rate(double flop, double seconds) => seconds > 0 ? Math.Round(flop / seconds / 1e9, 1) : 0;
         Console.WriteLine(JsonSerializer.Serialize(new
         {
-            op = "train_profile_linear4bit", run, gflop_per_pass = Math.Round(flops / 1e9, 1),
-            in_step_gflops = new { forward = Rate(flops, inStepForward), recompute = Rate(flops, inStepRecompute), backward = Rate(flops, inStepBackward) },
+            op = "train_profile_linear4bit", run, gflop_per_pass = Math.Round(flops / 1e9, 1), gflop_recomputed = Math.Round(recomputedFlops / 1e9, 1),
+            in_step_gflops = new { forward = Rate(flops, inStepForward), recompute = Rate(recomputedFlops, inStepRecompute), backward = Rate(flops, inStepBackward) },
             alone_gflops = new { forward = Rate(flops, aloneForward), backward = Rate(flops, aloneBackward) },
             alone_s = new { forward = Round(aloneForward), backward = Round(aloneBackward) },
         }));
         return 0;
     }
 
-    /// <summary>Seconds of one forward and one input gradient of every frozen 4-bit layer on <paramref name="rows"/> rows, and the FLOPs of one pass.</summary>
-    private static unsafe (double Forward, double Backward, double Flops) FourBitAlone(ICausalLM model, int rows)
+    /// <summary>
+    /// Seconds of one forward and one input gradient of every frozen 4-bit layer on <paramref name="rows"/> rows, the FLOPs of
+    /// one pass, and those of the layers' last products (down_proj, mlp.c_proj), which a recomputation skips.
+    /// </summary>
+    private static unsafe (double Forward, double Backward, double Flops, double LastFlops) FourBitAlone(ICausalLM model, int rows)
     {
         var layers = model.Linears.Select(slot => slot.Base).OfType<Linear4Bit>().ToList();
-        if (layers.Count == 0) return (0, 0, 0);
+        if (layers.Count == 0) return (0, 0, 0, 0);
         int widest = layers.Max(l => Math.Max(l.Info.InFeatures, l.Info.OutFeatures));
         using var a = new NativeBuffer<float>((long)rows * widest);
         using var b = new NativeBuffer<float>((long)rows * widest);
         a.Span.Fill(0.01f);
         b.Span.Fill(0.01f);
-        double forward = 0, backward = 0, flops = 0;
+        double forward = 0, backward = 0, flops = 0, lastFlops = 0;
         foreach (var layer in layers)
         {
             long start = Stopwatch.GetTimestamp();
@@ -256,9 +261,12 @@ public static class TrainBench
             start = Stopwatch.GetTimestamp();
             FourBitGemm.LinearBackwardInput4Bit(a.Pointer, layer.Weight, b.Pointer, rows, accumulate: false, layer.ComputeType);
             backward += Stopwatch.GetElapsedTime(start).TotalSeconds;
-            flops += 2.0 * rows * layer.Info.InFeatures * layer.Info.OutFeatures;
+            double layerFlops = 2.0 * rows * layer.Info.InFeatures * layer.Info.OutFeatures;
+            flops += layerFlops;
+            if (layer.Info.Name.EndsWith(".mlp.down_proj", StringComparison.Ordinal) || layer.Info.Name.EndsWith(".mlp.c_proj", StringComparison.Ordinal))
+                lastFlops += layerFlops;
         }
-        return (forward, backward, flops);
+        return (forward, backward, flops, lastFlops);
     }
 
     private static string Option(string[] args, string name, string fallback)

@@ -81,7 +81,8 @@ public static unsafe class HalfOps
         var shape = (int[])x.Shape.Clone();
         shape[^1] = n;
         var y = tape.NewTensor(shape, tape.AnyRequiresGrad(x, bias));
-        Gemm.LinearForward(x.Data, weight.Data, weight.DType, bias == null ? null : bias.Data, y.Data, m, n, k, computeType);
+        if (tape.SkipsUnreadProduct) Ops.SkipProduct(tape, y);
+        else Gemm.LinearForward(x.Data, weight.Data, weight.DType, bias == null ? null : bias.Data, y.Data, m, n, k, computeType);
         if (y.RequiresGrad)
             tape.Record(() =>
             {

@@ -98,7 +98,8 @@ public sealed unsafe partial class Ops(Tape tape)
         var shape = (int[])x.Shape.Clone();
         shape[^1] = n;
         var y = Tape.NewTensor(shape, Tape.AnyRequiresGrad(x, weight, bias));
-        Gemm.LinearForward(x.Data, weight.Data, bias == null ? null : bias.Data, y.Data, m, n, k, computeType);
+        if (Tape.SkipsUnreadProduct) SkipProduct(Tape, y);
+        else Gemm.LinearForward(x.Data, weight.Data, bias == null ? null : bias.Data, y.Data, m, n, k, computeType);
         if (y.RequiresGrad)
             Tape.Record(() =>
             {
@@ -113,6 +114,13 @@ public sealed unsafe partial class Ops(Tape tape)
                 }
             });
         return y;
+    }
+
+    /// <summary>A product whose values nothing reads (<see cref="Tape.SkipsUnreadProduct"/>): zeros instead, and counted.</summary>
+    internal static void SkipProduct(Tape tape, Tensor y)
+    {
+        new Span<float>(y.Data, checked((int)y.Length)).Clear();
+        tape.CountSkippedProduct();
     }
 
     public Tensor Gelu(Tensor x)

@@ -25,7 +25,8 @@ public static unsafe class Ops4Bit
         var outShape = (int[])x.Shape.Clone();
         outShape[^1] = n;
         var y = tape.NewTensor(outShape, tape.AnyRequiresGrad(x, bias));
-        FourBitGemm.LinearForward4Bit(x.Data, weight, bias == null ? null : bias.Data, y.Data, m, computeType);
+        if (tape.SkipsUnreadProduct) Ops.SkipProduct(tape, y);
+        else FourBitGemm.LinearForward4Bit(x.Data, weight, bias == null ? null : bias.Data, y.Data, m, computeType);
         if (y.RequiresGrad)
             tape.Record(() =>
             {

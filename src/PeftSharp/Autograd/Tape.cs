@@ -26,6 +26,45 @@ public sealed unsafe class Tape : IDisposable
     private List<Action> _backward = [];
     private List<(Rng Rng, RngState State)>? _drawLog;
     private Queue<(Rng Rng, RngState State)>? _drawReplay;
+    private bool _recomputing, _outputUnread;
+
+    /// <summary>
+    /// Whether the product about to run may be skipped: a checkpointed body is being recomputed in backward and the model marked
+    /// the product's output as one whose values nothing reads (<see cref="UnreadOutput"/>). Its output is then zeros.
+    /// </summary>
+    internal bool SkipsUnreadProduct => _recomputing && _outputUnread;
+
+    /// <summary>Products skipped so far (<see cref="SkipsUnreadProduct"/>), for tests and profiles.</summary>
+    public long SkippedProducts { get; private set; }
+
+    internal void CountSkippedProduct() => SkippedProducts++;
+
+    /// <summary>
+    /// Marks, until disposed, the linear layer called inside as one whose output's values no backward step reads: a decoder
+    /// layer's last product (down_proj, GPT-2's mlp.c_proj), whose output only enters the residual sum that is the
+    /// layer's output. Recomputing a checkpointed layer in backward needs that product's graph but not its values, so the
+    /// frozen product is skipped there (about a fifth of the recomputation of a Llama layer). A layer that reads its base
+    /// output (DoRA's magnitude) suspends the mark with <see cref="ReadOutput"/>.
+    /// </summary>
+    internal FlagScope UnreadOutput() => new(this, true);
+
+    /// <summary>Suspends <see cref="UnreadOutput"/> for a product whose output is read (DoRA's base output).</summary>
+    internal FlagScope ReadOutput() => new(this, false);
+
+    internal readonly struct FlagScope : IDisposable
+    {
+        private readonly Tape _tape;
+        private readonly bool _previous;
+
+        public FlagScope(Tape tape, bool unread)
+        {
+            _tape = tape;
+            _previous = tape._outputUnread;
+            tape._outputUnread = unread;
+        }
+
+        public void Dispose() => _tape._outputUnread = _previous;
+    }
 
     public Tape(long arenaFloats = 1 << 20)
     {
@@ -123,7 +162,15 @@ public sealed unsafe class Tape : IDisposable
         {
             var x = new Tensor(input.Shape, input.Data, input.RequiresGrad);
             Tensor output;
-            using (StepProfiler.EnterPhase(StepPhase.Recompute)) output = body(x);
+            _recomputing = true;
+            try
+            {
+                using (StepProfiler.EnterPhase(StepPhase.Recompute)) output = body(x);
+            }
+            finally
+            {
+                _recomputing = false;
+            }
             Kernels.Elementwise.Axpy(y.Length, 1f, y.Grad, GradOf(output));
             for (int i = _backward.Count - 1; i >= 0; i--) _backward[i]();
             if (dInput != null && x.Grad != null) Kernels.Elementwise.Axpy(input.Length, 1f, x.Grad, dInput);

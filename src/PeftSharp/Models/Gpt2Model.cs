@@ -58,7 +58,9 @@ public sealed class Gpt2Model : CausalLM
         h = ops.Add(h, LayerSlot(layer, AttnProj).Layer.Forward(ops, Ops.Reshape(o, b * t, e)));
         var m = ops.LayerNorm(h, _ln2W[layer], _ln2B[layer], Eps);
         m = ops.Gelu(LayerSlot(layer, Fc).Layer.Forward(ops, m));
-        return ops.Add(h, LayerSlot(layer, MlpProj).Layer.Forward(ops, m));
+        Tensor proj;
+        using (ops.Tape.UnreadOutput()) proj = LayerSlot(layer, MlpProj).Layer.Forward(ops, m);
+        return ops.Add(h, proj);
     }
 
     private protected override Tensor FinalNorm(Ops ops, Tensor h) => ops.LayerNorm(h, _lnFW, _lnFB, Eps);

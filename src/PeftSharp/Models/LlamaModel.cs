@@ -54,7 +54,9 @@ public sealed class LlamaModel : CausalLM
         h = ops.Add(h, LayerSlot(layer, O).Layer.Forward(ops, Ops.Reshape(o, b * t, heads * d)));
         x = ops.RmsNorm(h, _postNorm[layer], Eps);
         var m = ops.SwiGlu(LayerSlot(layer, Gate).Layer.Forward(ops, x), LayerSlot(layer, Up).Layer.Forward(ops, x));
-        return ops.Add(h, LayerSlot(layer, Down).Layer.Forward(ops, m));
+        Tensor down;
+        using (ops.Tape.UnreadOutput()) down = LayerSlot(layer, Down).Layer.Forward(ops, m);
+        return ops.Add(h, down);
     }
 
     private protected override Tensor FinalNorm(Ops ops, Tensor h) => ops.RmsNorm(h, _norm, Eps);

@@ -154,7 +154,11 @@ public sealed unsafe class LoraLinear : IWrappedLinear, IRandomStreams
             return ApplyBias(ops, BaseLayer.Forward(ops, x));
         }
         if (ops.RowAdapters is { } rowAdapters) return ForwardRows(ops, x, rowAdapters);
-        var y = BaseLayer.Forward(ops, x);
+        Tensor y;
+        // DoRA's magnitude reads the base output, so a product marked unread (Tape.UnreadOutput) is computed for it.
+        if (!Merged && _active.Any(name => _adapters[name].UseDora))
+            using (ops.Tape.ReadOutput()) y = BaseLayer.Forward(ops, x);
+        else y = BaseLayer.Forward(ops, x);
         using var part = StepProfiler.Enter(StepPart.Lora);
         if (!Merged)
             foreach (var name in _active)

@@ -8,13 +8,18 @@ namespace PeftSharp.Tests.Models;
 
 public class GradientCheckpointingTests
 {
-    private static Dictionary<string, float[]> Gradients(CausalLM model, TokenBatch batch, out float loss, out long highWater)
+    private static Dictionary<string, float[]> Gradients(CausalLM model, TokenBatch batch, out float loss, out long highWater) =>
+        Gradients(model, batch, out loss, out highWater, out _);
+
+    /// <param name="skipped">The frozen products the recomputation skipped (<see cref="Tape.SkipsUnreadProduct"/>).</param>
+    private static Dictionary<string, float[]> Gradients(CausalLM model, TokenBatch batch, out float loss, out long highWater, out long skipped)
     {
         using var tape = new Tape(1024);
         var l = model.Loss(new Ops(tape), batch);
         tape.Backward(l);
         loss = l.AsSpan()[0];
         highWater = tape.Arena.HighWater;
+        skipped = tape.SkippedProducts;
         return model.Parameters.ToDictionary(p => p.Name, p => p.GradSpan().ToArray());
     }
 
@@ -28,9 +33,12 @@ public class GradientCheckpointingTests
         var batch = ModelGolden.Batch(golden);
         using var plain = CausalLM.Load(ModelGolden.Folder(name), new LoadOptions { FullFineTune = true });
         using var checkpointed = CausalLM.Load(ModelGolden.Folder(name), new LoadOptions { FullFineTune = true, GradientCheckpointing = true });
-        var want = Gradients(plain, batch, out float wantLoss, out _);
-        var got = Gradients(checkpointed, batch, out float gotLoss, out _);
+        var want = Gradients(plain, batch, out float wantLoss, out _, out long plainSkipped);
+        var got = Gradients(checkpointed, batch, out float gotLoss, out _, out long skipped);
         Assert.Equal(wantLoss, gotLoss);
+        // Each layer's last product (down_proj, mlp.c_proj) is recomputed for its graph only: its values are never read.
+        Assert.Equal(0, plainSkipped);
+        Assert.Equal(checkpointed.Config.LayerCount, skipped);
         foreach (var (param, grad) in want)
             Assert.True(ModelGolden.MaxAbsDiff(got[param], grad) <= 1e-6f, param);
     }
@@ -79,38 +87,47 @@ public class GradientCheckpointingTests
     }
 
     /// <summary>
-    /// LoRA with dropout 0.1 on q_proj/v_proj (and over a 4-bit base): gradient checkpointing recomputes each layer with
-    /// the dropout masks it drew, so the adapter's gradients equal those without checkpointing.
+    /// LoRA with dropout 0.1 on attention and on each layer's last product (down_proj, GPT-2's c_proj, whose frozen product the
+    /// recomputation skips), over an f32 and a 4-bit base, and DoRA there (whose magnitude reads the base output, so nothing is
+    /// skipped): gradient checkpointing recomputes each layer with the dropout masks it drew, so the adapter's gradients equal
+    /// those without checkpointing.
     /// </summary>
     [Theory]
-    [InlineData("tiny-llama", false)]
-    [InlineData("tiny-llama", true)]
-    [InlineData("tiny-gpt2", false)]
-    public void LoraWithDropoutGivesTheSameGradients(string name, bool fourBit)
+    [InlineData("tiny-llama", false, false)]
+    [InlineData("tiny-llama", true, false)]
+    [InlineData("tiny-llama", true, true)]
+    [InlineData("tiny-gpt2", false, false)]
+    [InlineData("tiny-gpt2", false, true)]
+    public void LoraWithDropoutGivesTheSameGradients(string name, bool fourBit, bool dora)
     {
         using var golden = SafetensorsFile.Open(Path.Combine(ModelGolden.Folder(name), "golden.safetensors"));
         var batch = ModelGolden.Batch(golden);
-        Dictionary<string, float[]> Run(bool checkpointing, out float loss)
+        int layers = 0;
+        Dictionary<string, float[]> Run(bool checkpointing, out float loss, out long skipped)
         {
             using var model = CausalLM.Load(ModelGolden.Folder(name), new LoadOptions { GradientCheckpointing = checkpointing });
+            layers = model.Config.LayerCount;
             if (fourBit)
                 PeftSharp.Quantization.QuantizedModel.QuantizeLinears(model,
                     new PeftSharp.Quantization.BitsAndBytesConfig { LoadIn4bit = true, Bnb4bitQuantType = "nf4", Bnb4bitUseDoubleQuant = true });
             var config = new PeftSharp.Peft.LoraConfig
             {
-                R = 4, LoraAlpha = 8, LoraDropout = 0.1,
-                TargetModules = PeftSharp.Peft.TargetModules.FromNames(name.Contains("gpt2") ? ["c_attn"] : ["q_proj", "v_proj"]),
+                R = 4, LoraAlpha = 8, LoraDropout = 0.1, UseDora = dora,
+                TargetModules = PeftSharp.Peft.TargetModules.FromNames(name.Contains("gpt2") ? ["c_attn", "c_proj"] : ["q_proj", "v_proj", "down_proj"]),
                 InitLoraWeights = "false",
             };
             var peft = PeftSharp.Peft.PeftModel.Wrap(model, config, rng: new Rng(5));
             foreach (var slot in model.Linears) if (slot.Layer is IRandomStreams r) r.Reseed(99);
-            var grads = Gradients(model, batch, out loss, out _);
+            var grads = Gradients(model, batch, out loss, out _, out skipped);
             return grads.Where(kv => kv.Key.Contains("lora_")).ToDictionary();
         }
-        var want = Run(false, out float wantLoss);
-        var got = Run(true, out float gotLoss);
+        var want = Run(false, out float wantLoss, out long plainSkipped);
+        var got = Run(true, out float gotLoss, out long skipped);
         Assert.NotEmpty(want);
+        Assert.Contains(want.Keys, k => k.Contains(name.Contains("gpt2") ? "mlp.c_proj" : "down_proj"));
         Assert.Equal(wantLoss, gotLoss);
+        Assert.Equal(0, plainSkipped);
+        Assert.Equal(dora ? 0 : layers, skipped);
         foreach (var (param, grad) in want)
         {
             Assert.Contains(grad, g => g != 0f);
