@@ -7,7 +7,7 @@ using PeftSharp.Tensors;
 namespace PeftSharp.Bench;
 
 /// <summary>
-/// `gemm [--threads 1,2] [--rounds 5] [--quick] [--only SUBSTRING] [--cpu-time] [--grouped-rows N] [--decode] [--bf16] [--bf16-kernel] [--pair-kc N] [--parts-per-thread N] [--profile-parts]`: GFLOP/s of <see cref="Gemm"/> on square, training and
+/// `gemm [--threads 1,2] [--rounds 5] [--quick] [--only SUBSTRING] [--cpu-time] [--grouped-rows N] [--decode] [--bf16] [--bf16-kernel] [--pair-kc N] [--parts-per-thread N] [--profile-parts] [--update-depths LIST]`: GFLOP/s of <see cref="Gemm"/> on square, training and
 /// LoRA shapes, alternating case by case with OpenBLAS's cblas_sgemm when libopenblas.so.0 is installed (run with
 /// OPENBLAS_CORETYPE=SkylakeX to compare with its AVX-512 kernels). One JSON line per case, medians over rounds.
 /// `--bf16` instead times each case with both operands rounded to bfloat16 (what a bf16 compute dtype multiplies) on the
@@ -42,8 +42,11 @@ public static unsafe class GemmBench
                 case "--pair-kc": GemmBlocking.PairKC = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--parts-per-thread": GemmBlocking.PartsPerThread = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--profile-parts": _profileParts = true; break;
+                case "--update-depths":
+                    _updateDepths = args[++i].Split(',').Select(v => int.Parse(v, CultureInfo.InvariantCulture)).ToArray();
+                    break;
                 default:
-                    Console.Error.WriteLine($"gemm: unknown option '{args[i]}' (expected --threads LIST, --rounds N, --quick, --only TEXT, --cpu-time, --grouped-rows N, --decode, --bf16, --pair-kc N, --bf16-kernel, --parts-per-thread N, --profile-parts)");
+                    Console.Error.WriteLine($"gemm: unknown option '{args[i]}' (expected --threads LIST, --rounds N, --quick, --only TEXT, --cpu-time, --grouped-rows N, --decode, --bf16, --pair-kc N, --bf16-kernel, --parts-per-thread N, --profile-parts, --update-depths LIST)");
                     return 1;
             }
         }
@@ -65,8 +68,20 @@ public static unsafe class GemmBench
         return 0;
     }
 
+    /// <summary>
+    /// `--update-depths 1,2,4,8,16`: instead of the cases, a LoRA rank update Y = H·Bᵀ (512 × 768, the depth = the rank) at each
+    /// depth: what a product that writes a 512 × 768 output costs besides its multiply-adds (the time at depth 1 is nearly all
+    /// writing C), against the same at r 8 and 16.
+    /// </summary>
+    private static int[]? _updateDepths;
+
     private static IEnumerable<Case> Cases(bool quick)
     {
+        if (_updateDepths != null)
+        {
+            foreach (int depth in _updateDepths) yield return new Case($"rank_update_k{depth}", 512, 768, depth, false, true);
+            yield break;
+        }
         // A prompt's prefill: a few rows against each GPT-2 weight (as nn.Linear stores it).
         foreach (int t in quick ? [32] : new[] { 8, 16, 32, 64, 128, 256 })
             foreach (var (outF, inF) in new[] { (2304, 768), (768, 768), (3072, 768), (768, 3072) })
