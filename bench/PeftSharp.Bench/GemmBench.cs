@@ -16,7 +16,7 @@ namespace PeftSharp.Bench;
 /// </summary>
 public static unsafe class GemmBench
 {
-    private readonly record struct Case(string Form, int M, int N, int K, bool TransA, bool TransB);
+    internal readonly record struct Case(string Form, int M, int N, int K, bool TransA, bool TransB);
 
     public static int Run(string[] args)
     {
@@ -39,6 +39,7 @@ public static unsafe class GemmBench
                 case "--decode": decode = true; break;
                 case "--bf16": bf16 = true; break;
                 case "--bf16-kernel": kernelOnly = true; break;
+                case "--nc": GemmBlocking.NC = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--pair-kc": GemmBlocking.PairKC = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--parts-per-thread": GemmBlocking.PartsPerThread = int.Parse(args[++i], CultureInfo.InvariantCulture); break;
                 case "--profile-parts": _profileParts = true; break;
@@ -192,7 +193,7 @@ public static unsafe class GemmBench
     /// packing B̃, packing Ã, in the micro-kernel loops and in its parts (the rest of a part: edge tiles, loop overhead), and
     /// the call's wall time; a thread's idle time is the wall time minus its parts.
     /// </summary>
-    private static void ProfileParts(Case c, int threads, Action ours, double minSeconds)
+    internal static void ProfileParts(Case c, int threads, Action ours, double minSeconds)
     {
         ours();
         GemmPartProfile.TakeAndReset();

@@ -23,18 +23,21 @@ public static unsafe class QuantGemmBench
         int rounds = 5, tokens = 512;
         var threadCounts = new List<int> { 1, 2 };
         var shapes = new[] { (2304, 768), (768, 768), (768, 3072) };
-        bool cpuTime = false, forwardOnly = false;
+        bool cpuTime = false, forwardOnly = false, profileParts = false;
         for (int i = 0; i < args.Length; i++)
         {
             if (args[i] == "--cpu-time") cpuTime = true;
             else if (args[i] == "--forward") forwardOnly = true;
-            else if (i + 1 == args.Length) throw new ArgumentException($"quant --gemm: '{args[i]}' needs a value (or is unknown; expected --rounds N, --tokens N, --threads LIST, --shapes OUTxIN,..., --cpu-time, --forward).");
+            else if (args[i] == "--profile-parts") profileParts = true;
+            else if (args[i] == "--nc" && i + 1 < args.Length) GemmBlocking.NC = int.Parse(args[++i], CultureInfo.InvariantCulture);
+            else if (args[i] == "--kc" && i + 1 < args.Length) GemmBlocking.KC = GemmBlocking.PairKC = int.Parse(args[++i], CultureInfo.InvariantCulture);
+            else if (i + 1 == args.Length) throw new ArgumentException($"quant --gemm: '{args[i]}' needs a value (or is unknown; expected --rounds N, --tokens N, --threads LIST, --shapes OUTxIN,..., --cpu-time, --forward, --profile-parts).");
             else if (args[i] == "--rounds") rounds = int.Parse(args[i + 1], CultureInfo.InvariantCulture);
             else if (args[i] == "--tokens") tokens = int.Parse(args[i + 1], CultureInfo.InvariantCulture);
             else if (args[i] == "--threads") threadCounts = args[i + 1].Split(',').Select(s => int.Parse(s, CultureInfo.InvariantCulture)).ToList();
             else if (args[i] == "--shapes")
                 shapes = args[i + 1].Split(',').Select(s => s.Split('x')).Select(p => (int.Parse(p[0], CultureInfo.InvariantCulture), int.Parse(p[1], CultureInfo.InvariantCulture))).ToArray();
-            else throw new ArgumentException($"quant --gemm: unknown option '{args[i]}' (expected --rounds N, --tokens N, --threads LIST, --shapes OUTxIN,..., --cpu-time, --forward).");
+            else throw new ArgumentException($"quant --gemm: unknown option '{args[i]}' (expected --rounds N, --tokens N, --threads LIST, --shapes OUTxIN,..., --cpu-time, --forward, --profile-parts).");
             if (args[i] is "--rounds" or "--tokens" or "--threads" or "--shapes") i++;
         }
         int saved = Parallelism.MaxThreads;
@@ -87,6 +90,15 @@ public static unsafe class QuantGemmBench
                             Console.WriteLine($"{{\"bench\":\"quant_gemm\",\"form\":\"{form}\",\"m\":{tokens},\"out\":{outF},\"in\":{inF},\"threads\":{threads}," +
                                 $"\"weight\":\"{variants[v].Name}\",\"simd\":\"{Simd.Path}\",\"gflops\":{g:F1},\"dense_f32_gflops\":{denseGflops:F1},\"ratio\":{g / denseGflops:F3}}}");
                         }
+                        if (profileParts)
+                            foreach (var (name, q, compute, noDot) in variants.Where(v => !v.NoDot))
+                            {
+                                // Where the blocked product's time goes per thread (packing W's dequantized strips, X's, the kernel).
+                                var c = new GemmBench.Case($"{form}_{name}", tokens, backward ? inF : outF, backward ? outF : inF, false, !backward);
+                                GemmBench.ProfileParts(c, threads, backward
+                                    ? () => FourBitGemm.LinearBackwardInput4Bit(dy.Pointer, q, dx.Pointer, tokens, accumulate: false, compute)
+                                    : () => FourBitGemm.LinearForward4Bit(x.Pointer, q, null, y.Pointer, tokens, compute), 0.1);
+                            }
                     }
                     foreach (var q in variants.Select(v => v.Q).Distinct()) q.Dispose();
                 }

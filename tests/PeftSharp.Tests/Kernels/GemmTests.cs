@@ -17,12 +17,12 @@ public unsafe class GemmTests
     }
 
     // Odd sizes exercise every edge tile; the larger ones cross the KC/MC blocks, use the skinny, narrow and few-row paths and
-    // run in parallel (130×1100×9: a rank update, split by rows).
+    // run in parallel (130×1100×9: a rank update, split by rows; 100×1700×300: Ã kept across column blocks).
     private static readonly (int M, int N, int K)[] Shapes =
     [
         (1, 1, 1), (1, 7, 33), (7, 1, 33), (7, 33, 1), (33, 7, 7), (33, 33, 33), (7, 7, 1023),
         (1023, 7, 33), (33, 1023, 7), (200, 100, 300), (70, 130, 520), (300, 16, 200), (16, 300, 200), (8, 200, 300), (2000, 9, 70),
-        (1, 1023, 33), (3, 70, 1000), (4, 37, 17), (2, 2000, 100), (61, 150, 40), (64, 70, 33), (130, 1100, 9),
+        (1, 1023, 33), (3, 70, 1000), (4, 37, 17), (2, 2000, 100), (61, 150, 40), (64, 70, 33), (130, 1100, 9), (100, 1700, 300),
     ];
 
     [Theory]
