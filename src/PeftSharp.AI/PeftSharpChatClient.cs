@@ -70,6 +70,10 @@ public sealed class PeftSharpChatClient : IChatClient
         int generated = 0;
         await foreach (var update in reader.ReadAllAsync(CancellationToken.None).ConfigureAwait(false))
         {
+            // Updates the engine produced before the caller cancelled may still be queued: once cancelled, none is handed out
+            // (the engine ends the request through the same token). Checking only for the engine's Cancelled finish let a
+            // request that had already finished in the queue end without the exception.
+            cancellationToken.ThrowIfCancellationRequested();
             if (update.TokenId >= 0) generated++;
             if (update.Finish is { } finish)
             {

@@ -59,6 +59,32 @@ public sealed class ChatClientTests(ServingFixture fixture) : IClassFixture<Serv
         Assert.Equal(0, engine.Metrics.Running);
     }
 
+    /// <summary>
+    /// Cancelling after the engine has already finished the request, its updates still queued: the next read throws instead of
+    /// handing out the rest (the race that made the test above fail once under load: the stream ended without the exception).
+    /// </summary>
+    [Fact]
+    public async Task CancellingAfterTheEngineFinishedStillThrowsOnTheNextRead()
+    {
+        using var engine = fixture.Engine(new ServingOptions { MaxNumSeqs = 1 });
+        IChatClient client = new PeftSharpChatClient(engine);
+        using var cts = new CancellationTokenSource();
+        var updates = client.GetStreamingResponseAsync("Tell me a long story", new ChatOptions { MaxOutputTokens = 12, Temperature = 0 }, cts.Token)
+            .GetAsyncEnumerator(CancellationToken.None);
+        try
+        {
+            Assert.True(await updates.MoveNextAsync());
+            for (int i = 0; i < 200 && engine.Metrics.Running > 0; i++) await Task.Delay(25);
+            Assert.Equal(0, engine.Metrics.Running); // finished: every other update is queued
+            cts.Cancel();
+            await Assert.ThrowsAnyAsync<OperationCanceledException>(async () => await updates.MoveNextAsync());
+        }
+        finally
+        {
+            await updates.DisposeAsync();
+        }
+    }
+
     /// <summary>The IChatClient example of docs/commands/serve.md, word for word (between the snippet markers), runs.</summary>
     [Fact]
     public async Task TheDocumentedSnippetRuns()
