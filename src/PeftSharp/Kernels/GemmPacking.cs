@@ -63,6 +63,11 @@ internal static unsafe class GemmPacking
         for (int s = 0; s < count; s += width, dst += (long)depth * width)
         {
             int w = Math.Min(width, count - s);
+            if (src.FourBit != null && src.Trans && pairs && Simd.Use512 && Avx512F.IsSupported)
+            {
+                PackStripTransposedFourBitPairs(src, p0, depth, j0 + s, w, width, dst);
+                continue;
+            }
             if (src.FourBit != null)
             {
                 if (src.Trans) PackStripTransposedFourBit(src, p0, depth, j0 + s, w, width, dst);
@@ -116,6 +121,63 @@ internal static unsafe class GemmPacking
                 for (int p = 0; p < depth; p++, d += width) *d = row[p];
             }
         }
+    }
+
+    /// <summary>
+    /// The transposed 4-bit strip straight to <see cref="Bf16Dot"/>'s pairs (a forward product's dequantized W with bf16
+    /// compute): each of 16 rows' depth segment is dequantized rounded to bf16 and narrowed in place to 16-bit values, so a
+    /// row is ⌈depth/2⌉ pair words (depths 2q and 2q + 1, the even one low), and a 16×16 transpose of those words writes the
+    /// pair-packed strip. The same words as dequantizing to f32, transposing and <see cref="Bf16Dot.ToPairs"/> (the same
+    /// round to nearest even), with one pass instead of two over the strip and half the bytes through the transpose.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void PackStripTransposedFourBitPairs(in GemmOperand src, int p0, int depth, int j, int w, int width, float* dst)
+    {
+        var view = src.FourBit;
+        int half = (depth + 1) / 2;
+        uint* words = (uint*)dst;
+        if (w < width)
+            for (int q = 0; q < half; q++)
+                for (int t = w; t < width; t++) words[(long)q * width + t] = 0;
+        // Rows of depth + 1 floats: room for the odd depth's zero pad after narrowing (2·(depth + 1) ≥ depth + 1 halves).
+        long stride = depth + 1;
+        float* block = GemmScratch.Current.Dequant(16L * stride);
+        for (int jj = 0; jj < w; jj += 16)
+        {
+            int rows = Math.Min(16, w - jj);
+            for (int r = 0; r < rows; r++)
+            {
+                float* row = block + r * stride;
+                view->Dequantize((j + jj + r) * view->Columns + p0, depth, row, roundToBFloat16: true);
+                NarrowToBf16(row, depth);
+            }
+            if (rows == 16)
+            {
+                Transpose16(GemmOperand.F32(block, stride, true), 0, half, 0, width, (float*)words + jj);
+                continue;
+            }
+            for (int r = 0; r < rows; r++)
+            {
+                uint* row = (uint*)(block + r * stride), d = words + jj + r;
+                for (int q = 0; q < half; q++, d += width) *d = row[q];
+            }
+        }
+    }
+
+    /// <summary>
+    /// Rewrites n f32 values already rounded to bf16 as n 16-bit values in place (the high halves; exact), then a zero half when n
+    /// is odd, so the row reads as ⌈n/2⌉ little-endian pair words. Writing never passes reading: value i goes to byte 2i.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveOptimization)]
+    private static void NarrowToBf16(float* values, int n)
+    {
+        uint* source = (uint*)values;
+        ushort* target = (ushort*)values;
+        int i = 0;
+        for (; i + 16 <= n; i += 16)
+            Avx512F.ConvertToVector256UInt16(Vector512.Load(source + i) >> 16).Store(target + i);
+        for (; i < n; i++) target[i] = (ushort)(source[i] >> 16);
+        if ((n & 1) != 0) target[n] = 0;
     }
 
     /// <summary>Rounds n packed values in place to bfloat16 or float16 (round to nearest even), kept as f32.</summary>

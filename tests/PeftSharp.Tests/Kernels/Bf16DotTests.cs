@@ -200,6 +200,47 @@ public unsafe class Bf16DotTests
         }
     }
 
+    /// <summary>
+    /// With the kernel on, the 4-bit product with bf16 compute packs W's dequantized strips as pairs itself (transposed for the
+    /// forward, by rows for the input gradient): both must equal, bit for bit, the same products of the dequantized dense W
+    /// (f32 packing rounded by <see cref="Bf16Dot.ToPairs"/>), at odd and even depths, edge strips and two depth blocks.
+    /// </summary>
+    [Theory]
+    [InlineData(1)]
+    [InlineData(2)]
+    public void FourBitPairPackingEqualsTheDensePairPackingBitForBit(int threads)
+    {
+        if (!Bf16Dot.Emitted) return;
+        using var forced = Simd.Force(SimdPath.Vector512);
+        int saved = Parallelism.MaxThreads;
+        Parallelism.MaxThreads = threads;
+        try
+        {
+            int seed = 40;
+            foreach (var (m, n, k) in new[] { (70, 130, 300), (65, 97, 333), (80, 200, 64), (90, 64, 511) })
+            {
+                seed++;
+                using var w = Quantized4BitTensor.Quantize(Gaussian.Sample(n * k, seed), [n, k], QuantType.Nf4, 64, doubleQuant: true);
+                float[] x = FourBitGemmTests.Uniform(m * k, seed + 1), dy = FourBitGemmTests.Uniform(m * n, seed + 2), dense = new float[n * k];
+                w.Dequantize(dense);
+                float[] y = new float[m * n], yDense = new float[m * n], dx = new float[m * k], dxDense = new float[m * k];
+                fixed (float* px = x, pdy = dy, pw = dense, py = y, pyd = yDense, pdx = dx, pdxd = dxDense)
+                {
+                    FourBitGemm.LinearForward4Bit(px, w, null, py, m, DType.BF16);
+                    Gemm.LinearForward(px, pw, null, pyd, m, n, k, DType.BF16);
+                    FourBitGemm.LinearBackwardInput4Bit(pdy, w, pdx, m, accumulate: false, DType.BF16);
+                    Gemm.LinearBackwardInput(pdy, pw, pdxd, m, n, k, accumulate: false, DType.BF16);
+                }
+                Assert.True(yDense.AsSpan().SequenceEqual(y), $"Y m={m} n={n} k={k} threads={threads}");
+                Assert.True(dxDense.AsSpan().SequenceEqual(dx), $"dX m={m} n={n} k={k} threads={threads}");
+            }
+        }
+        finally
+        {
+            Parallelism.MaxThreads = saved;
+        }
+    }
+
     /// <summary>With the kernel off (the capability check's fallback) the bf16 product is the f32 kernel's on the rounded values, bit for bit.</summary>
     [Fact]
     public void KernelOffIsTheF32KernelOnRoundedValues()
