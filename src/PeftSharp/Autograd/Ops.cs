@@ -119,7 +119,7 @@ public sealed unsafe partial class Ops(Tape tape)
     /// <summary>A product whose values nothing reads (<see cref="Tape.SkipsUnreadProduct"/>): zeros instead, and counted.</summary>
     internal static void SkipProduct(Tape tape, Tensor y)
     {
-        new Span<float>(y.Data, checked((int)y.Length)).Clear();
+        System.Runtime.InteropServices.NativeMemory.Clear(y.Data, (nuint)y.Length * sizeof(float));
         tape.CountSkippedProduct();
     }
 
