@@ -240,10 +240,16 @@ internal static unsafe class GemmSkinny
     }
 
     /// <summary>
+    /// How far past the four rows in hand <see cref="RunFourBitRow"/> fetches ahead, in bytes: beyond the group it is reading
+    /// side by side, W continues as one stream, which the prefetch keeps in flight.
+    /// </summary>
+    private const int FourBitPrefetchBytes = 4096;
+
+    /// <summary>
     /// One X row against 4-bit W rows whose blocks tile each row (k a multiple of the block size, the block size of 32
-    /// or more): codes are looked up and scaled in registers, 32 at a time, and never written out. Row by row;
-    /// each value is table[code] · absmax as <see cref="FourBitView.Dequantize"/> computes it, and the sums run in
-    /// <see cref="DotRow{TRows}"/>'s order, so the result is exactly the f32 product with the dequantized rows.
+    /// or more): codes are looked up and scaled in registers, 32 at a time, and never written out. Four rows at a time
+    /// (then one by one); each value is table[code] · absmax as <see cref="FourBitView.Dequantize"/> computes it, and each
+    /// row's sum runs in <see cref="DotRow{TRows}"/>'s order, so the result is exactly the f32 product with the dequantized rows.
     /// </summary>
     [MethodImpl(MethodImplOptions.AggressiveOptimization)]
     private static void RunFourBitRow(in Job job, int j0, int j1)
@@ -252,7 +258,47 @@ internal static unsafe class GemmSkinny
         int k = job.K, blockSize = view->BlockSize, blocksPerRow = k / blockSize;
         var lut = Vector512.Load(view->Table);
         float* x = job.A;
-        for (int j = j0; j < j1; j++)
+        int j = j0;
+        int rowBytes = k / 2;
+        // Four rows at a time: four independent accumulator chains (one row's FMAs depend on each other, 4 cycles apart, which
+        // held a row to 4 codes a cycle: 12.3 G codes/s a core), each summed in the one-row order below, so each output has
+        // the same bits. Read side by side, four rows are four short streams, which on their own slowed a decode from DRAM
+        // (docs/PERFORMANCE.md, "NF4 decode at the TinyLlama shape"); so the rows after them, contiguous, are fetched ahead
+        // one cache line per step, as fast as the group consumes them.
+        for (; j + 4 <= j1; j += 4)
+        {
+            byte* q0 = view->Packed + (long)j * rowBytes, q1 = q0 + rowBytes, q2 = q1 + rowBytes, q3 = q2 + rowBytes;
+            byte* ahead = q0 + 4L * rowBytes + FourBitPrefetchBytes;
+            Vector512<float> acc0 = default, acc1 = default, acc2 = default, acc3 = default;
+            long block = (long)j * blocksPerRow;
+            for (int b = 0; b < blocksPerRow; b++, block++)
+            {
+                var s0 = lut * Vector512.Create(view->BlockScale(block));
+                var s1 = lut * Vector512.Create(view->BlockScale(block + blocksPerRow));
+                var s2 = lut * Vector512.Create(view->BlockScale(block + 2 * blocksPerRow));
+                var s3 = lut * Vector512.Create(view->BlockScale(block + 3 * blocksPerRow));
+                for (int p = b * blockSize, end = p + blockSize; p < end; p += 32)
+                {
+                    Sse.Prefetch0(ahead + p * 2);
+                    var xLow = Vector512.Load(x + p);
+                    var xHigh = Vector512.Load(x + p + 16);
+                    Accumulate(q0 + p / 2, s0, xLow, xHigh, ref acc0);
+                    Accumulate(q1 + p / 2, s1, xLow, xHigh, ref acc1);
+                    Accumulate(q2 + p / 2, s2, xLow, xHigh, ref acc2);
+                    Accumulate(q3 + p / 2, s3, xLow, xHigh, ref acc3);
+                }
+            }
+            float* c = job.C + j;
+            if (job.Accumulate)
+            {
+                c[0] += Vector512.Sum(acc0); c[1] += Vector512.Sum(acc1); c[2] += Vector512.Sum(acc2); c[3] += Vector512.Sum(acc3);
+            }
+            else
+            {
+                c[0] = Vector512.Sum(acc0); c[1] = Vector512.Sum(acc1); c[2] = Vector512.Sum(acc2); c[3] = Vector512.Sum(acc3);
+            }
+        }
+        for (; j < j1; j++)
         {
             // One row after another (W read as one stream, as in DotRow), one accumulator per row.
             byte* q = view->Packed + (long)j * k / 2;
